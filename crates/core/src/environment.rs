@@ -1,0 +1,105 @@
+//! Environments: where an app runs (cluster, namespace, workload) and the policy that governs
+//! deployments to it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::DurationSpec;
+use crate::names::check_name;
+use crate::strategy::StrategySpec;
+use crate::validation::{ValidationError, Violations, pointer};
+
+/// Most replicas a workload may ask for.
+pub const MAX_REPLICAS: u32 = 1_000;
+/// Shortest and longest progress deadline.
+pub const MIN_PROGRESS_DEADLINE: DurationSpec = DurationSpec::from_secs(10);
+pub const MAX_PROGRESS_DEADLINE: DurationSpec = DurationSpec::from_secs(86_400);
+
+/// The body of `PUT /v1/apps/{app}/environments/{env}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentSpec {
+    /// Name of a registered cluster.
+    pub cluster: String,
+    /// Kubernetes namespace of the workload.
+    pub namespace: String,
+    pub workload: Workload,
+    /// Strategy used when a deployment does not bring its own.
+    #[serde(default)]
+    pub strategy: StrategySpec,
+    /// How long a deployment may go without progress before it fails and rolls back.
+    #[serde(default = "EnvironmentSpec::default_progress_deadline")]
+    pub progress_deadline: DurationSpec,
+    #[serde(default)]
+    pub approval: ApprovalPolicy,
+    /// A newer queued deployment supersedes older queued ones.
+    #[serde(default)]
+    pub supersede_queued: bool,
+}
+
+impl EnvironmentSpec {
+    fn default_progress_deadline() -> DurationSpec {
+        DurationSpec::from_secs(600)
+    }
+
+    /// Checks every field; the error names each bad one by JSON pointer.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut v = Violations::new();
+        check_name(&mut v, "/cluster", &self.cluster);
+        check_name(&mut v, "/namespace", &self.namespace);
+        self.workload.validate(&mut v, "/workload");
+        self.strategy.validate(&mut v, "/strategy", &self.workload);
+        if self.progress_deadline < MIN_PROGRESS_DEADLINE
+            || self.progress_deadline > MAX_PROGRESS_DEADLINE
+        {
+            v.add(
+                "/progress_deadline",
+                format!("must be between {MIN_PROGRESS_DEADLINE} and {MAX_PROGRESS_DEADLINE}"),
+            );
+        }
+        v.into_result()
+    }
+}
+
+/// The Kubernetes workload an environment deploys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Base name of the Deployment and Services Slipway manages.
+    pub name: String,
+    /// The container whose image is replaced.
+    pub container: String,
+    /// Desired replicas of the serving version.
+    pub replicas: u32,
+    /// Container port the Services target.
+    pub port: u16,
+}
+
+impl Workload {
+    fn validate(&self, v: &mut Violations, at: &str) {
+        check_name(v, &pointer(at, "name"), &self.name);
+        check_name(v, &pointer(at, "container"), &self.container);
+        if self.replicas == 0 || self.replicas > MAX_REPLICAS {
+            v.add(
+                pointer(at, "replicas"),
+                format!("must be between 1 and {MAX_REPLICAS}"),
+            );
+        }
+        if self.port == 0 {
+            v.add(pointer(at, "port"), "must be between 1 and 65535");
+        }
+    }
+}
+
+/// Who must agree before a deployment goes live.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalPolicy {
+    #[serde(default)]
+    pub required: bool,
+    /// The approver must be someone other than the requester.
+    #[serde(default)]
+    pub distinct_approver: bool,
+}

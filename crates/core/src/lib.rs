@@ -1,0 +1,22 @@
+//! Slipway's domain: clusters, environments, deployments and their strategies, with the rules
+//! that make a request valid. Pure: no I/O, no async, no database or HTTP types.
+
+pub mod cluster;
+pub mod deployment;
+pub mod duration;
+pub mod environment;
+pub mod image;
+pub mod names;
+pub mod strategy;
+pub mod validation;
+
+pub use cluster::{ClusterKind, ClusterSpec};
+pub use deployment::{
+    DeploymentPlan, DeploymentRequest, DeploymentStatus, FailureReason, Outcome, Serving,
+    ServingHealth, Source, SourceKind,
+};
+pub use duration::DurationSpec;
+pub use environment::{ApprovalPolicy, EnvironmentSpec, Workload};
+pub use image::ImageRef;
+pub use strategy::{CanaryStep, StrategySpec, TrafficRouting};
+pub use validation::{FieldError, ValidationError, Violations};

@@ -1,0 +1,65 @@
+//! Names of apps, environments, clusters, namespaces and workloads.
+
+use crate::validation::Violations;
+
+/// Longest name accepted: a Kubernetes DNS-1123 label.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Checks that `value` is a DNS-1123 label: 1–63 characters of `a-z`, `0-9` and `-`,
+/// starting and ending with an alphanumeric character. Apps, environments, clusters,
+/// namespaces, workloads and containers are all named this way, so every name can be used
+/// in a Kubernetes object name or label without escaping.
+pub fn check_name(v: &mut Violations, pointer: &str, value: &str) {
+    if let Err(detail) = dns_label(value) {
+        v.add(pointer, detail);
+    }
+}
+
+/// The reason `value` is not a DNS-1123 label, if it is not one.
+pub fn dns_label(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Err(format!("must be at most {MAX_NAME_LEN} characters"));
+    }
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if !value.chars().all(ok_char) {
+        return Err("must contain only lowercase letters, digits and '-'".into());
+    }
+    if value.starts_with('-') || value.ends_with('-') {
+        return Err("must start and end with a letter or digit".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dns_label;
+
+    #[test]
+    fn accepts_labels_and_rejects_the_rest() {
+        assert!(dns_label("web").is_ok());
+        assert!(dns_label("prod-eu-1").is_ok());
+        assert!(dns_label(&"a".repeat(63)).is_ok());
+        assert!(dns_label("").is_err());
+        assert!(dns_label(&"a".repeat(64)).is_err());
+        assert!(dns_label("Web").is_err());
+        assert!(dns_label("-web").is_err());
+        assert!(dns_label("web-").is_err());
+        assert!(dns_label("web_1").is_err());
+        assert!(dns_label("we.b").is_err());
+    }
+}
+
+/// The reason `value` is not a DNS-1123 subdomain (dot-separated labels, at most 253
+/// characters), the form of Kubernetes object names such as Ingresses and HTTPRoutes.
+pub fn dns_subdomain(value: &str) -> Result<(), String> {
+    if value.len() > 253 {
+        return Err("must be at most 253 characters".into());
+    }
+    value
+        .split('.')
+        .try_for_each(dns_label)
+        .map_err(|e| format!("must be a DNS subdomain name: each dot-separated part {e}"))
+}
