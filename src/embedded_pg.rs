@@ -123,7 +123,9 @@ pub enum EmbeddedPgError {
     },
 
     /// The server did not start.
-    #[error("PostgreSQL did not start: {detail}\nserver log: {log}\n--- last lines of {log} ---\n{log_tail}")]
+    #[error(
+        "PostgreSQL did not start: {detail}\nserver log: {log}\n--- last lines of {log} ---\n{log_tail}"
+    )]
     StartFailed {
         /// What `pg_ctl` said.
         detail: String,
@@ -185,7 +187,11 @@ pub fn default_state_dir() -> PathBuf {
 /// `/usr/lib/postgresql/<version>/bin` from the highest version down.
 pub fn default_search_dirs() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).filter(|p| !p.as_os_str().is_empty()).collect())
+        .map(|path| {
+            std::env::split_paths(&path)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     dirs.extend(debian_bin_dirs(Path::new(DEBIAN_PG_ROOT)));
     dirs
@@ -209,7 +215,9 @@ fn debian_bin_dirs(root: &Path) -> Vec<PathBuf> {
 }
 
 fn parse_version(name: &str) -> Option<Vec<u64>> {
-    name.split('.').map(|part| part.parse::<u64>().ok()).collect()
+    name.split('.')
+        .map(|part| part.parse::<u64>().ok())
+        .collect()
 }
 
 /// Where `initdb` and `pg_ctl` were found (always the same directory, so that they and the
@@ -229,7 +237,8 @@ pub fn find_binaries(search_dirs: &[PathBuf]) -> Result<PgBinaries, EmbeddedPgEr
         .find_map(|dir| {
             let initdb = dir.join("initdb");
             let pg_ctl = dir.join("pg_ctl");
-            (is_executable(&initdb) && is_executable(&pg_ctl)).then_some(PgBinaries { initdb, pg_ctl })
+            (is_executable(&initdb) && is_executable(&pg_ctl))
+                .then_some(PgBinaries { initdb, pg_ctl })
         })
         .ok_or_else(|| EmbeddedPgError::NotInstalled {
             searched: search_dirs.to_vec(),
@@ -249,13 +258,15 @@ struct RunAs {
 
 /// Effective uid of this process, from `/proc/self/status`, else from `id -u`.
 fn current_uid() -> u32 {
-    let from_proc = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            .and_then(|euid| euid.parse().ok())
-    });
+    let from_proc = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1))
+                .and_then(|euid| euid.parse().ok())
+        });
     from_proc
         .or_else(|| {
             let out = std::process::Command::new("id").arg("-u").output().ok()?;
@@ -294,7 +305,8 @@ fn check_traversable(state_dir: &Path, user: RunAs) -> Result<(), EmbeddedPgErro
         if dir.as_os_str().is_empty() {
             continue;
         }
-        let meta = std::fs::metadata(dir).map_err(io_err(format!("inspecting {}", dir.display())))?;
+        let meta =
+            std::fs::metadata(dir).map_err(io_err(format!("inspecting {}", dir.display())))?;
         let mode = meta.mode();
         let allowed = if meta.uid() == user.uid {
             mode & 0o100 != 0
@@ -319,9 +331,11 @@ fn check_traversable(state_dir: &Path, user: RunAs) -> Result<(), EmbeddedPgErro
 fn chown_tree(path: &Path, user: RunAs) -> Result<(), EmbeddedPgError> {
     std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid))
         .map_err(io_err(format!("changing the owner of {}", path.display())))?;
-    let meta = std::fs::symlink_metadata(path).map_err(io_err(format!("inspecting {}", path.display())))?;
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(io_err(format!("inspecting {}", path.display())))?;
     if meta.is_dir() {
-        let entries = std::fs::read_dir(path).map_err(io_err(format!("listing {}", path.display())))?;
+        let entries =
+            std::fs::read_dir(path).map_err(io_err(format!("listing {}", path.display())))?;
         for entry in entries {
             let entry = entry.map_err(io_err(format!("listing {}", path.display())))?;
             chown_tree(&entry.path(), user)?;
@@ -354,7 +368,8 @@ fn ensure_password(paths: &Paths) -> Result<String, EmbeddedPgError> {
         .mode(0o600)
         .open(&paths.password_file)
         .map_err(io_err(context.clone()))?;
-    file.write_all(password.as_bytes()).map_err(io_err(context.clone()))?;
+    file.write_all(password.as_bytes())
+        .map_err(io_err(context.clone()))?;
     file.sync_all().map_err(io_err(context))?;
     Ok(password)
 }
@@ -369,7 +384,9 @@ fn url_encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -395,9 +412,35 @@ fn status_text(status: ExitStatus) -> String {
     status.to_string()
 }
 
+/// Whether `pid` is a running (not zombie) process called `postgres`, according to /proc.
+/// Without /proc the answer is yes, which leaves the decision to `pg_ctl` and the server.
+fn process_is_live_postgres(pid: u32) -> bool {
+    if !Path::new("/proc/self/stat").exists() {
+        return true;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "<pid> (<comm>) <state> ...": comm may hold spaces and parentheses.
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return false;
+    };
+    let comm = stat.get(open + 1..close).unwrap_or_default();
+    let state = stat
+        .get(close + 1..)
+        .unwrap_or_default()
+        .split_whitespace()
+        .next();
+    matches!(comm, "postgres" | "postmaster") && !matches!(state, Some("Z" | "X" | "x"))
+}
+
 fn free_port() -> Result<u16, EmbeddedPgError> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(io_err("picking a free port on 127.0.0.1"))?;
-    let port = listener.local_addr().map_err(io_err("picking a free port on 127.0.0.1"))?.port();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(io_err("picking a free port on 127.0.0.1"))?;
+    let port = listener
+        .local_addr()
+        .map_err(io_err("picking a free port on 127.0.0.1"))?
+        .port();
     Ok(port)
 }
 
@@ -433,8 +476,36 @@ impl Paths {
         parse_version(version).map(|_| version.to_owned())
     }
 
+    /// Removes `postmaster.pid` when the process it names is gone, a zombie, or not a
+    /// PostgreSQL server (after a reboot or a restored machine the pid may belong to another
+    /// program, and the server would then refuse to start).
+    fn remove_stale_pid_file(&self) -> Result<(), EmbeddedPgError> {
+        let pid_file = self.data_dir.join("postmaster.pid");
+        let Ok(contents) = std::fs::read_to_string(&pid_file) else {
+            return Ok(());
+        };
+        let Some(pid) = contents
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<u32>().ok())
+        else {
+            return Ok(());
+        };
+        if process_is_live_postgres(pid) {
+            return Ok(());
+        }
+        tracing::warn!(pid_file = %pid_file.display(), pid, "removing a stale PostgreSQL pid file");
+        match std::fs::remove_file(&pid_file) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(format!("removing {}", pid_file.display()))(e)),
+        }
+    }
+
     fn log_len(&self) -> u64 {
-        std::fs::metadata(&self.log_file).map(|m| m.len()).unwrap_or(0)
+        std::fs::metadata(&self.log_file)
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 
     /// The tail of what the log gained after it was `from` bytes long.
@@ -442,7 +513,10 @@ impl Paths {
         match std::fs::read(&self.log_file) {
             Ok(bytes) => {
                 let start = usize::try_from(from).unwrap_or(0);
-                let new = bytes.get(start..).filter(|b| !b.is_empty()).unwrap_or(&bytes);
+                let new = bytes
+                    .get(start..)
+                    .filter(|b| !b.is_empty())
+                    .unwrap_or(&bytes);
                 tail(String::from_utf8_lossy(new).trim_end())
             }
             Err(e) => format!("(could not read the log: {e})"),
@@ -481,13 +555,25 @@ impl Runner {
         }
         // The server's settings come from the data directory, never from the caller's libpq
         // environment; the locale is fixed by `initdb --no-locale`.
-        for var in ["PGDATA", "PGPORT", "PGHOST", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGOPTIONS"] {
+        for var in [
+            "PGDATA",
+            "PGPORT",
+            "PGHOST",
+            "PGUSER",
+            "PGPASSWORD",
+            "PGDATABASE",
+            "PGOPTIONS",
+        ] {
             cmd.env_remove(var);
         }
         cmd.current_dir(&self.cwd);
     }
 
-    async fn output(&self, program: &Path, args: &[&std::ffi::OsStr]) -> Result<Output, EmbeddedPgError> {
+    async fn output(
+        &self,
+        program: &Path,
+        args: &[&std::ffi::OsStr],
+    ) -> Result<Output, EmbeddedPgError> {
         self.command(program)
             .args(args)
             .output()
@@ -498,7 +584,10 @@ impl Runner {
     /// `pg_ctl status`: whether a server is running on the data directory.
     async fn is_running(&self, data_dir: &Path) -> Result<bool, EmbeddedPgError> {
         let out = self
-            .output(&self.bins.pg_ctl, &["status".as_ref(), "-D".as_ref(), data_dir.as_os_str()])
+            .output(
+                &self.bins.pg_ctl,
+                &["status".as_ref(), "-D".as_ref(), data_dir.as_os_str()],
+            )
             .await?;
         Ok(out.status.success())
     }
@@ -518,7 +607,9 @@ impl Runner {
     }
 
     async fn stop(&self, paths: &Paths) -> Result<(), EmbeddedPgError> {
-        let out = self.output(&self.bins.pg_ctl, &Self::stop_args(&paths.data_dir)).await?;
+        let out = self
+            .output(&self.bins.pg_ctl, &Self::stop_args(&paths.data_dir))
+            .await?;
         if out.status.success() || !self.is_running(&paths.data_dir).await? {
             return Ok(());
         }
@@ -575,9 +666,16 @@ impl EmbeddedPostgres {
 
     /// [`EmbeddedPostgres::start`] with an explicit list of directories to look for `initdb`
     /// and `pg_ctl` in (the first directory holding both wins).
-    pub async fn start_with_search_path(state_dir: &Path, search_dirs: &[PathBuf]) -> Result<Self, EmbeddedPgError> {
+    pub async fn start_with_search_path(
+        state_dir: &Path,
+        search_dirs: &[PathBuf],
+    ) -> Result<Self, EmbeddedPgError> {
         let bins = find_binaries(search_dirs)?;
-        let run_as = if is_root() { Some(system_user()?) } else { None };
+        let run_as = if is_root() {
+            Some(system_user()?)
+        } else {
+            None
+        };
 
         let state_dir = if state_dir.is_absolute() {
             state_dir.to_path_buf()
@@ -587,7 +685,8 @@ impl EmbeddedPostgres {
                 .join(state_dir)
         };
         if let Some(parent) = state_dir.parent() {
-            std::fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(io_err(format!("creating {}", parent.display())))?;
         }
         match std::fs::DirBuilder::new().mode(0o700).create(&state_dir) {
             Ok(()) => {}
@@ -609,7 +708,8 @@ impl EmbeddedPostgres {
         tracing::debug!(state_dir = %state_dir.display(), pg_ctl = %runner.bins.pg_ctl.display(), ?run_as, "starting embedded PostgreSQL");
 
         let password = ensure_password(&paths)?;
-        std::fs::create_dir_all(&paths.socket_dir).map_err(io_err(format!("creating {}", paths.socket_dir.display())))?;
+        std::fs::create_dir_all(&paths.socket_dir)
+            .map_err(io_err(format!("creating {}", paths.socket_dir.display())))?;
         if let Some(user) = run_as {
             chown_tree(&state_dir, user)?;
         }
@@ -619,6 +719,7 @@ impl EmbeddedPostgres {
         }
         ensure_include_line(&paths)?;
 
+        paths.remove_stale_pid_file()?;
         if runner.is_running(&paths.data_dir).await? {
             // Left over from a run that was killed: its port is unknown to us, so restart it.
             tracing::warn!(data_dir = %paths.data_dir.display(), "embedded PostgreSQL is already running; restarting it");
@@ -634,7 +735,10 @@ impl EmbeddedPostgres {
                 Err(EmbeddedPgError::StartFailed { log_tail, .. })
                     if attempt < START_ATTEMPTS && log_tail.contains("Address already in use") =>
                 {
-                    tracing::warn!(port, "port was taken before PostgreSQL could bind it; trying another");
+                    tracing::warn!(
+                        port,
+                        "port was taken before PostgreSQL could bind it; trying another"
+                    );
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
@@ -690,7 +794,11 @@ impl EmbeddedPostgres {
         let db_err = |context: &str| {
             let context = context.to_owned();
             let log = self.paths.log_file.clone();
-            move |source| EmbeddedPgError::Database { context, log, source }
+            move |source| EmbeddedPgError::Database {
+                context,
+                log,
+                source,
+            }
         };
         let options = PgConnectOptions::new_without_pgpass()
             .host("127.0.0.1")
@@ -716,7 +824,9 @@ impl EmbeddedPostgres {
                 .map_err(db_err("creating the slipway database"))?;
             tracing::info!("created database {DATABASE}");
         }
-        conn.close().await.map_err(db_err("closing the set-up connection"))?;
+        conn.close()
+            .await
+            .map_err(db_err("closing the set-up connection"))?;
         Ok(())
     }
 }
@@ -727,9 +837,16 @@ impl Drop for EmbeddedPostgres {
             return;
         }
         let args = Runner::stop_args(&self.paths.data_dir);
-        match self.runner.std_command(&self.runner.bins.pg_ctl).args(args).output() {
+        match self
+            .runner
+            .std_command(&self.runner.bins.pg_ctl)
+            .args(args)
+            .output()
+        {
             Ok(out) if out.status.success() => {}
-            Ok(out) => tracing::warn!(output = %output_text(&out), "stopping embedded PostgreSQL failed"),
+            Ok(out) => {
+                tracing::warn!(output = %output_text(&out), "stopping embedded PostgreSQL failed")
+            }
             Err(e) => tracing::warn!(error = %e, "stopping embedded PostgreSQL failed"),
         }
     }
@@ -775,7 +892,8 @@ async fn initdb(runner: &Runner, paths: &Paths) -> Result<(), EmbeddedPgError> {
 /// Makes postgresql.conf read [`SETTINGS_FILE`].
 fn ensure_include_line(paths: &Paths) -> Result<(), EmbeddedPgError> {
     let conf = paths.data_dir.join("postgresql.conf");
-    let text = std::fs::read_to_string(&conf).map_err(io_err(format!("reading {}", conf.display())))?;
+    let text =
+        std::fs::read_to_string(&conf).map_err(io_err(format!("reading {}", conf.display())))?;
     if text.lines().any(|line| line.trim() == INCLUDE_LINE) {
         return Ok(());
     }
@@ -783,14 +901,19 @@ fn ensure_include_line(paths: &Paths) -> Result<(), EmbeddedPgError> {
         .append(true)
         .open(&conf)
         .map_err(io_err(format!("opening {}", conf.display())))?;
-    let separator = if text.ends_with('\n') || text.is_empty() { "" } else { "\n" };
+    let separator = if text.ends_with('\n') || text.is_empty() {
+        ""
+    } else {
+        "\n"
+    };
     write!(file, "{separator}\n# Per-run settings written by slipway (port, listen address, socket directory).\n{INCLUDE_LINE}\n")
         .map_err(io_err(format!("writing {}", conf.display())))
 }
 
 /// Writes the per-run settings: loopback only, the chosen port, the private socket directory.
 fn write_settings(paths: &Paths, port: u16, run_as: Option<RunAs>) -> Result<(), EmbeddedPgError> {
-    let socket_path_len = paths.socket_dir.as_os_str().len() + "/.s.PGSQL.".len() + port.to_string().len();
+    let socket_path_len =
+        paths.socket_dir.as_os_str().len() + "/.s.PGSQL.".len() + port.to_string().len();
     let socket_dirs = if socket_path_len < UNIX_SOCKET_PATH_MAX {
         paths.socket_dir.to_string_lossy().into_owned()
     } else {
@@ -843,6 +966,7 @@ async fn pg_ctl_start(runner: &Runner, paths: &Paths) -> Result<(), EmbeddedPgEr
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -860,7 +984,9 @@ mod tests {
     #[tokio::test]
     async fn start_with_empty_search_path_is_not_installed() {
         let dir = tempfile::tempdir().unwrap();
-        let err = EmbeddedPostgres::start_with_search_path(dir.path(), &[]).await.unwrap_err();
+        let err = EmbeddedPostgres::start_with_search_path(dir.path(), &[])
+            .await
+            .unwrap_err();
         assert!(matches!(err, EmbeddedPgError::NotInstalled { .. }), "{err}");
     }
 
@@ -870,7 +996,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let only_initdb = dir.path().join("a");
         let both = dir.path().join("b");
-        for (d, names) in [(&only_initdb, &["initdb"][..]), (&both, &["initdb", "pg_ctl"][..])] {
+        for (d, names) in [
+            (&only_initdb, &["initdb"][..]),
+            (&both, &["initdb", "pg_ctl"][..]),
+        ] {
             std::fs::create_dir(d).unwrap();
             for name in names {
                 let p = d.join(name);
@@ -878,7 +1007,8 @@ mod tests {
                 std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
             }
         }
-        let found = find_binaries(&[dir.path().join("missing"), only_initdb, both.clone()]).unwrap();
+        let found =
+            find_binaries(&[dir.path().join("missing"), only_initdb, both.clone()]).unwrap();
         assert_eq!(found.pg_ctl, both.join("pg_ctl"));
         assert_eq!(found.initdb, both.join("initdb"));
     }
@@ -892,7 +1022,15 @@ mod tests {
         let dirs = debian_bin_dirs(dir.path());
         let names: Vec<_> = dirs
             .iter()
-            .map(|d| d.parent().unwrap().file_name().unwrap().to_str().unwrap().to_owned())
+            .map(|d| {
+                d.parent()
+                    .unwrap()
+                    .file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
         assert_eq!(names, ["16", "15", "10", "9.6"]);
     }
@@ -900,7 +1038,10 @@ mod tests {
     #[test]
     fn passwd_lookup() {
         let passwd = "root:x:0:0:root:/root:/bin/bash\npostgres:x:101:104:PostgreSQL administrator,,,:/var/lib/postgresql:/bin/bash\n";
-        assert_eq!(lookup_user(passwd, "postgres"), Some(RunAs { uid: 101, gid: 104 }));
+        assert_eq!(
+            lookup_user(passwd, "postgres"),
+            Some(RunAs { uid: 101, gid: 104 })
+        );
         assert_eq!(lookup_user(passwd, "nobody"), None);
     }
 
@@ -924,7 +1065,11 @@ mod tests {
     /// A scratch directory the `postgres` user can traverse when the tests run as root.
     fn scratch_dir() -> tempfile::TempDir {
         use std::os::unix::fs::PermissionsExt as _;
-        let base = if is_root() { PathBuf::from("/var/tmp") } else { std::env::temp_dir() };
+        let base = if is_root() {
+            PathBuf::from("/var/tmp")
+        } else {
+            std::env::temp_dir()
+        };
         let dir = tempfile::Builder::new()
             .prefix("slipway-embedded-pg-")
             .tempdir_in(base)
@@ -941,12 +1086,20 @@ mod tests {
         let pg = EmbeddedPostgres::start(&state_dir).await.unwrap();
         let url = pg.database_url().to_owned();
         assert!(url.starts_with("postgres://slipway:"), "{url}");
-        assert!(url.ends_with(&format!("@127.0.0.1:{}/slipway", pg.port())), "{url}");
-        let mode = std::fs::metadata(state_dir.join("password")).unwrap().mode();
+        assert!(
+            url.ends_with(&format!("@127.0.0.1:{}/slipway", pg.port())),
+            "{url}"
+        );
+        let mode = std::fs::metadata(state_dir.join("password"))
+            .unwrap()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
 
         let mut conn = PgConnection::connect(&url).await.unwrap();
-        let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await.unwrap();
+        let one: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
         assert_eq!(one, 1);
         let addr: String = sqlx::query_scalar("SELECT current_setting('listen_addresses')")
             .fetch_one(&mut conn)
@@ -975,11 +1128,66 @@ mod tests {
         conn.close().await.unwrap();
         pg.stop().await.unwrap();
 
+        // A pid file left behind whose pid now belongs to another program does not block a start.
+        let pid_file = state_dir.join("pgdata").join("postmaster.pid");
+        std::fs::write(
+            &pid_file,
+            format!("1\n{}\n", state_dir.join("pgdata").display()),
+        )
+        .unwrap();
+
         // Dropping without stop() also shuts the server down.
         let pg = EmbeddedPostgres::start(&state_dir).await.unwrap();
         let runner = pg.runner.clone();
         let data_dir = pg.paths.data_dir.clone();
         drop(pg);
         assert!(!runner.is_running(&data_dir).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn start_failure_reports_the_log() {
+        let scratch = scratch_dir();
+        let state_dir = scratch.path().join("dev");
+        EmbeddedPostgres::start(&state_dir)
+            .await
+            .unwrap()
+            .stop()
+            .await
+            .unwrap();
+
+        let conf = state_dir.join("pgdata").join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str("\nshared_buffers = 'not a size'\n");
+        std::fs::write(&conf, text).unwrap();
+
+        let err = EmbeddedPostgres::start(&state_dir).await.unwrap_err();
+        assert!(matches!(err, EmbeddedPgError::StartFailed { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&state_dir.join("postgres.log").display().to_string()),
+            "{msg}"
+        );
+        assert!(msg.contains("shared_buffers"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn root_needs_a_traversable_state_dir() {
+        use std::os::unix::fs::PermissionsExt as _;
+        if !is_root() {
+            return;
+        }
+        let scratch = tempfile::Builder::new()
+            .prefix("slipway-embedded-pg-private-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let err = EmbeddedPostgres::start(&scratch.path().join("dev"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, EmbeddedPgError::StateDirNotTraversable { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("/var/lib/slipway/dev"), "{err}");
     }
 }

@@ -1,1 +1,164 @@
-fn main() {}
+//! `slipway`: the deployment control plane's server and tools.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use slipway::config::{Config, LogFormat, Overrides};
+use slipway::embedded_pg::{EmbeddedPostgres, default_state_dir};
+use slipway::startup;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Parser)]
+#[command(name = "slipway", version, about = "Deployment control plane")]
+struct Cli {
+    /// Configuration file (default: ./slipway.toml when it exists).
+    #[arg(long, global = true, env = "SLIPWAY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API against the configured database.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long)]
+        listen: Option<String>,
+        /// Apply pending migrations before serving.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI description of the API.
+    Openapi,
+    /// Run locally: a private PostgreSQL (unless DATABASE_URL is set), migrated, and the API.
+    Dev {
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long)]
+        listen: Option<String>,
+        /// Where the private database lives.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::Openapi = cli.command {
+        let spec = slipway_api::openapi()
+            .to_pretty_json()
+            .context("rendering the OpenAPI document")?;
+        let mut out = std::io::stdout().lock();
+        return match writeln!(out, "{spec}") {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(()),
+        };
+    }
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        anyhow::bail!("a TLS crypto provider was already installed");
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Openapi => Ok(()),
+        Command::Migrate => {
+            let config = load(&cli.config, Config::default(), &Overrides::default())?;
+            let pool = startup::connect(database_url(&config)?, 2).await?;
+            startup::migrate(&pool).await
+        }
+        Command::Serve { listen, migrate } => {
+            let overrides = Overrides {
+                listen,
+                ..Overrides::default()
+            };
+            let config = load(&cli.config, Config::default(), &overrides)?;
+            let pool =
+                startup::connect(database_url(&config)?, config.database_max_connections).await?;
+            if migrate {
+                startup::migrate(&pool).await?;
+            }
+            let listener = bind(&config).await?;
+            startup::serve(listener, pool, &config, startup::shutdown_signal()).await
+        }
+        Command::Dev { listen, state_dir } => {
+            let overrides = Overrides {
+                listen,
+                dev_state_dir: state_dir,
+                ..Overrides::default()
+            };
+            let defaults = Config {
+                log_format: LogFormat::Pretty,
+                ..Config::default()
+            };
+            let config = load(&cli.config, defaults, &overrides)?;
+            dev(config).await
+        }
+    }
+}
+
+fn load(file: &Option<PathBuf>, defaults: Config, overrides: &Overrides) -> anyhow::Result<Config> {
+    let config = Config::load(file.as_deref(), defaults, overrides)?;
+    startup::init_logging(&config);
+    tracing::debug!(?config, "configuration loaded");
+    Ok(config)
+}
+
+fn database_url(config: &Config) -> anyhow::Result<&slipway::config::Secret> {
+    config.database_url.as_ref().context(
+        "configuration key `database_url` is not set: set DATABASE_URL (or SLIPWAY_DATABASE_URL, \
+         or database_url in slipway.toml); `slipway dev` starts a private database instead",
+    )
+}
+
+async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
+    let addr = config.listen_addr()?;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (configuration key `listen`)"))
+}
+
+async fn dev(mut config: Config) -> anyhow::Result<()> {
+    let embedded = match &config.database_url {
+        Some(_) => {
+            tracing::info!("using the database from database_url / DATABASE_URL");
+            None
+        }
+        None => {
+            let dir = config
+                .dev_state_dir
+                .clone()
+                .unwrap_or_else(default_state_dir);
+            tracing::info!(state_dir = %dir.display(), "starting a private PostgreSQL");
+            let pg = EmbeddedPostgres::start(&dir).await?;
+            config.database_url = Some(slipway::config::Secret::new(pg.database_url()));
+            Some(pg)
+        }
+    };
+    let served = async {
+        let pool =
+            startup::connect(database_url(&config)?, config.database_max_connections).await?;
+        startup::migrate(&pool).await?;
+        let listener = bind(&config).await?;
+        let addr = listener.local_addr()?;
+        tracing::info!(
+            "Slipway is up: try  curl http://{addr}/healthz  and open http://{addr}/docs"
+        );
+        startup::serve(listener, pool, &config, startup::shutdown_signal()).await
+    }
+    .await;
+    if let Some(pg) = embedded {
+        pg.stop().await?;
+        tracing::info!("private PostgreSQL stopped");
+    }
+    served
+}

@@ -65,10 +65,10 @@ impl ClusterSpec {
                 }
             }
         }
-        if let Some(ctx) = &self.context {
-            if ctx.is_empty() || ctx.len() > 253 || ctx.chars().any(char::is_control) {
-                v.add("/context", "must be 1-253 printable characters");
-            }
+        if let Some(ctx) = &self.context
+            && (ctx.is_empty() || ctx.len() > 253 || ctx.chars().any(char::is_control))
+        {
+            v.add("/context", "must be 1-253 printable characters");
         }
         v.into_result()
     }

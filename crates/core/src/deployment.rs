@@ -175,7 +175,10 @@ impl Source {
         if let Some(commit) = &self.commit {
             let hex = commit.chars().all(|c| c.is_ascii_hexdigit());
             if !(7..=64).contains(&commit.len()) || !hex {
-                v.add(pointer(at, "commit"), "must be a commit SHA of 7-64 hex digits");
+                v.add(
+                    pointer(at, "commit"),
+                    "must be a commit SHA of 7-64 hex digits",
+                );
             }
         }
         if let Some(repo) = &self.repository {
@@ -187,15 +190,18 @@ impl Source {
                 );
             }
         }
-        if let Some(user) = &self.user {
-            if user.is_empty() || user.len() > 255 || user.chars().any(char::is_control) {
-                v.add(pointer(at, "user"), "must be 1-255 printable characters");
-            }
+        if let Some(user) = &self.user
+            && (user.is_empty() || user.len() > 255 || user.chars().any(char::is_control))
+        {
+            v.add(pointer(at, "user"), "must be 1-255 printable characters");
         }
         if let Some(url) = &self.url {
             let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
             if !scheme_ok || url.len() > 2_048 || url.chars().any(char::is_whitespace) {
-                v.add(pointer(at, "url"), "must be an http(s) URL of at most 2048 characters");
+                v.add(
+                    pointer(at, "url"),
+                    "must be an http(s) URL of at most 2048 characters",
+                );
             }
         }
     }
@@ -245,7 +251,9 @@ impl DeploymentRequest {
         };
         if let Some(version) = &self.version {
             let ok_char = |c: char| c.is_ascii_alphanumeric() || "._+-".contains(c);
-            if version.is_empty() || version.len() > MAX_VERSION_LEN || !version.chars().all(ok_char)
+            if version.is_empty()
+                || version.len() > MAX_VERSION_LEN
+                || !version.chars().all(ok_char)
             {
                 v.add(
                     "/version",
@@ -255,10 +263,10 @@ impl DeploymentRequest {
                 );
             }
         }
-        if let Some(reason) = &self.reason {
-            if reason.len() > MAX_REASON_LEN {
-                v.add("/reason", format!("must be at most {MAX_REASON_LEN} bytes"));
-            }
+        if let Some(reason) = &self.reason
+            && reason.len() > MAX_REASON_LEN
+        {
+            v.add("/reason", format!("must be at most {MAX_REASON_LEN} bytes"));
         }
         if let Some(strategy) = &self.strategy {
             strategy.validate(&mut v, "/strategy", &env.workload);
@@ -276,5 +284,39 @@ impl DeploymentRequest {
             reason: self.reason,
             source: self.source,
         })
+    }
+}
+
+impl Outcome {
+    pub const ALL: [Self; 6] = [
+        Self::Promoted,
+        Self::Aborted,
+        Self::RolledBack,
+        Self::Superseded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Promoted => "promoted",
+            Self::Aborted => "aborted",
+            Self::RolledBack => "rolled_back",
+            Self::Superseded => "superseded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl ServingHealth {
+    pub const ALL: [Self; 3] = [Self::Healthy, Self::Degraded, Self::Unknown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Degraded => "degraded",
+            Self::Unknown => "unknown",
+        }
     }
 }

@@ -128,15 +128,33 @@ mod tests {
         let d: DurationSpec = "1h30m".parse().unwrap_or(DurationSpec::from_secs(0));
         assert_eq!(d.as_secs(), 5_400);
         assert_eq!(d.to_string(), "1h30m");
-        assert_eq!("90s".parse::<DurationSpec>().map(|d| d.to_string()), Ok("1m30s".into()));
-        assert_eq!("2d".parse::<DurationSpec>().map(|d| d.as_secs()), Ok(172_800));
+        assert_eq!(
+            "90s".parse::<DurationSpec>().map(|d| d.to_string()),
+            Ok("1m30s".into())
+        );
+        assert_eq!(
+            "2d".parse::<DurationSpec>().map(|d| d.as_secs()),
+            Ok(172_800)
+        );
         assert_eq!(DurationSpec::from_secs(0).to_string(), "0s");
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "5", "m", "5x", "-5s", "5 s", "1.5h", "99999999999999999999s"] {
-            assert!(bad.parse::<DurationSpec>().is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5x",
+            "-5s",
+            "5 s",
+            "1.5h",
+            "99999999999999999999s",
+        ] {
+            assert!(
+                bad.parse::<DurationSpec>().is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 }

@@ -23,9 +23,13 @@ pub enum ImageRefError {
     TooLong,
     #[error("registry host {0:?} is not a valid host[:port]")]
     BadRegistry(String),
-    #[error("path component {0:?} must be lowercase letters and digits, separated by '.', '_', '__' or '-'")]
+    #[error(
+        "path component {0:?} must be lowercase letters and digits, separated by '.', '_', '__' or '-'"
+    )]
     BadPathComponent(String),
-    #[error("tag {0:?} must be 1-128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'")]
+    #[error(
+        "tag {0:?} must be 1-128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'"
+    )]
     BadTag(String),
     #[error("digest {0:?} must look like sha256:<64 hex digits>")]
     BadDigest(String),
@@ -125,10 +129,10 @@ fn check_registry(host: &str) -> Result<(), ImageRefError> {
         Some((name, port)) => (name, Some(port)),
         None => (host, None),
     };
-    if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.chars().all(|c| c.is_ascii_digit()) {
-            return Err(bad());
-        }
+    if let Some(port) = port
+        && (port.is_empty() || port.len() > 5 || !port.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err(bad());
     }
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -190,7 +194,8 @@ fn check_tag(tag: &str) -> Result<(), ImageRefError> {
 fn check_digest(digest: &str) -> Result<(), ImageRefError> {
     let bad = || ImageRefError::BadDigest(digest.to_owned());
     let (algorithm, hex) = digest.split_once(':').ok_or_else(bad)?;
-    let hex_ok = |len: usize| hex.len() == len && hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
+    let hex_ok =
+        |len: usize| hex.len() == len && hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
     let ok = match algorithm {
         "sha256" => hex_ok(64),
         "sha512" => hex_ok(128),
@@ -229,8 +234,14 @@ mod tests {
     #[test]
     fn rejects_what_a_registry_would_reject() {
         assert_eq!(ImageRef::parse(""), Err(ImageRefError::Empty));
-        assert_eq!(ImageRef::parse("ghcr.io/acme/web"), Err(ImageRefError::Unpinned));
-        assert_eq!(ImageRef::parse("localhost:5000/web"), Err(ImageRefError::Unpinned));
+        assert_eq!(
+            ImageRef::parse("ghcr.io/acme/web"),
+            Err(ImageRefError::Unpinned)
+        );
+        assert_eq!(
+            ImageRef::parse("localhost:5000/web"),
+            Err(ImageRefError::Unpinned)
+        );
         for bad in [
             "Acme/web:1",
             "web:",

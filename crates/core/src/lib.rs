@@ -1,15 +1,19 @@
 //! Slipway's domain: clusters, environments, deployments and their strategies, with the rules
 //! that make a request valid. Pure: no I/O, no async, no database or HTTP types.
 
+pub mod app;
 pub mod cluster;
 pub mod deployment;
 pub mod duration;
 pub mod environment;
 pub mod image;
 pub mod names;
+pub mod resources;
 pub mod strategy;
+pub mod tagged;
 pub mod validation;
 
+pub use app::{AppPatch, NewApp};
 pub use cluster::{ClusterKind, ClusterSpec};
 pub use deployment::{
     DeploymentPlan, DeploymentRequest, DeploymentStatus, FailureReason, Outcome, Serving,
@@ -18,5 +22,6 @@ pub use deployment::{
 pub use duration::DurationSpec;
 pub use environment::{ApprovalPolicy, EnvironmentSpec, Workload};
 pub use image::ImageRef;
+pub use resources::{App, Cluster, Deployment, DeploymentEvent, Environment};
 pub use strategy::{CanaryStep, StrategySpec, TrafficRouting};
 pub use validation::{FieldError, ValidationError, Violations};

@@ -33,6 +33,18 @@ pub fn dns_label(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The reason `value` is not a DNS-1123 subdomain (dot-separated labels, at most 253
+/// characters), the form of Kubernetes object names such as Ingresses and HTTPRoutes.
+pub fn dns_subdomain(value: &str) -> Result<(), String> {
+    if value.len() > 253 {
+        return Err("must be at most 253 characters".into());
+    }
+    value
+        .split('.')
+        .try_for_each(dns_label)
+        .map_err(|e| format!("must be a DNS subdomain name: each dot-separated part {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::dns_label;
@@ -50,16 +62,4 @@ mod tests {
         assert!(dns_label("web_1").is_err());
         assert!(dns_label("we.b").is_err());
     }
-}
-
-/// The reason `value` is not a DNS-1123 subdomain (dot-separated labels, at most 253
-/// characters), the form of Kubernetes object names such as Ingresses and HTTPRoutes.
-pub fn dns_subdomain(value: &str) -> Result<(), String> {
-    if value.len() > 253 {
-        return Err("must be at most 253 characters".into());
-    }
-    value
-        .split('.')
-        .try_for_each(dns_label)
-        .map_err(|e| format!("must be a DNS subdomain name: each dot-separated part {e}"))
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::duration::DurationSpec;
 use crate::environment::Workload;
 use crate::names::dns_subdomain;
+use crate::tagged;
 use crate::validation::{Violations, pointer};
 
 /// Most canary steps one strategy may have.
@@ -15,7 +16,7 @@ pub const MAX_PAUSE: DurationSpec = DurationSpec::from_secs(7 * 86_400);
 pub const MAX_BLUE_GREEN_DELAY: DurationSpec = DurationSpec::from_secs(86_400);
 
 /// How a deployment moves an environment to the new version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StrategySpec {
@@ -144,7 +145,7 @@ pub struct CanaryScale {
 }
 
 /// What carries a canary's traffic weight.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "router", rename_all = "snake_case")]
 pub enum TrafficRouting {
@@ -207,7 +208,11 @@ impl<'de> Deserialize<'de> for IntOrPercent {
             Count(u32),
             Text(String),
         }
-        let invalid = || serde::de::Error::custom("expected a non-negative integer or a percentage such as \"25%\"");
+        let invalid = || {
+            serde::de::Error::custom(
+                "expected a non-negative integer or a percentage such as \"25%\"",
+            )
+        };
         match Raw::deserialize(d).map_err(|_: D::Error| invalid())? {
             Raw::Count(n) => Ok(Self::Count(n)),
             Raw::Text(t) => {
@@ -226,19 +231,63 @@ impl utoipa::PartialSchema for IntOrPercent {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
         OneOfBuilder::new()
-            .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::String)
                     .pattern(Some("^[0-9]+%$")),
             )
-            .description(Some("A replica count or a percentage of the desired replicas."))
+            .description(Some(
+                "A replica count or a percentage of the desired replicas.",
+            ))
             .into()
     }
 }
 
 #[cfg(feature = "openapi")]
 impl utoipa::ToSchema for IntOrPercent {}
+
+impl<'de> Deserialize<'de> for StrategySpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (name, body) = tagged::split(serde_json::Value::deserialize(d)?, "type")?;
+        match name.as_str() {
+            "rolling" => tagged::variant(body).map(Self::Rolling),
+            "blue_green" => tagged::variant(body).map(Self::BlueGreen),
+            "canary" => tagged::variant(body).map(Self::Canary),
+            other => Err(tagged::unknown(
+                "type",
+                other,
+                &["rolling", "blue_green", "canary"],
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TrafficRouting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (name, body) = tagged::split(serde_json::Value::deserialize(d)?, "router")?;
+        match name.as_str() {
+            "replicas" => match body.keys().next() {
+                None => Ok(Self::Replicas),
+                Some(extra) => Err(serde::de::Error::custom(tagged::nested_error(
+                    &pointer("", extra),
+                    "unknown field: the replicas router takes no settings",
+                ))),
+            },
+            "gateway_api" => tagged::variant(body).map(Self::GatewayApi),
+            "nginx" => tagged::variant(body).map(Self::Nginx),
+            other => Err(tagged::unknown(
+                "router",
+                other,
+                &["replicas", "gateway_api", "nginx"],
+            )),
+        }
+    }
+}
 
 impl StrategySpec {
     /// The strategy's name as the API spells it.
@@ -275,7 +324,9 @@ impl RollingSpec {
 
 fn check_budget(v: &mut Violations, at: &str, value: IntOrPercent) {
     match value {
-        IntOrPercent::Percent(p) if p > 100 => v.add(at, "a percentage must be between 0% and 100%"),
+        IntOrPercent::Percent(p) if p > 100 => {
+            v.add(at, "a percentage must be between 0% and 100%")
+        }
         IntOrPercent::Count(n) if n > crate::environment::MAX_REPLICAS => v.add(
             at,
             format!("must be at most {}", crate::environment::MAX_REPLICAS),
@@ -292,24 +343,24 @@ impl BlueGreenSpec {
                 format!("must be at most {MAX_BLUE_GREEN_DELAY}"),
             );
         }
-        if let Some(after) = self.auto_promote_after {
-            if after > MAX_BLUE_GREEN_DELAY {
-                v.add(
-                    pointer(at, "auto_promote_after"),
-                    format!("must be at most {MAX_BLUE_GREEN_DELAY}"),
-                );
-            }
+        if let Some(after) = self.auto_promote_after
+            && after > MAX_BLUE_GREEN_DELAY
+        {
+            v.add(
+                pointer(at, "auto_promote_after"),
+                format!("must be at most {MAX_BLUE_GREEN_DELAY}"),
+            );
         }
-        if let Some(n) = self.preview_replicas {
-            if n == 0 || n > workload.replicas {
-                v.add(
-                    pointer(at, "preview_replicas"),
-                    format!(
-                        "must be between 1 and the workload's replicas ({})",
-                        workload.replicas
-                    ),
-                );
-            }
+        if let Some(n) = self.preview_replicas
+            && (n == 0 || n > workload.replicas)
+        {
+            v.add(
+                pointer(at, "preview_replicas"),
+                format!(
+                    "must be between 1 and the workload's replicas ({})",
+                    workload.replicas
+                ),
+            );
         }
     }
 }
@@ -332,10 +383,7 @@ impl CanarySpec {
                     if !(1..=100).contains(w) {
                         v.add(at, "weight must be between 1 and 100");
                     } else if let Some(prev) = last_weight.filter(|prev| w < prev) {
-                        v.add(
-                            at,
-                            format!("weights must not decrease: {w} follows {prev}"),
-                        );
+                        v.add(at, format!("weights must not decrease: {w} follows {prev}"));
                     }
                     last_weight = Some(*w);
                 }
@@ -388,18 +436,21 @@ impl CanaryScale {
                 "set exactly one of replicas, weight or match_traffic_weight",
             );
         }
-        if let Some(n) = self.replicas {
-            if n > workload.replicas {
-                v.add(
-                    pointer(at, "replicas"),
-                    format!("must be at most the workload's replicas ({})", workload.replicas),
-                );
-            }
+        if let Some(n) = self.replicas
+            && n > workload.replicas
+        {
+            v.add(
+                pointer(at, "replicas"),
+                format!(
+                    "must be at most the workload's replicas ({})",
+                    workload.replicas
+                ),
+            );
         }
-        if let Some(w) = self.weight {
-            if w > 100 {
-                v.add(pointer(at, "weight"), "must be between 0 and 100");
-            }
+        if let Some(w) = self.weight
+            && w > 100
+        {
+            v.add(pointer(at, "weight"), "must be between 0 and 100");
         }
         if self.match_traffic_weight == Some(false) {
             v.add(

@@ -36,14 +36,20 @@ fn design_examples_parse_and_validate() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(invalid(&rolling).is_empty());
 
-    let bg = env(json!({"type": "blue_green", "auto_promote": false, "auto_promote_after": "2m",
-        "scale_down_delay": "30s", "preview_replicas": 2}))
+    let bg = env(
+        json!({"type": "blue_green", "auto_promote": false, "auto_promote_after": "2m",
+        "scale_down_delay": "30s", "preview_replicas": 2}),
+    )
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(invalid(&bg).is_empty());
 
-    for traffic in [json!({"router": "gateway_api", "http_route": "web"}), json!({"router": "nginx", "ingress": "web"})] {
-        let spec = env(json!({"type": "canary", "steps": [{"set_weight": 20}], "traffic": traffic}))
-            .unwrap_or_else(|e| panic!("{e}"));
+    for traffic in [
+        json!({"router": "gateway_api", "http_route": "web"}),
+        json!({"router": "nginx", "ingress": "web"}),
+    ] {
+        let spec =
+            env(json!({"type": "canary", "steps": [{"set_weight": 20}], "traffic": traffic}))
+                .unwrap_or_else(|e| panic!("{e}"));
         assert!(invalid(&spec).is_empty());
     }
 }
@@ -61,11 +67,16 @@ fn strategy_round_trips_through_json() {
 fn unknown_fields_are_rejected_at_every_level() {
     assert!(env(json!({"type": "rolling", "max_surge": 1, "surge": 2})).is_err());
     assert!(env(json!({"type": "canary", "steps": [{"set_weight": 10, "extra": 1}]})).is_err());
-    assert!(env(json!({"type": "canary", "steps": [{"pause": {"duration": "1m", "until": "x"}}]})).is_err());
+    assert!(
+        env(json!({"type": "canary", "steps": [{"pause": {"duration": "1m", "until": "x"}}]}))
+            .is_err()
+    );
     assert!(env(json!({"type": "canary", "steps": [], "traffic": {"router": "nginx", "ingress": "a", "x": 1}})).is_err());
     assert!(env(json!({"type": "bogus"})).is_err());
     assert!(env(json!({"type": "rolling", "max_surge": "25"})).is_err());
-    assert!(env(json!({"type": "canary", "steps": [{"pause": {"duration": "5 minutes"}}]})).is_err());
+    assert!(
+        env(json!({"type": "canary", "steps": [{"pause": {"duration": "5 minutes"}}]})).is_err()
+    );
 }
 
 #[test]
@@ -119,7 +130,10 @@ fn environment_rules() {
     );
     let bg = env(json!({"type": "blue_green", "preview_replicas": 5, "scale_down_delay": "2d"}))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(invalid(&bg), vec!["/strategy/scale_down_delay", "/strategy/preview_replicas"]);
+    assert_eq!(
+        invalid(&bg),
+        vec!["/strategy/scale_down_delay", "/strategy/preview_replicas"]
+    );
 }
 
 fn request(body: Value) -> DeploymentRequest {
@@ -166,4 +180,29 @@ fn deployment_request_rules() {
             "/source/url"
         ]
     );
+}
+
+#[test]
+fn errors_inside_tagged_values_keep_their_path() {
+    let err = |strategy: Value| {
+        serde_json::from_value::<StrategySpec>(strategy)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let nested =
+        err(json!({"type": "canary", "steps": [{"set_weight": 5}, {"set_weight": "ten"}]}));
+    assert!(nested.starts_with("@/steps/1/set_weight: "), "{nested}");
+    let deeper =
+        err(json!({"type": "canary", "steps": [], "traffic": {"router": "nginx", "ingres": "x"}}));
+    assert!(deeper.starts_with("@/traffic/ingres: "), "{deeper}");
+    let unknown = err(json!({"type": "linear"}));
+    assert!(
+        unknown.starts_with("@/type: unknown variant `linear`"),
+        "{unknown}"
+    );
+    let replicas =
+        err(json!({"type": "canary", "steps": [], "traffic": {"router": "replicas", "weight": 1}}));
+    assert!(replicas.starts_with("@/traffic/weight: "), "{replicas}");
+    assert_eq!(err(json!({"steps": []})), "missing field `type`");
 }

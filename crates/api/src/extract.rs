@@ -1,0 +1,206 @@
+//! Request extractors that turn every client mistake into a precise problem.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use slipway_engine::Precondition;
+
+use crate::problem::{ApiError, ProblemType};
+
+/// A JSON request body, parsed strictly: `Content-Type` must be JSON (415), the body must be
+/// well-formed (400), and must match the schema with no unknown fields (422 naming the field).
+/// Keeps a digest of the canonical document for idempotency checks.
+#[derive(Debug)]
+pub struct JsonBody<T> {
+    pub value: T,
+    /// SHA-256 of the body re-serialized with sorted keys: whitespace and key order do not count.
+    pub digest: [u8; 32],
+}
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::new(
+                ProblemType::UnsupportedMediaType,
+                "the request body must be JSON: send Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    ProblemType::PayloadTooLarge,
+                    "the request body is too large",
+                )
+            } else {
+                ApiError::new(ProblemType::BadRequest, rejection.body_text())
+            }
+        })?;
+        parse(&bytes)
+    }
+}
+
+/// Parses and digests a JSON document (exposed for tests of the rules above).
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError> {
+    let document: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            ProblemType::MalformedJson,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    let canonical = serde_json::to_vec(&document)
+        .map_err(|e| ApiError::new(ProblemType::MalformedJson, e.to_string()))?;
+    let value = serde_path_to_error::deserialize(&document).map_err(|e| {
+        let pointer = json_pointer(e.path());
+        let detail = e.into_inner().to_string();
+        // A tagged value (a strategy, a traffic router) reports where inside it the error is.
+        match slipway_core::tagged::split_nested_error(&detail) {
+            Some((below, message)) => ApiError::invalid_field(format!("{pointer}{below}"), message),
+            None => ApiError::invalid_field(pointer, detail),
+        }
+    })?;
+    Ok(JsonBody {
+        value,
+        digest: Sha256::digest(&canonical).into(),
+    })
+}
+
+/// Converts serde_path_to_error's path (`strategy.steps[2].set_weight`) to a JSON pointer.
+fn json_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out = slipway_core::validation::pointer(&out, index),
+            Segment::Map { key } => out = slipway_core::validation::pointer(&out, key),
+            // Externally tagged enums (canary steps) are keyed by their variant's name.
+            Segment::Enum { variant } => out = slipway_core::validation::pointer(&out, variant),
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
+    let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+/// The `Idempotency-Key` header, when sent: 1–255 visible ASCII characters.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(raw) = parts.headers.get("idempotency-key") else {
+            return Ok(Self(None));
+        };
+        let key = raw
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ProblemType::BadRequest,
+                    "Idempotency-Key must be 1-255 visible ASCII characters",
+                )
+            })?;
+        Ok(Self(Some(key.to_owned())))
+    }
+}
+
+/// The `If-Match` header as a condition on a stored revision.
+#[derive(Debug, Clone, Copy)]
+pub struct IfMatch(pub Precondition);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(raw) = parts.headers.get(header::IF_MATCH) else {
+            return Ok(Self(Precondition::None));
+        };
+        let raw = raw.to_str().unwrap_or("").trim();
+        if raw == "*" {
+            return Ok(Self(Precondition::Exists));
+        }
+        // Only strong tags of our own form (`"<revision>"`) can match.
+        let revision = raw
+            .strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .and_then(|r| r.parse::<i64>().ok());
+        Ok(Self(
+            revision.map_or(Precondition::Unmatchable, Precondition::Revision),
+        ))
+    }
+}
+
+/// The ETag of a stored revision.
+pub fn etag(revision: i64) -> header::HeaderValue {
+    header::HeaderValue::from_str(&format!("\"{revision}\""))
+        .unwrap_or(header::HeaderValue::from_static("\"0\""))
+}
+
+/// Who is calling. Until authentication lands every caller is `anonymous`.
+#[derive(Debug, Clone)]
+pub struct Principal(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(Self("anonymous".to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_core::EnvironmentSpec;
+
+    #[test]
+    fn errors_point_at_the_field() {
+        let body = br#"{"cluster":"c","namespace":"n","workload":{"name":"w","container":"w","replicas":"four","port":80}}"#;
+        let err = parse::<EnvironmentSpec>(body)
+            .err()
+            .map(|e| format!("{e:?}"));
+        assert!(err.is_some_and(|e| e.contains("/workload/replicas")));
+        let malformed = parse::<EnvironmentSpec>(b"{not json")
+            .err()
+            .map(|e| e.kind());
+        assert_eq!(malformed, Some(ProblemType::MalformedJson));
+    }
+
+    #[test]
+    fn digest_ignores_whitespace_and_key_order() {
+        let a = parse::<serde_json::Value>(br#"{"a":1,"b":[1,2]}"#)
+            .map(|b| b.digest)
+            .ok();
+        let b = parse::<serde_json::Value>(b"{ \"b\": [1, 2],\n \"a\": 1 }")
+            .map(|b| b.digest)
+            .ok();
+        let c = parse::<serde_json::Value>(br#"{"a":2,"b":[1,2]}"#)
+            .map(|b| b.digest)
+            .ok();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}

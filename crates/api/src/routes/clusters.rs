@@ -1,0 +1,81 @@
+//! `/v1/clusters`
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use slipway_core::{Cluster, ClusterSpec};
+use slipway_engine::intake;
+use slipway_store::clusters;
+
+use crate::extract::{IdempotencyKey, JsonBody, Principal};
+use crate::idempotency::{self, KeyedRequest, Written};
+use crate::pagination::{CursorKind, List, PageParams};
+use crate::problem::{ApiError, Problem};
+use crate::state::AppState;
+
+/// Register a cluster.
+#[utoipa::path(post, path = "/v1/clusters", tag = "clusters",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a replay returns the stored response.")),
+    request_body = ClusterSpec,
+    responses(
+        (status = 201, description = "Registered", body = Cluster, headers(("Location" = String, description = "URL of the cluster"))),
+        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name taken, or the same Idempotency-Key is in flight", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field, or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Principal(principal): Principal,
+    IdempotencyKey(key): IdempotencyKey,
+    body: JsonBody<ClusterSpec>,
+) -> Result<Response, ApiError> {
+    let request = KeyedRequest {
+        key: key.as_deref(),
+        scope: format!("{principal} POST /v1/clusters"),
+        digest: &body.digest,
+    };
+    let spec = body.value;
+    idempotency::run(&state, request, move |conn| {
+        Box::pin(async move {
+            let cluster = intake::register_cluster(conn, &spec).await?;
+            let location = format!("/v1/clusters/{}", cluster.name);
+            Written::created(&cluster, location)
+        })
+    })
+    .await
+}
+
+/// List clusters by name.
+#[utoipa::path(get, path = "/v1/clusters", tag = "clusters",
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of clusters", body = List<Cluster>),
+        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Query(page): Query<PageParams>,
+) -> Result<Json<List<Cluster>>, ApiError> {
+    let limit = page.limit()?;
+    let after = page.after(CursorKind::Name)?;
+    let mut conn = state.pool.acquire().await?;
+    let found = clusters::list(&mut conn, after.as_deref(), limit).await?;
+    Ok(Json(List::from_page(found, CursorKind::Name)))
+}
+
+/// Get a cluster.
+#[utoipa::path(get, path = "/v1/clusters/{cluster}", tag = "clusters",
+    params(("cluster" = String, Path, description = "Cluster name")),
+    responses(
+        (status = 200, description = "The cluster", body = Cluster),
+        (status = 404, description = "No such cluster", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Cluster>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(clusters::get(&mut conn, &name).await?))
+}

@@ -1,0 +1,205 @@
+//! `/v1/apps/{app}/environments/{env}/deployments` and `/v1/deployments`
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use serde::Deserialize;
+use slipway_core::{Deployment, DeploymentEvent, DeploymentRequest, DeploymentStatus};
+use slipway_engine::intake;
+use slipway_store::deployments::{self, DeploymentFilter, Requester};
+use slipway_store::events;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use crate::extract::{IdempotencyKey, JsonBody, Principal};
+use crate::idempotency::{self, KeyedRequest, Written};
+use crate::pagination::{CursorKind, List, PageParams};
+use crate::problem::{ApiError, Problem, ProblemType};
+use crate::state::AppState;
+
+/// Request a deployment of a new version to an environment; it is recorded as `queued`.
+#[utoipa::path(post, path = "/v1/apps/{app}/environments/{env}/deployments", tag = "deployments",
+    params(("app" = String, Path, description = "App name"),
+           ("env" = String, Path, description = "Environment name"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a replay returns the stored response."),
+           ("traceparent" = Option<String>, Header, description = "W3C trace context; stored so the deployment joins the caller's trace.")),
+    request_body = DeploymentRequest,
+    responses(
+        (status = 201, description = "Recorded as queued", body = Deployment, headers(("Location" = String))),
+        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such app or environment", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The same Idempotency-Key is in flight", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field, or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Path((app, env)): Path<(String, String)>,
+    Principal(principal): Principal,
+    IdempotencyKey(key): IdempotencyKey,
+    headers: HeaderMap,
+    body: JsonBody<DeploymentRequest>,
+) -> Result<Response, ApiError> {
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_traceparent(v))
+        .map(str::to_owned);
+    let request = KeyedRequest {
+        key: key.as_deref(),
+        scope: format!("{principal} POST /v1/apps/{app}/environments/{env}/deployments"),
+        digest: &body.digest,
+    };
+    let idempotency_key = key.clone();
+    let deployment_request = body.value;
+    idempotency::run(&state, request, move |conn| {
+        Box::pin(async move {
+            let by = Requester {
+                principal: &principal,
+                idempotency_key: idempotency_key.as_deref(),
+                traceparent: traceparent.as_deref(),
+            };
+            let deployment =
+                intake::record_deployment(conn, &app, &env, deployment_request, &by).await?;
+            let location = format!("/v1/deployments/{}", deployment.id);
+            Written::created(&deployment, location)
+        })
+    })
+    .await
+}
+
+/// `00-<32 hex>-<16 hex>-<2 hex>`, the W3C trace context version 00 form.
+fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex =
+        |s: &str, n: usize| s.len() == n && s.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+}
+
+/// Filters of the deployment list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeploymentQuery {
+    /// Only deployments of this app.
+    pub app: Option<String>,
+    /// Only deployments to environments of this name.
+    pub environment: Option<String>,
+    /// Only deployments in these statuses (comma-separated).
+    pub status: Option<String>,
+}
+
+impl DeploymentQuery {
+    fn filter(self) -> Result<DeploymentFilter, ApiError> {
+        for (name, value) in [("app", &self.app), ("environment", &self.environment)] {
+            if let Some(value) = value {
+                slipway_core::names::dns_label(value)
+                    .map_err(|e| ApiError::invalid_parameter(name, e))?;
+            }
+        }
+        let statuses = match &self.status {
+            None => Vec::new(),
+            Some(raw) => raw
+                .split(',')
+                .map(|s| s.trim().parse::<DeploymentStatus>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::invalid_parameter("status", e))?,
+        };
+        Ok(DeploymentFilter {
+            app: self.app,
+            environment: self.environment,
+            statuses,
+        })
+    }
+}
+
+/// List deployments, newest first.
+#[utoipa::path(get, path = "/v1/deployments", tag = "deployments",
+    params(DeploymentQuery, PageParams),
+    responses(
+        (status = 200, description = "A page of deployments", body = List<Deployment>),
+        (status = 422, description = "Invalid filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<DeploymentQuery>,
+    Query(page): Query<PageParams>,
+) -> Result<Json<List<Deployment>>, ApiError> {
+    let limit = page.limit()?;
+    let after = page
+        .after(CursorKind::Deployment)?
+        .map(|raw| raw.parse::<Uuid>())
+        .transpose()
+        .map_err(|_| ApiError::invalid_parameter("cursor", "not a cursor this list issued"))?;
+    let filter = query.filter()?;
+    let mut conn = state.pool.acquire().await?;
+    let found = deployments::list(&mut conn, &filter, after, limit).await?;
+    Ok(Json(List::from_page(found, CursorKind::Deployment)))
+}
+
+fn deployment_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("deployment"))
+}
+
+/// Get a deployment.
+#[utoipa::path(get, path = "/v1/deployments/{id}", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id")),
+    responses(
+        (status = 200, description = "The deployment", body = Deployment),
+        (status = 404, description = "No such deployment", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, ApiError> {
+    let id = deployment_id(&id)?;
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(deployments::get(&mut conn, id).await?))
+}
+
+/// A deployment's events in order, as a JSON page.
+#[utoipa::path(get, path = "/v1/deployments/{id}/events", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id"), PageParams),
+    responses(
+        (status = 200, description = "A page of events, oldest first", body = List<DeploymentEvent>),
+        (status = 404, description = "No such deployment", body = Problem, content_type = "application/problem+json"),
+        (status = 406, description = "Only application/json is served here", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(page): Query<PageParams>,
+) -> Result<Json<List<DeploymentEvent>>, ApiError> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    let json_ok = accept.split(',').any(|a| {
+        let a = a.split(';').next().unwrap_or("").trim();
+        a == "*/*" || a == "application/*" || a == "application/json"
+    });
+    if !json_ok {
+        return Err(ApiError::new(
+            ProblemType::NotAcceptable,
+            "this endpoint answers application/json; live event streams are not served yet",
+        ));
+    }
+    let id = deployment_id(&id)?;
+    let limit = page.limit()?;
+    let after = page
+        .after(CursorKind::Event)?
+        .map(|raw| raw.parse::<i64>())
+        .transpose()
+        .map_err(|_| ApiError::invalid_parameter("cursor", "not a cursor this list issued"))?;
+    let mut conn = state.pool.acquire().await?;
+    deployments::get(&mut conn, id).await?;
+    let found = events::list(&mut conn, id, after, limit).await?;
+    Ok(Json(List::from_page(found, CursorKind::Event)))
+}

@@ -1,0 +1,8 @@
+//! The v1 resources, one module each. Handlers parse, authorize and call the engine's intake
+//! or the store; they hold no SQL and no business rules.
+
+pub mod apps;
+pub mod clusters;
+pub mod deployments;
+pub mod environments;
+pub mod ops;

@@ -1,0 +1,39 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use slipway_store::PgPool;
+
+/// Tunables of the HTTP surface.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Largest request body accepted (413 above).
+    pub body_limit: usize,
+    /// Longest a request may take (408 after).
+    pub request_timeout: Duration,
+    /// How long an idempotency key's stored response is replayed.
+    pub idempotency_ttl: Duration,
+    /// Origins allowed by CORS; empty turns CORS off.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            cors_allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// Shared by all handlers; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub settings: Arc<ApiSettings>,
+    pub metrics: PrometheusHandle,
+}

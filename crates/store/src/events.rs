@@ -1,0 +1,95 @@
+//! The per-deployment, append-only event log.
+
+use chrono::{DateTime, Utc};
+use slipway_core::DeploymentEvent;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::page::{Page, fetch_limit};
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub kind: &'a str,
+    pub actor: &'a str,
+    pub message: String,
+    pub data: serde_json::Value,
+}
+
+/// Appends an event with the deployment's next sequence number. The counter lives on the
+/// deployment row, so appends to one deployment serialize on that row and never leave a gap.
+#[tracing::instrument(skip_all, fields(deployment = %deployment_id, kind = event.kind))]
+pub async fn append(
+    conn: &mut PgConnection,
+    deployment_id: Uuid,
+    event: &NewEvent<'_>,
+) -> Result<i64, StoreError> {
+    let seq: i64 = sqlx::query_scalar(
+        "UPDATE deployments SET last_event_seq = last_event_seq + 1, updated_at = now()
+         WHERE id = $1 RETURNING last_event_seq",
+    )
+    .bind(deployment_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound("deployment"))?;
+    sqlx::query(
+        "INSERT INTO deployment_events (deployment_id, seq, kind, actor, message, data)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(deployment_id)
+    .bind(seq)
+    .bind(event.kind)
+    .bind(event.actor)
+    .bind(&event.message)
+    .bind(&event.data)
+    .execute(conn)
+    .await?;
+    Ok(seq)
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    seq: i64,
+    deployment_id: Uuid,
+    at: DateTime<Utc>,
+    kind: String,
+    actor: String,
+    message: String,
+    data: serde_json::Value,
+}
+
+impl From<EventRow> for DeploymentEvent {
+    fn from(r: EventRow) -> Self {
+        DeploymentEvent {
+            seq: r.seq,
+            deployment_id: r.deployment_id,
+            at: r.at,
+            kind: r.kind,
+            actor: r.actor,
+            message: r.message,
+            data: r.data,
+        }
+    }
+}
+
+/// A deployment's events in order, after the sequence number `after`.
+#[tracing::instrument(skip_all, fields(deployment = %deployment_id))]
+pub async fn list(
+    conn: &mut PgConnection,
+    deployment_id: Uuid,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Page<DeploymentEvent, i64>, StoreError> {
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT seq, deployment_id, at, kind, actor, message, data FROM deployment_events
+         WHERE deployment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(deployment_id)
+    .bind(after.unwrap_or(0))
+    .bind(fetch_limit(limit))
+    .fetch_all(conn)
+    .await?;
+    let items = rows.into_iter().map(DeploymentEvent::from).collect();
+    Ok(Page::from_rows(items, limit, |e: &DeploymentEvent| e.seq))
+}

@@ -1,0 +1,267 @@
+//! Configuration, layered: built-in defaults → `slipway.toml` → `SLIPWAY_*` environment
+//! variables (and `DATABASE_URL`) → command-line flags. Validated once at start-up; every
+//! error names the key that is wrong.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+use slipway_core::DurationSpec;
+
+/// A value that must never reach a log: `Debug` and `Display` print `***`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One JSON object per line, for production.
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// Every setting, with its default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the API listens on.
+    pub listen: String,
+    /// PostgreSQL URL; `slipway dev` starts its own database when this is unset.
+    pub database_url: Option<Secret>,
+    pub database_max_connections: u32,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    pub request_timeout: DurationSpec,
+    /// How long a stored idempotent response is replayed.
+    pub idempotency_ttl: DurationSpec,
+    /// Origins allowed by CORS (a list, or a comma-separated string); empty turns CORS off.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub cors_allowed_origins: Vec<String>,
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. `info` or `slipway=debug,info` (`RUST_LOG` overrides it).
+    pub log_level: String,
+    /// Where `slipway dev` keeps its database (default depends on the user).
+    pub dev_state_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            database_url: None,
+            database_max_connections: 20,
+            body_limit: 1024 * 1024,
+            request_timeout: DurationSpec::from_secs(30),
+            idempotency_ttl: DurationSpec::from_secs(24 * 3600),
+            cors_allowed_origins: Vec::new(),
+            log_format: LogFormat::Json,
+            log_level: "info".into(),
+            dev_state_dir: None,
+        }
+    }
+}
+
+const KEYS: [&str; 10] = [
+    "listen",
+    "database_url",
+    "database_max_connections",
+    "body_limit",
+    "request_timeout",
+    "idempotency_ttl",
+    "cors_allowed_origins",
+    "log_format",
+    "log_level",
+    "dev_state_dir",
+];
+
+fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::List(list) => list,
+        Raw::Csv(csv) => csv
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// Flag values that override everything else (unset flags are `None`).
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev_state_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Loads the layers. `file` is read when it exists; naming a missing file is an error.
+    pub fn load(
+        file: Option<&Path>,
+        defaults: Config,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(defaults));
+        match file {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::Invalid {
+                    key: "--config",
+                    message: format!("file {} does not exist", path.display()),
+                });
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file("slipway.toml")),
+        }
+        let config: Config = figment
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database_url".into()),
+            )
+            .merge(Env::prefixed("SLIPWAY_").only(&KEYS))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if let Err(e) = self.listen.parse::<SocketAddr>() {
+            return invalid(
+                "listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8080: {e}",
+                    self.listen
+                ),
+            );
+        }
+        if let Some(url) = &self.database_url {
+            let url = url.expose();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return invalid(
+                    "database_url",
+                    "must be a postgres:// or postgresql:// URL".into(),
+                );
+            }
+        }
+        if !(1..=1_000).contains(&self.database_max_connections) {
+            return invalid(
+                "database_max_connections",
+                "must be between 1 and 1000".into(),
+            );
+        }
+        if !(1_024..=64 * 1024 * 1024).contains(&self.body_limit) {
+            return invalid(
+                "body_limit",
+                "must be between 1024 and 67108864 bytes".into(),
+            );
+        }
+        if !(1..=600).contains(&self.request_timeout.as_secs()) {
+            return invalid("request_timeout", "must be between 1s and 10m".into());
+        }
+        if !(60..=30 * 86_400).contains(&self.idempotency_ttl.as_secs()) {
+            return invalid("idempotency_ttl", "must be between 1m and 30d".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return invalid("log_level", e.to_string());
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|e| ConfigError::Invalid {
+            key: "listen",
+            message: format!("{e}"),
+        })
+    }
+
+    pub fn api_settings(&self) -> slipway_api::ApiSettings {
+        slipway_api::ApiSettings {
+            body_limit: self.body_limit,
+            request_timeout: self.request_timeout.as_std(),
+            idempotency_ttl: self.idempotency_ttl.as_std(),
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = Config {
+            database_url: Some(Secret::new("postgres://u:hunter2@db/x")),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let bad = Config {
+            listen: "nowhere".into(),
+            ..Config::default()
+        };
+        let message = bad
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("`listen`"), "{message}");
+        let bad = Config {
+            database_url: Some(Secret::new("mysql://x")),
+            ..Config::default()
+        };
+        let message = bad
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("`database_url`"), "{message}");
+    }
+}

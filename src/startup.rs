@@ -1,0 +1,115 @@
+//! Starting and stopping the server: logging, the database pool, migrations, the HTTP
+//! listener with graceful shutdown, and housekeeping.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogFormat, Secret};
+
+/// Installs the global tracing subscriber. `RUST_LOG` overrides the configured level.
+pub fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let installed = match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+    if installed.is_err() {
+        tracing::debug!("a tracing subscriber was already installed");
+    }
+}
+
+/// Connects a pool to the configured database.
+pub async fn connect(url: &Secret, max_connections: u32) -> anyhow::Result<sqlx::PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url.expose())
+        .await
+        .context("cannot connect to the database (check database_url / DATABASE_URL)")
+}
+
+/// Applies every pending migration.
+pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    slipway_store::MIGRATOR
+        .run(pool)
+        .await
+        .context("applying database migrations")?;
+    tracing::info!("database schema is current");
+    Ok(())
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then stops accepting and lets
+/// in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    pool: sqlx::PgPool,
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = slipway_api::AppState {
+        pool: pool.clone(),
+        settings: Arc::new(config.api_settings()),
+        metrics: slipway_api::metrics_handle(),
+    };
+    let housekeeping = tokio::spawn(purge_expired_keys(pool));
+    let addr = listener.local_addr().context("listener address")?;
+    tracing::info!(%addr, "API listening");
+    let served = axum::serve(listener, slipway_api::app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    housekeeping.abort();
+    served.context("HTTP server failed")?;
+    tracing::info!("API stopped: in-flight requests drained");
+    Ok(())
+}
+
+/// Deletes expired idempotency keys every ten minutes.
+async fn purge_expired_keys(pool: sqlx::PgPool) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        let purged = match pool.acquire().await {
+            Ok(mut conn) => slipway_store::idempotency::purge_expired(&mut conn).await,
+            Err(e) => Err(e.into()),
+        };
+        match purged {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired idempotency keys deleted"),
+            Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received: shutting down"),
+        () = terminate => tracing::info!("SIGTERM received: shutting down"),
+    }
+}
