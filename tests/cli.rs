@@ -1,0 +1,246 @@
+//! Black-box tests of the `slipway` binary: its commands, configuration errors, serving
+//! against a real PostgreSQL, graceful shutdown, and `slipway dev` with its private database.
+#![expect(clippy::expect_used, reason = "a failed expectation is the test failing")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_slipway");
+
+fn slipway() -> Command {
+    let mut cmd = Command::new(BIN);
+    // Only what a test sets: no stray SLIPWAY_* or DATABASE_URL from the developer's shell.
+    cmd.env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .env_remove("RUST_BACKTRACE")
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SLIPWAY_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+fn run_failing(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run slipway");
+    assert!(!out.status.success(), "expected failure, got {:?}", out.status);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn openapi_command_prints_the_committed_spec() {
+    let out = slipway().arg("openapi").output().expect("run slipway openapi");
+    assert!(out.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("spec is JSON");
+    assert!(printed["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
+    let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+        .expect("openapi/openapi.json is committed");
+    let committed: serde_json::Value = serde_json::from_slice(&committed).expect("JSON");
+    assert_eq!(printed, committed, "openapi/openapi.json is stale: run scripts/openapi");
+}
+
+#[test]
+fn configuration_errors_name_the_key() {
+    let stderr = run_failing(slipway().arg("serve").env("SLIPWAY_LISTEN", "not-an-address"));
+    assert!(stderr.contains("`listen`"), "{stderr}");
+
+    let stderr = run_failing(
+        slipway()
+            .arg("serve")
+            .env("SLIPWAY_DATABASE_MAX_CONNECTIONS", "many"),
+    );
+    assert!(stderr.to_lowercase().contains("database_max_connections"), "{stderr}");
+
+    let stderr = run_failing(slipway().arg("serve").env("DATABASE_URL", "mysql://db/x"));
+    assert!(stderr.contains("`database_url`"), "{stderr}");
+
+    let stderr = run_failing(slipway().arg("serve"));
+    assert!(stderr.contains("`database_url` is not set"), "{stderr}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("slipway.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:9\"\nrequest_timout = \"5s\"\n").expect("write");
+    let stderr = run_failing(slipway().arg("--config").arg(&file).arg("serve"));
+    assert!(stderr.contains("request_timout"), "{stderr}");
+
+    let stderr = run_failing(slipway().arg("--config").arg(dir.path().join("missing.toml")).arg("serve"));
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}
+
+#[test]
+fn secrets_stay_out_of_the_logs() {
+    let mut child = slipway()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", "postgres://slipway:hunter2-secret@127.0.0.1:1/none")
+        .env("SLIPWAY_LOG_LEVEL", "debug")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "cannot connect to port 1");
+    let mut logs = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut logs).expect("read");
+    child.stdout.take().expect("stdout").read_to_string(&mut logs).expect("read");
+    assert!(!logs.contains("hunter2-secret"), "{logs}");
+}
+
+/// A fresh database on the test server, migrated by `slipway migrate`.
+fn fresh_database() -> String {
+    let admin = std::env::var("DATABASE_URL").expect("DATABASE_URL (scripts/test starts a test PostgreSQL)");
+    let name = format!("slipway_cli_{}", uuid::Uuid::new_v4().simple());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let pool = sqlx::PgPool::connect(&admin).await.expect("connect admin");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .expect("create database");
+    });
+    let (base, _) = admin.rsplit_once('/').expect("URL has a database");
+    format!("{base}/{name}")
+}
+
+/// Starts a child and waits (bounded) for the log line that names its address.
+struct Running {
+    child: Child,
+    addr: String,
+    lines: mpsc::Receiver<String>,
+}
+
+fn start(cmd: &mut Command, marker: &str) -> Running {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let (tx, rx) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("no {marker:?} line within 60 s")
+        });
+        if let Some(rest) = line.split(marker).nth(1) {
+            let addr: String = rest
+                .trim_start_matches(['=', ' ', '"', ':'])
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+            return Running { child, addr, lines: rx };
+        }
+    }
+}
+
+fn http(addr: &str, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut out = String::new();
+    stream.read_to_string(&mut out).expect("read");
+    out
+}
+
+fn get(addr: &str, path: &str) -> String {
+    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("process did not exit within 30 s of SIGTERM");
+}
+
+#[test]
+fn serve_answers_and_drains_in_flight_requests_on_sigterm() {
+    let url = fresh_database();
+    let migrated = slipway().arg("migrate").env("DATABASE_URL", &url).status().expect("migrate");
+    assert!(migrated.success());
+
+    let mut server = start(
+        slipway()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", &url),
+        "addr",
+    );
+    let ready = get(&server.addr, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+
+    // A request whose body is still arriving when SIGTERM comes must still be answered.
+    let body = r#"{"name":"drained","description":"sent across a shutdown"}"#;
+    let mut slow = TcpStream::connect(&server.addr).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(
+        slow,
+        "POST /v1/apps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        &body[..10]
+    )
+    .expect("write head");
+    slow.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(300));
+    sigterm(&server.child);
+    std::thread::sleep(Duration::from_millis(300));
+    slow.write_all(body[10..].as_bytes()).expect("write rest");
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).expect("read answer");
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    let status = wait_exit(&mut server.child);
+    assert!(status.success(), "{status:?}");
+    assert!(TcpStream::connect(&server.addr).is_err(), "stopped accepting");
+    let logs: Vec<String> = server.lines.try_iter().collect();
+    assert!(logs.iter().any(|l| l.contains("drained")), "{logs:?}");
+}
+
+#[test]
+fn dev_runs_its_own_database_and_stops_it_on_exit() {
+    // The state directory must be reachable by the `postgres` user when tests run as root.
+    let base = std::path::Path::new("/var/tmp");
+    let dir = tempfile::Builder::new()
+        .prefix("slipway-dev-test-")
+        .tempdir_in(base)
+        .expect("tempdir");
+    let mut dev = start(
+        slipway()
+            .args(["dev", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(dir.path()),
+        "curl http://",
+    );
+    let ready = get(&dev.addr, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let pid_file = dir.path().join("pgdata/postmaster.pid");
+    assert!(pid_file.exists(), "the private PostgreSQL runs from the state directory");
+
+    sigterm(&dev.child);
+    let status = wait_exit(&mut dev.child);
+    assert!(status.success(), "{status:?}");
+    assert!(!pid_file.exists(), "the private PostgreSQL was stopped");
+}
