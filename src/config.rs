@@ -64,6 +64,14 @@ pub struct Config {
     pub log_level: String,
     /// Where `slipway dev` keeps its database (default depends on the user).
     pub dev_state_dir: Option<PathBuf>,
+    /// Deployment steps this process runs at once.
+    pub workers: usize,
+    /// How long a worker's claim on a deployment lasts without a heartbeat.
+    pub lease_ttl: DurationSpec,
+    /// How often workers look for due work when no notification wakes them.
+    pub poll_interval_ms: u64,
+    /// How long a pod of the simulated cluster takes to become ready.
+    pub sim_ready_after: DurationSpec,
 }
 
 impl Default for Config {
@@ -79,11 +87,19 @@ impl Default for Config {
             log_format: LogFormat::Json,
             log_level: "info".into(),
             dev_state_dir: None,
+            workers: 16,
+            lease_ttl: DurationSpec::from_secs(30),
+            poll_interval_ms: 1_000,
+            sim_ready_after: DurationSpec::from_secs(0),
         }
     }
 }
 
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 14] = [
+    "workers",
+    "lease_ttl",
+    "poll_interval_ms",
+    "sim_ready_after",
     "listen",
     "database_url",
     "database_max_connections",
@@ -133,6 +149,8 @@ pub struct Overrides {
     pub dev_state_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
 }
 
 impl Config {
@@ -206,6 +224,15 @@ impl Config {
         if !(60..=30 * 86_400).contains(&self.idempotency_ttl.as_secs()) {
             return invalid("idempotency_ttl", "must be between 1m and 30d".into());
         }
+        if !(1..=1_024).contains(&self.workers) {
+            return invalid("workers", "must be between 1 and 1024".into());
+        }
+        if !(3..=3_600).contains(&self.lease_ttl.as_secs()) {
+            return invalid("lease_ttl", "must be between 3s and 1h".into());
+        }
+        if !(10..=60_000).contains(&self.poll_interval_ms) {
+            return invalid("poll_interval_ms", "must be between 10 and 60000".into());
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return invalid("log_level", e.to_string());
         }
@@ -217,6 +244,15 @@ impl Config {
             key: "listen",
             message: format!("{e}"),
         })
+    }
+
+    pub fn engine_settings(&self, worker: String) -> slipway_engine::EngineSettings {
+        slipway_engine::EngineSettings {
+            concurrency: self.workers,
+            lease_ttl: self.lease_ttl.as_std(),
+            poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
+            ..slipway_engine::EngineSettings::new(worker)
+        }
     }
 
     pub fn api_settings(&self) -> slipway_api::ApiSettings {

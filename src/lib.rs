@@ -3,5 +3,6 @@
 //! server the same way.
 
 pub mod config;
+pub mod demo;
 pub mod embedded_pg;
 pub mod startup;

@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the API against the configured database.
+    /// Serve the API and run deployment workers against the configured database.
     Serve {
         /// Address to listen on [default: 127.0.0.1:8080].
         #[arg(long)]
@@ -30,6 +30,15 @@ enum Command {
         /// Apply pending migrations before serving.
         #[arg(long)]
         migrate: bool,
+        /// Deployment steps to run at once [default: 16].
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Run only the workers (no HTTP API).
+        #[arg(long, conflicts_with = "no_workers")]
+        no_api: bool,
+        /// Run only the HTTP API (no workers).
+        #[arg(long)]
+        no_workers: bool,
     },
     /// Apply pending database migrations and exit.
     Migrate,
@@ -76,9 +85,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = startup::connect(database_url(&config)?, 2).await?;
             startup::migrate(&pool).await
         }
-        Command::Serve { listen, migrate } => {
+        Command::Serve {
+            listen,
+            migrate,
+            workers,
+            no_api,
+            no_workers,
+        } => {
             let overrides = Overrides {
                 listen,
+                workers,
                 ..Overrides::default()
             };
             let config = load(&cli.config, Config::default(), &overrides)?;
@@ -87,8 +103,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if migrate {
                 startup::migrate(&pool).await?;
             }
-            let listener = bind(&config).await?;
-            startup::serve(listener, pool, &config, startup::shutdown_signal()).await
+            let listener = if no_api {
+                None
+            } else {
+                Some(bind(&config).await?)
+            };
+            let drivers = drivers(&config);
+            let shutdown = startup::shutdown_signal();
+            startup::run(listener, !no_workers, pool, &config, drivers, shutdown).await
         }
         Command::Dev { listen, state_dir } => {
             let overrides = Overrides {
@@ -98,6 +120,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let defaults = Config {
                 log_format: LogFormat::Pretty,
+                // Pods of the simulated cluster take a moment, so a rollout can be watched.
+                sim_ready_after: slipway_core::DurationSpec::from_secs(2),
                 ..Config::default()
             };
             let config = load(&cli.config, defaults, &overrides)?;
@@ -118,6 +142,20 @@ fn database_url(config: &Config) -> anyhow::Result<&slipway::config::Secret> {
         "configuration key `database_url` is not set: set DATABASE_URL (or SLIPWAY_DATABASE_URL, \
          or database_url in slipway.toml); `slipway dev` starts a private database instead",
     )
+}
+
+/// The cluster drivers of this process: one simulated cluster for every cluster registered
+/// as `simulated`.
+fn drivers(config: &Config) -> slipway_engine::Drivers {
+    let settings = slipway_cluster::SimSettings {
+        ready_after: config.sim_ready_after.as_std(),
+        ..slipway_cluster::SimSettings::default()
+    };
+    let sim = slipway_cluster::SimCluster::with_settings(
+        std::sync::Arc::new(slipway_cluster::SystemClock),
+        settings,
+    );
+    slipway_engine::Drivers::new(std::sync::Arc::new(sim))
 }
 
 async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
@@ -148,12 +186,16 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         let pool =
             startup::connect(database_url(&config)?, config.database_max_connections).await?;
         startup::migrate(&pool).await?;
+        slipway::demo::seed(&pool).await?;
         let listener = bind(&config).await?;
         let addr = listener.local_addr()?;
-        tracing::info!(
-            "Slipway is up: try  curl http://{addr}/healthz  and open http://{addr}/docs"
-        );
-        startup::serve(listener, pool, &config, startup::shutdown_signal()).await
+        tracing::info!("Slipway is up at http://{addr} (API docs: http://{addr}/docs)");
+        for line in slipway::demo::walkthrough(&addr.to_string()).lines() {
+            tracing::info!("{line}");
+        }
+        let drivers = drivers(&config);
+        let shutdown = startup::shutdown_signal();
+        startup::run(Some(listener), true, pool, &config, drivers, shutdown).await
     }
     .await;
     if let Some(pg) = embedded {

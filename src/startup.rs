@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::io::IsTerminal;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -50,6 +49,85 @@ pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A name for this process's engine in leases and the journal: host, pid and a random part.
+pub fn worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[..8])
+}
+
+/// Runs the API (when given a listener) and/or the engine (when `workers`) until `shutdown`
+/// resolves. Both stop together; the log says which part stopped.
+pub async fn run(
+    listener: Option<TcpListener>,
+    workers: bool,
+    pool: sqlx::PgPool,
+    config: &Config,
+    drivers: slipway_engine::Drivers,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let signal = {
+        let stop_tx = stop_tx.clone();
+        async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        }
+    };
+    tokio::spawn(signal);
+    let api = {
+        let pool = pool.clone();
+        let rx = stop_rx.clone();
+        let config = config.clone();
+        async move {
+            match listener {
+                Some(listener) => serve(listener, pool, &config, stopped(rx)).await,
+                None => {
+                    stopped(rx).await;
+                    Ok(())
+                }
+            }
+        }
+    };
+    let engine = {
+        let rx = stop_rx.clone();
+        let worker = worker_name();
+        let settings = config.engine_settings(worker);
+        async move {
+            if workers {
+                slipway_engine::Engine::new(pool, drivers, settings)
+                    .run(stopped(rx))
+                    .await;
+            } else {
+                stopped(rx).await;
+            }
+            Ok::<(), anyhow::Error>(())
+        }
+    };
+    let (api, engine) = tokio::join!(
+        async {
+            let r = api.await;
+            tracing::info!(ok = r.is_ok(), "API stopped");
+            let _ = stop_tx.send(true);
+            r
+        },
+        async {
+            let r = engine.await;
+            tracing::info!("engine stopped");
+            let _ = stop_tx.send(true);
+            r
+        }
+    );
+    api.and(engine)
+}
+
 /// Serves the API on `listener` until `shutdown` resolves, then stops accepting and lets
 /// in-flight requests finish.
 pub async fn serve(
@@ -58,11 +136,7 @@ pub async fn serve(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = slipway_api::AppState {
-        pool: pool.clone(),
-        settings: Arc::new(config.api_settings()),
-        metrics: slipway_api::metrics_handle(),
-    };
+    let state = slipway_api::AppState::new(pool.clone(), config.api_settings());
     let housekeeping = tokio::spawn(purge_expired_keys(pool));
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, "API listening");

@@ -1,6 +1,9 @@
 //! Black-box tests of the `slipway` binary: its commands, configuration errors, serving
 //! against a real PostgreSQL, graceful shutdown, and `slipway dev` with its private database.
-#![expect(clippy::expect_used, reason = "a failed expectation is the test failing")]
+#![expect(
+    clippy::expect_used,
+    reason = "a failed expectation is the test failing"
+)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -27,25 +30,43 @@ fn slipway() -> Command {
 
 fn run_failing(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run slipway");
-    assert!(!out.status.success(), "expected failure, got {:?}", out.status);
+    assert!(
+        !out.status.success(),
+        "expected failure, got {:?}",
+        out.status
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
 fn openapi_command_prints_the_committed_spec() {
-    let out = slipway().arg("openapi").output().expect("run slipway openapi");
+    let out = slipway()
+        .arg("openapi")
+        .output()
+        .expect("run slipway openapi");
     assert!(out.status.success());
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("spec is JSON");
-    assert!(printed["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
+    assert!(
+        printed["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1"))
+    );
     let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
         .expect("openapi/openapi.json is committed");
     let committed: serde_json::Value = serde_json::from_slice(&committed).expect("JSON");
-    assert_eq!(printed, committed, "openapi/openapi.json is stale: run scripts/openapi");
+    assert_eq!(
+        printed, committed,
+        "openapi/openapi.json is stale: run scripts/openapi"
+    );
 }
 
 #[test]
 fn configuration_errors_name_the_key() {
-    let stderr = run_failing(slipway().arg("serve").env("SLIPWAY_LISTEN", "not-an-address"));
+    let stderr = run_failing(
+        slipway()
+            .arg("serve")
+            .env("SLIPWAY_LISTEN", "not-an-address"),
+    );
     assert!(stderr.contains("`listen`"), "{stderr}");
 
     let stderr = run_failing(
@@ -53,7 +74,10 @@ fn configuration_errors_name_the_key() {
             .arg("serve")
             .env("SLIPWAY_DATABASE_MAX_CONNECTIONS", "many"),
     );
-    assert!(stderr.to_lowercase().contains("database_max_connections"), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("database_max_connections"),
+        "{stderr}"
+    );
 
     let stderr = run_failing(slipway().arg("serve").env("DATABASE_URL", "mysql://db/x"));
     assert!(stderr.contains("`database_url`"), "{stderr}");
@@ -67,7 +91,12 @@ fn configuration_errors_name_the_key() {
     let stderr = run_failing(slipway().arg("--config").arg(&file).arg("serve"));
     assert!(stderr.contains("request_timout"), "{stderr}");
 
-    let stderr = run_failing(slipway().arg("--config").arg(dir.path().join("missing.toml")).arg("serve"));
+    let stderr = run_failing(
+        slipway()
+            .arg("--config")
+            .arg(dir.path().join("missing.toml"))
+            .arg("serve"),
+    );
     assert!(stderr.contains("does not exist"), "{stderr}");
 }
 
@@ -75,7 +104,10 @@ fn configuration_errors_name_the_key() {
 fn secrets_stay_out_of_the_logs() {
     let mut child = slipway()
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("DATABASE_URL", "postgres://slipway:hunter2-secret@127.0.0.1:1/none")
+        .env(
+            "DATABASE_URL",
+            "postgres://slipway:hunter2-secret@127.0.0.1:1/none",
+        )
         .env("SLIPWAY_LOG_LEVEL", "debug")
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())
@@ -84,14 +116,25 @@ fn secrets_stay_out_of_the_logs() {
     let status = child.wait().expect("wait");
     assert!(!status.success(), "cannot connect to port 1");
     let mut logs = String::new();
-    child.stderr.take().expect("stderr").read_to_string(&mut logs).expect("read");
-    child.stdout.take().expect("stdout").read_to_string(&mut logs).expect("read");
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs)
+        .expect("read");
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut logs)
+        .expect("read");
     assert!(!logs.contains("hunter2-secret"), "{logs}");
 }
 
 /// A fresh database on the test server, migrated by `slipway migrate`.
 fn fresh_database() -> String {
-    let admin = std::env::var("DATABASE_URL").expect("DATABASE_URL (scripts/test starts a test PostgreSQL)");
+    let admin = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL (scripts/test starts a test PostgreSQL)");
     let name = format!("slipway_cli_{}", uuid::Uuid::new_v4().simple());
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
@@ -113,7 +156,11 @@ struct Running {
 }
 
 fn start(cmd: &mut Command, marker: &str) -> Running {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let (tx, rx) = mpsc::channel();
     for stream in [
         Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
@@ -141,14 +188,20 @@ fn start(cmd: &mut Command, marker: &str) -> Running {
                 .chars()
                 .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
                 .collect();
-            return Running { child, addr, lines: rx };
+            return Running {
+                child,
+                addr,
+                lines: rx,
+            };
         }
     }
 }
 
 fn http(addr: &str, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     stream.write_all(request.as_bytes()).expect("write");
     let mut out = String::new();
     stream.read_to_string(&mut out).expect("read");
@@ -156,7 +209,10 @@ fn http(addr: &str, request: &str) -> String {
 }
 
 fn get(addr: &str, path: &str) -> String {
-    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 fn sigterm(child: &Child) {
@@ -181,7 +237,11 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 #[test]
 fn serve_answers_and_drains_in_flight_requests_on_sigterm() {
     let url = fresh_database();
-    let migrated = slipway().arg("migrate").env("DATABASE_URL", &url).status().expect("migrate");
+    let migrated = slipway()
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .status()
+        .expect("migrate");
     assert!(migrated.success());
 
     let mut server = start(
@@ -196,7 +256,8 @@ fn serve_answers_and_drains_in_flight_requests_on_sigterm() {
     // A request whose body is still arriving when SIGTERM comes must still be answered.
     let body = r#"{"name":"drained","description":"sent across a shutdown"}"#;
     let mut slow = TcpStream::connect(&server.addr).expect("connect");
-    slow.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     write!(
         slow,
         "POST /v1/apps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
@@ -215,7 +276,10 @@ fn serve_answers_and_drains_in_flight_requests_on_sigterm() {
 
     let status = wait_exit(&mut server.child);
     assert!(status.success(), "{status:?}");
-    assert!(TcpStream::connect(&server.addr).is_err(), "stopped accepting");
+    assert!(
+        TcpStream::connect(&server.addr).is_err(),
+        "stopped accepting"
+    );
     let logs: Vec<String> = server.lines.try_iter().collect();
     assert!(logs.iter().any(|l| l.contains("drained")), "{logs:?}");
 }
@@ -232,12 +296,15 @@ fn dev_runs_its_own_database_and_stops_it_on_exit() {
         slipway()
             .args(["dev", "--listen", "127.0.0.1:0", "--state-dir"])
             .arg(dir.path()),
-        "curl http://",
+        "Slipway is up at http://",
     );
     let ready = get(&dev.addr, "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     let pid_file = dir.path().join("pgdata/postmaster.pid");
-    assert!(pid_file.exists(), "the private PostgreSQL runs from the state directory");
+    assert!(
+        pid_file.exists(),
+        "the private PostgreSQL runs from the state directory"
+    );
 
     sigterm(&dev.child);
     let status = wait_exit(&mut dev.child);

@@ -48,6 +48,53 @@ where
     }
 }
 
+/// Like [`JsonBody`], but an empty body (with or without a content type) stands for the
+/// type's default.
+#[derive(Debug)]
+pub struct OptionalJsonBody<T> {
+    pub value: T,
+    pub digest: [u8; 32],
+}
+
+impl<S, T> FromRequest<S> for OptionalJsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    ProblemType::PayloadTooLarge,
+                    "the request body is too large",
+                )
+            } else {
+                ApiError::new(ProblemType::BadRequest, rejection.body_text())
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self {
+                value: T::default(),
+                digest: Sha256::digest(b"{}").into(),
+            });
+        }
+        if !is_json(content_type.as_ref()) {
+            return Err(ApiError::new(
+                ProblemType::UnsupportedMediaType,
+                "the request body must be JSON: send Content-Type: application/json",
+            ));
+        }
+        let body = parse(&bytes)?;
+        Ok(Self {
+            value: body.value,
+            digest: body.digest,
+        })
+    }
+}
+
 /// Parses and digests a JSON document (exposed for tests of the rules above).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError> {
     let document: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
@@ -62,11 +109,19 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError>
         let pointer = json_pointer(e.path());
         let detail = e.into_inner().to_string();
         // A tagged value (a strategy, a traffic router) reports where inside it the error is.
-        match slipway_core::tagged::split_nested_error(&detail) {
-            Some((below, message)) => ApiError::invalid_field(format!("{pointer}{below}"), message),
-            None => ApiError::invalid_field(pointer, detail),
-        }
+        let (pointer, detail) = match slipway_core::tagged::split_nested_error(&detail) {
+            Some((below, message)) => (format!("{pointer}{below}"), message.to_owned()),
+            None => (pointer, detail),
+        };
+        ApiError::invalid_field(missing_field_pointer(pointer, &detail), detail)
     })?;
+    // Postgres cannot store a NUL character in text or jsonb: refuse it here, by field.
+    if let Some(at) = nul_position(&document, "") {
+        return Err(ApiError::invalid_field(
+            at,
+            "must not contain the NUL character (\\u0000)",
+        ));
+    }
     Ok(JsonBody {
         value,
         digest: Sha256::digest(&canonical).into(),
@@ -87,6 +142,39 @@ fn json_pointer(path: &serde_path_to_error::Path) -> String {
         }
     }
     out
+}
+
+/// serde reports a missing field at the object that lacks it; point at the field itself.
+fn missing_field_pointer(at: String, detail: &str) -> String {
+    match detail
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        Some(field) => slipway_core::validation::pointer(&at, field),
+        None => at,
+    }
+}
+
+/// The pointer of the first string or object key in `value` that holds a NUL character.
+fn nul_position(value: &serde_json::Value, at: &str) -> Option<String> {
+    use serde_json::Value;
+    use slipway_core::validation::pointer;
+    match value {
+        Value::String(s) => s.contains('\0').then(|| at.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_position(item, &pointer(at, i))),
+        Value::Object(members) => members.iter().find_map(|(key, member)| {
+            let here = pointer(at, key);
+            if key.contains('\0') {
+                Some(here)
+            } else {
+                nul_position(member, &here)
+            }
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => None,
+    }
 }
 
 fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
@@ -187,6 +275,28 @@ mod tests {
             .err()
             .map(|e| e.kind());
         assert_eq!(malformed, Some(ProblemType::MalformedJson));
+    }
+
+    fn pointers_of<T: DeserializeOwned + std::fmt::Debug>(body: &[u8]) -> String {
+        format!("{:?}", parse::<T>(body).err())
+    }
+
+    #[test]
+    fn a_missing_field_is_pointed_at() {
+        let body =
+            br#"{"cluster":"c","workload":{"name":"w","container":"w","replicas":1,"port":80}}"#;
+        let err = pointers_of::<EnvironmentSpec>(body);
+        assert!(err.contains("\"/namespace\""), "{err}");
+        let body = br#"{"cluster":"c","namespace":"n","workload":{"name":"w","container":"w","replicas":1}}"#;
+        let err = pointers_of::<EnvironmentSpec>(body);
+        assert!(err.contains("\"/workload/port\""), "{err}");
+    }
+
+    #[test]
+    fn a_nul_character_is_refused_where_it_is() {
+        let err = pointers_of::<serde_json::Value>(br#"{"a":[1,{"b":"x\u0000"}]}"#);
+        assert!(err.contains("\"/a/1/b\""), "{err}");
+        assert!(parse::<serde_json::Value>(br#"{"a":["x\u0001"]}"#).is_ok());
     }
 
     #[test]

@@ -4,8 +4,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use serde::Serialize;
-use slipway_store::PgConnection;
 use slipway_store::idempotency::{self, KeyRef, KeyState, StoredResponse};
+use slipway_store::{PgConnection, Postgres, Transaction};
 
 use crate::problem::{ApiError, ProblemType};
 use crate::state::AppState;
@@ -67,33 +67,41 @@ where
         request_hash: request.digest,
     });
     if let Some(key) = &key {
-        match idempotency::begin(&mut tx, key).await? {
-            KeyState::Fresh => {}
-            KeyState::Replay(stored) => {
-                let status =
-                    StatusCode::from_u16(stored.status).map_err(|e| ApiError::internal(&e))?;
-                return Ok(Written {
-                    status,
-                    body: stored.body,
-                    location: stored.location,
-                }
-                .into_response(true));
-            }
-            KeyState::Mismatch => {
-                return Err(ApiError::new(
-                    ProblemType::IdempotencyKeyReused,
-                    "this Idempotency-Key was used with a different request body; use a new key",
-                ));
-            }
-            KeyState::InFlight => {
-                return Err(ApiError::new(
-                    ProblemType::IdempotencyKeyInFlight,
-                    "a request with this Idempotency-Key is still being processed; retry shortly",
-                ));
-            }
+        let settled = match idempotency::begin(&mut tx, key).await? {
+            KeyState::Fresh => None,
+            KeyState::Replay(stored) => Some(
+                StatusCode::from_u16(stored.status)
+                    .map_err(|e| ApiError::internal(&e))
+                    .map(|status| {
+                        Written {
+                            status,
+                            body: stored.body,
+                            location: stored.location,
+                        }
+                        .into_response(true)
+                    }),
+            ),
+            KeyState::Mismatch => Some(Err(ApiError::new(
+                ProblemType::IdempotencyKeyReused,
+                "this Idempotency-Key was used with a different request body; use a new key",
+            ))),
+            KeyState::InFlight => Some(Err(ApiError::new(
+                ProblemType::IdempotencyKeyInFlight,
+                "a request with this Idempotency-Key is still being processed; retry shortly",
+            ))),
+        };
+        if let Some(answer) = settled {
+            end(tx).await;
+            return answer;
         }
     }
-    let written = work(&mut tx).await?;
+    let written = match work(&mut tx).await {
+        Ok(written) => written,
+        Err(e) => {
+            end(tx).await;
+            return Err(e);
+        }
+    };
     if let Some(key) = &key {
         let stored = StoredResponse {
             status: written.status.as_u16(),
@@ -104,4 +112,14 @@ where
     }
     tx.commit().await?;
     Ok(written.into_response(false))
+}
+
+/// Rolls `tx` back now. Dropping it would only queue the rollback until its connection is
+/// next used, and until then the transaction keeps the key's advisory lock: a retry arriving
+/// in that window would be told, wrongly, that the key is still in flight.
+async fn end(tx: Transaction<'_, Postgres>) {
+    if let Err(e) = tx.rollback().await {
+        // The pool tests the connection before reusing it, and closes it if it is broken.
+        tracing::warn!(error = %e, "rolling back a transaction failed");
+    }
 }

@@ -47,6 +47,19 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     problem
 }
 
+/// A path holding a NUL character (`%00`) names nothing: no name can hold one (Postgres text
+/// cannot store it), so answer 404 before the name reaches a query and fails there.
+pub async fn not_found_for_nul_in_path(request: Request, next: Next) -> Response {
+    if request.uri().path().contains("%00") {
+        return problem_response(
+            ProblemType::NotFound,
+            "no such resource".to_owned(),
+            Vec::new(),
+        );
+    }
+    next.run(request).await
+}
+
 /// Counts requests and times them by method, route template and status.
 pub async fn record_metrics(request: Request<Body>, next: Next) -> Response {
     let started = Instant::now();

@@ -2,6 +2,7 @@
 //! passes through (request ids, tracing, timeouts, body limits, compression, CORS, metrics,
 //! problem documents).
 
+pub mod event_hub;
 pub mod extract;
 pub mod idempotency;
 mod layers;
@@ -69,6 +70,8 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::deployments::list))
         .routes(routes!(routes::deployments::get))
         .routes(routes!(routes::deployments::events))
+        .routes(routes!(routes::commands::send))
+        .routes(routes!(routes::streams::all))
 }
 
 /// The OpenAPI document of the API, as `slipway openapi` prints it.
@@ -113,6 +116,7 @@ pub fn app(state: AppState) -> Router {
     let mut router = router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .with_state(state)
+        .layer(axum::middleware::from_fn(layers::not_found_for_nul_in_path))
         .layer(axum::middleware::from_fn(layers::record_metrics))
         .layer(axum::extract::DefaultBodyLimit::max(settings.body_limit))
         .layer(RequestBodyLimitLayer::new(settings.body_limit))

@@ -45,7 +45,8 @@ impl PageParams {
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
         let (prefix, value) = text.split_once(':').ok_or_else(invalid)?;
-        if prefix != kind.prefix() {
+        // No stored key holds a NUL character (Postgres text cannot), so no cursor does.
+        if prefix != kind.prefix() || value.contains('\0') {
             return Err(invalid());
         }
         Ok(Some(value.to_owned()))

@@ -6,6 +6,8 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use slipway_store::PgPool;
 
+use crate::event_hub::EventHub;
+
 /// Tunables of the HTTP surface.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
@@ -36,4 +38,17 @@ pub struct AppState {
     pub pool: PgPool,
     pub settings: Arc<ApiSettings>,
     pub metrics: PrometheusHandle,
+    pub events: EventHub,
+}
+
+impl AppState {
+    /// State for one process; starts the event listener, so it must run inside Tokio.
+    pub fn new(pool: PgPool, settings: ApiSettings) -> Self {
+        Self {
+            events: EventHub::start(pool.clone()),
+            pool,
+            settings: Arc::new(settings),
+            metrics: crate::metrics_handle(),
+        }
+    }
 }

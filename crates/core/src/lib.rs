@@ -9,6 +9,7 @@ pub mod environment;
 pub mod image;
 pub mod names;
 pub mod resources;
+pub mod rollout;
 pub mod strategy;
 pub mod tagged;
 pub mod validation;

@@ -3,6 +3,8 @@
 //! idempotency key that describes it.
 
 use serde_json::json;
+use slipway_core::DeploymentStatus;
+use slipway_core::rollout::{self, CommandKind, Release, RolloutSpec};
 use slipway_core::{
     App, AppPatch, Cluster, ClusterSpec, Deployment, DeploymentRequest, Environment,
     EnvironmentSpec, NewApp, ValidationError,
@@ -10,7 +12,8 @@ use slipway_core::{
 use slipway_store::deployments::Requester;
 use slipway_store::events::NewEvent;
 use slipway_store::{
-    PgConnection, Revisioned, StoreError, apps, clusters, deployments, environments, events,
+    PgConnection, Revisioned, StoreError, apps, clusters, commands, deployments, environments,
+    events, rollouts,
 };
 
 /// Who is acting, as recorded in the audit trail.
@@ -201,7 +204,18 @@ pub async fn record_deployment(
 ) -> Result<Deployment, IntakeError> {
     let env = environments::find(conn, app, environment).await?;
     let plan = request.plan(&env.spec)?;
-    let id = deployments::insert_queued(conn, env.id, &plan, by).await?;
+    let rollout = RolloutSpec {
+        namespace: env.spec.namespace.clone(),
+        workload: env.spec.workload.clone(),
+        strategy: plan.strategy.clone(),
+        progress_deadline: env.spec.progress_deadline,
+        approval: env.spec.approval.clone(),
+        release: Release {
+            image: plan.image.clone(),
+            version: plan.version.clone(),
+        },
+    };
+    let id = deployments::insert_queued(conn, &env, &plan, &rollout, by).await?;
     let event = NewEvent {
         kind: "queued",
         actor: by.principal,
@@ -220,4 +234,34 @@ pub async fn record_deployment(
     };
     events::append(conn, id, &event).await?;
     Ok(deployments::get(conn, id).await?)
+}
+
+/// Records a command for a deployment, after checking that it makes sense in the deployment's
+/// current state (`IntakeError::Conflict` names the state when it does not).
+pub async fn command(
+    conn: &mut PgConnection,
+    deployment_id: uuid::Uuid,
+    kind: CommandKind,
+    actor: &str,
+    reason: Option<&str>,
+    idempotency_key: Option<&str>,
+) -> Result<(uuid::Uuid, Deployment), IntakeError> {
+    let record = rollouts::read(conn, deployment_id).await?;
+    match &record.state {
+        Some(state) if record.status != DeploymentStatus::Queued => {
+            rollout::accepts(&record.spec, state, kind, actor, &record.created_by)
+                .map_err(|rejected| IntakeError::Conflict(rejected.to_string()))?;
+        }
+        _ => {
+            // Queued: it can only be called off.
+            if !matches!(kind, CommandKind::Abort) {
+                return Err(IntakeError::Conflict(format!(
+                    "cannot {} a deployment that is queued; only abort applies",
+                    kind.as_str()
+                )));
+            }
+        }
+    }
+    let id = commands::insert(conn, deployment_id, kind, actor, reason, idempotency_key).await?;
+    Ok((id, deployments::get(conn, deployment_id).await?))
 }

@@ -1,6 +1,13 @@
-//! The engine: taking requests in (`intake`) and, from the next milestone on, driving
-//! deployments to their end.
+//! The engine: taking requests in (`intake`) and driving deployments to their end (`worker`
+//! claims due deployments under fenced leases, `step` runs one observe → decide → act →
+//! persist cycle of a deployment's state machine).
 
+pub mod drivers;
 pub mod intake;
+pub mod step;
+pub mod worker;
 
+pub use drivers::Drivers;
 pub use intake::{Actor, IntakeError, Precondition};
+pub use step::StepOutcome;
+pub use worker::{Engine, EngineSettings};

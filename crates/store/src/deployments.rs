@@ -8,7 +8,10 @@ use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 use crate::StoreError;
+use slipway_core::rollout::RolloutSpec;
+
 use crate::codec::decode;
+use crate::environments::EnvironmentRef;
 use crate::page::{Page, fetch_limit};
 
 #[derive(sqlx::FromRow)]
@@ -92,22 +95,24 @@ pub struct Requester<'a> {
 
 /// Records a new deployment as `queued`; returns its id. The caller appends its first event
 /// in the same transaction.
-#[tracing::instrument(skip_all, fields(environment_id = %environment_id))]
+#[tracing::instrument(skip_all, fields(environment_id = %environment.id))]
 pub async fn insert_queued(
     conn: &mut PgConnection,
-    environment_id: Uuid,
+    environment: &EnvironmentRef,
     plan: &DeploymentPlan,
+    rollout: &RolloutSpec,
     by: &Requester<'_>,
 ) -> Result<Uuid, StoreError> {
     let id = Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO deployments (id, environment_id, image, version, strategy, status,
-             source_kind, source, request_reason, created_by, idempotency_key, traceparent,
-             next_wake_at)
-         VALUES ($1, $2, $3, $4, $5, 'queued', $6::source_kind, $7, $8, $9, $10, $11, now())",
+        "INSERT INTO deployments (id, environment_id, cluster_id, image, version, strategy,
+             rollout, status, source_kind, source, request_reason, created_by, idempotency_key,
+             traceparent, next_wake_at)
+         VALUES ($1, $2, $12, $3, $4, $5, $13, 'queued', $6::source_kind, $7, $8, $9, $10, $11,
+             now())",
     )
     .bind(id)
-    .bind(environment_id)
+    .bind(environment.id)
     .bind(&plan.image)
     .bind(&plan.version)
     .bind(serde_json::to_value(&plan.strategy)?)
@@ -117,8 +122,11 @@ pub async fn insert_queued(
     .bind(by.principal)
     .bind(by.idempotency_key)
     .bind(by.traceparent)
-    .execute(conn)
+    .bind(environment.cluster_id)
+    .bind(serde_json::to_value(rollout)?)
+    .execute(&mut *conn)
     .await?;
+    crate::wake::notify(conn, id).await?;
     Ok(id)
 }
 

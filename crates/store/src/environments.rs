@@ -42,6 +42,7 @@ const SELECT: &str = "SELECT a.name AS app, e.name, e.spec, e.revision, e.create
 #[derive(Debug, Clone)]
 pub struct EnvironmentRef {
     pub id: Uuid,
+    pub cluster_id: Uuid,
     pub spec: EnvironmentSpec,
     pub revision: i64,
 }
@@ -91,16 +92,18 @@ pub async fn lock(
     app_id: Uuid,
     name: &str,
 ) -> Result<Option<EnvironmentRef>, StoreError> {
-    let row: Option<(Uuid, serde_json::Value, i64)> = sqlx::query_as(
-        "SELECT id, spec, revision FROM environments WHERE app_id = $1 AND name = $2 FOR UPDATE",
+    let row: Option<(Uuid, Uuid, serde_json::Value, i64)> = sqlx::query_as(
+        "SELECT id, cluster_id, spec, revision FROM environments
+         WHERE app_id = $1 AND name = $2 FOR UPDATE",
     )
     .bind(app_id)
     .bind(name)
     .fetch_optional(conn)
     .await?;
-    row.map(|(id, spec, revision)| {
+    row.map(|(id, cluster_id, spec, revision)| {
         Ok(EnvironmentRef {
             id,
+            cluster_id,
             spec: serde_json::from_value(spec)?,
             revision,
         })
@@ -108,23 +111,29 @@ pub async fn lock(
     .transpose()
 }
 
-/// Finds an environment by app and name for a new deployment.
+/// Finds an environment by app and name for a new deployment, and share-locks it and its app
+/// for the rest of the transaction: deleting the app or replacing the environment (which lock
+/// them for update) waits until the deployment is recorded, and then sees it. Without the lock
+/// a concurrent deletion either missed the new deployment and cascaded it away, or made its
+/// insert fail on the foreign key.
 pub async fn find(
     conn: &mut PgConnection,
     app: &str,
     name: &str,
 ) -> Result<EnvironmentRef, StoreError> {
-    let row: Option<(Uuid, serde_json::Value, i64)> = sqlx::query_as(
-        "SELECT e.id, e.spec, e.revision FROM environments e JOIN apps a ON a.id = e.app_id
-         WHERE a.name = $1 AND e.name = $2",
+    let row: Option<(Uuid, Uuid, serde_json::Value, i64)> = sqlx::query_as(
+        "SELECT e.id, e.cluster_id, e.spec, e.revision FROM environments e
+         JOIN apps a ON a.id = e.app_id WHERE a.name = $1 AND e.name = $2
+         FOR SHARE",
     )
     .bind(app)
     .bind(name)
     .fetch_optional(conn)
     .await?;
-    let (id, spec, revision) = row.ok_or(StoreError::NotFound("environment"))?;
+    let (id, cluster_id, spec, revision) = row.ok_or(StoreError::NotFound("environment"))?;
     Ok(EnvironmentRef {
         id,
+        cluster_id,
         spec: serde_json::from_value(spec)?,
         revision,
     })

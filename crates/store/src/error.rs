@@ -15,6 +15,10 @@ pub enum StoreError {
     /// The write is not allowed in the entity's current state.
     #[error("{0}")]
     Conflict(String),
+    /// The caller's lease on the deployment was taken over (its fencing epoch is stale):
+    /// it must stop touching that deployment.
+    #[error("lease lost: another worker holds the deployment now")]
+    LeaseLost,
     /// A stored value could not be read back into its domain type.
     #[error("stored data is not readable: {0}")]
     Corrupt(String),

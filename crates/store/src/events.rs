@@ -43,8 +43,13 @@ pub async fn append(
     .bind(event.actor)
     .bind(&event.message)
     .bind(&event.data)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::wake::EVENTS_CHANNEL)
+        .bind(format!("{deployment_id}:{seq}"))
+        .execute(conn)
+        .await?;
     Ok(seq)
 }
 
@@ -92,4 +97,41 @@ pub async fn list(
     .await?;
     let items = rows.into_iter().map(DeploymentEvent::from).collect();
     Ok(Page::from_rows(items, limit, |e: &DeploymentEvent| e.seq))
+}
+
+#[derive(sqlx::FromRow)]
+struct FeedRow {
+    position: i64,
+    #[sqlx(flatten)]
+    event: EventRow,
+}
+
+/// Events of every deployment after the feed position `after`, in position order, with
+/// their positions.
+pub async fn feed(
+    conn: &mut PgConnection,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, DeploymentEvent)>, StoreError> {
+    let rows: Vec<FeedRow> = sqlx::query_as(
+        "SELECT position, seq, deployment_id, at, kind, actor, message, data
+         FROM deployment_events WHERE position > $1 ORDER BY position LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.position, DeploymentEvent::from(r.event)))
+        .collect())
+}
+
+/// The feed position of the newest event (0 when there is none).
+pub async fn feed_head(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM deployment_events")
+            .fetch_one(conn)
+            .await?,
+    )
 }

@@ -4,13 +4,18 @@
 pub mod apps;
 pub mod clusters;
 mod codec;
+pub mod commands;
 pub mod deployments;
 pub mod environments;
 pub mod error;
 pub mod events;
 pub mod health;
 pub mod idempotency;
+pub mod journal;
+pub mod leases;
 pub mod page;
+pub mod rollouts;
+pub mod wake;
 
 pub use error::StoreError;
 pub use page::Page;

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use slipway_core::{Deployment, DeploymentEvent, DeploymentRequest, DeploymentStatus};
 use slipway_engine::intake;
@@ -16,6 +16,7 @@ use crate::extract::{IdempotencyKey, JsonBody, Principal};
 use crate::idempotency::{self, KeyedRequest, Written};
 use crate::pagination::{CursorKind, List, PageParams};
 use crate::problem::{ApiError, Problem, ProblemType};
+use crate::routes::streams;
 use crate::state::AppState;
 
 /// Request a deployment of a new version to an environment; it is recorded as `queued`.
@@ -162,13 +163,16 @@ pub async fn get(
     Ok(Json(deployments::get(&mut conn, id).await?))
 }
 
-/// A deployment's events in order, as a JSON page.
+/// A deployment's events in order: a JSON page, or a live stream with
+/// `Accept: text/event-stream` (resumable with `Last-Event-ID`).
 #[utoipa::path(get, path = "/v1/deployments/{id}/events", tag = "deployments",
     params(("id" = String, Path, description = "Deployment id"), PageParams),
     responses(
-        (status = 200, description = "A page of events, oldest first", body = List<DeploymentEvent>),
+        (status = 200, description = "A page of events, oldest first; or, for text/event-stream, the events as they happen (each event's data is a DeploymentEvent, its id the seq)",
+            content((List<DeploymentEvent> = "application/json"), (DeploymentEvent = "text/event-stream"))),
+        (status = 400, description = "Invalid Last-Event-ID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such deployment", body = Problem, content_type = "application/problem+json"),
-        (status = 406, description = "Only application/json is served here", body = Problem, content_type = "application/problem+json"),
+        (status = 406, description = "Neither JSON nor an event stream is acceptable", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn events(
@@ -176,22 +180,33 @@ pub async fn events(
     Path(id): Path<String>,
     headers: HeaderMap,
     Query(page): Query<PageParams>,
-) -> Result<Json<List<DeploymentEvent>>, ApiError> {
+) -> Result<Response, ApiError> {
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("*/*");
-    let json_ok = accept.split(',').any(|a| {
-        let a = a.split(';').next().unwrap_or("").trim();
-        a == "*/*" || a == "application/*" || a == "application/json"
-    });
-    if !json_ok {
+    let media: Vec<&str> = accept
+        .split(',')
+        .map(|a| a.split(';').next().unwrap_or("").trim())
+        .collect();
+    let wants_stream = media.contains(&"text/event-stream");
+    let json_ok = media
+        .iter()
+        .any(|a| matches!(*a, "*/*" | "application/*" | "application/json"));
+    if !wants_stream && !json_ok {
         return Err(ApiError::new(
             ProblemType::NotAcceptable,
-            "this endpoint answers application/json; live event streams are not served yet",
+            "this endpoint answers application/json or text/event-stream",
         ));
     }
     let id = deployment_id(&id)?;
+    if wants_stream {
+        let after = streams::last_event_id(&headers)?.unwrap_or(0);
+        let mut conn = state.pool.acquire().await?;
+        deployments::get(&mut conn, id).await?;
+        let stream = streams::stream(&state, streams::Scope::Deployment(id), after);
+        return Ok(stream.into_response());
+    }
     let limit = page.limit()?;
     let after = page
         .after(CursorKind::Event)?
@@ -201,5 +216,5 @@ pub async fn events(
     let mut conn = state.pool.acquire().await?;
     deployments::get(&mut conn, id).await?;
     let found = events::list(&mut conn, id, after, limit).await?;
-    Ok(Json(List::from_page(found, CursorKind::Event)))
+    Ok(Json(List::from_page(found, CursorKind::Event)).into_response())
 }

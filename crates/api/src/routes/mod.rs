@@ -3,6 +3,8 @@
 
 pub mod apps;
 pub mod clusters;
+pub mod commands;
 pub mod deployments;
 pub mod environments;
 pub mod ops;
+pub mod streams;

@@ -1,0 +1,364 @@
+//! Test harness: serves the real API on a loopback port over a per-test database, with a
+//! client and helpers that return status, headers and JSON body.
+//!
+//! Every response sent through the harness is checked never to be a 500: whatever a client
+//! sends, the API answers with a deliberate status.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+use slipway_api::{ApiSettings, AppState};
+use sqlx::PgPool;
+
+/// Installs the process-wide rustls provider reqwest needs (it is built without one).
+fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Another test binary or crate may have installed one already: that is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Settings for the app under test; starts from the defaults.
+#[derive(Debug)]
+pub struct TestAppBuilder {
+    pool: PgPool,
+    settings: ApiSettings,
+}
+
+impl TestAppBuilder {
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.settings.body_limit = bytes;
+        self
+    }
+
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.request_timeout = timeout;
+        self
+    }
+
+    pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.idempotency_ttl = ttl;
+        self
+    }
+
+    /// Binds a loopback port, then serves the app on it. The listener is bound before this
+    /// returns, so requests can be sent at once: connections queue until the server accepts.
+    pub async fn start(self) -> TestApp {
+        install_crypto_provider();
+        let state = AppState::new(self.pool.clone(), self.settings);
+        let router = slipway_api::app(state);
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router).await.expect("serve the API");
+        });
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()
+            .expect("build reqwest client");
+        TestApp {
+            base: format!("http://{addr}"),
+            client,
+            pool: self.pool,
+            server,
+        }
+    }
+}
+
+/// The API under test.
+#[derive(Debug)]
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// An answer of the API, read in full.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The body as JSON (`Null` when it is empty or not JSON).
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.header("content-type").unwrap_or("")
+    }
+
+    /// The `pointer` of each field error of a problem.
+    pub fn pointers(&self) -> Vec<String> {
+        self.errors("pointer")
+    }
+
+    /// The `parameter` of each field error of a problem.
+    pub fn parameters(&self) -> Vec<String> {
+        self.errors("parameter")
+    }
+
+    fn errors(&self, key: &str) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(|e| e[key].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Asserts the answer has `status` and is a problem document of type `slug`.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, slug: &str) -> &Self {
+        assert_eq!(self.status.as_u16(), status, "status of {}", self.text);
+        assert!(
+            self.content_type().starts_with("application/problem+json"),
+            "content type {:?} of {}",
+            self.content_type(),
+            self.text
+        );
+        let type_uri = self.body["type"].as_str().unwrap_or_default();
+        assert!(
+            type_uri.ends_with(&format!("/{slug}")),
+            "problem type {type_uri:?} should end with /{slug}: {}",
+            self.text
+        );
+        assert_eq!(
+            self.body["status"],
+            json!(status),
+            "status member of {}",
+            self.text
+        );
+        assert!(self.body["title"].is_string(), "title of {}", self.text);
+        assert!(self.body["detail"].is_string(), "detail of {}", self.text);
+        self
+    }
+
+    /// Asserts a 422 validation problem that names `pointer` among its field errors.
+    #[track_caller]
+    pub fn assert_invalid_field(&self, pointer: &str) -> &Self {
+        self.assert_problem(422, "validation-failed");
+        let pointers = self.pointers();
+        assert!(
+            pointers.iter().any(|p| p == pointer),
+            "expected an error at {pointer:?}, got {pointers:?}: {}",
+            self.text
+        );
+        self
+    }
+
+    /// Asserts a 422 validation problem whose first error names the query parameter `name`.
+    #[track_caller]
+    pub fn assert_invalid_parameter(&self, name: &str) -> &Self {
+        self.assert_problem(422, "validation-failed");
+        assert_eq!(
+            self.body["errors"][0]["parameter"],
+            json!(name),
+            "{}",
+            self.text
+        );
+        self
+    }
+}
+
+impl TestApp {
+    pub fn builder(pool: PgPool) -> TestAppBuilder {
+        TestAppBuilder {
+            pool,
+            settings: ApiSettings::default(),
+        }
+    }
+
+    /// The app with default settings.
+    pub async fn spawn(pool: PgPool) -> Self {
+        Self::builder(pool).start().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request to `path`, to add headers or a body to before [`TestApp::send`].
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// Sends a request and reads the whole answer. Fails the test on a 500.
+    pub async fn send(&self, request: RequestBuilder) -> Resp {
+        let response = request.send().await.expect("send the request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("read the body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        assert_ne!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the API answered 500: {text}"
+        );
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(self.request(Method::DELETE, path)).await
+    }
+
+    /// A request with `body` as its JSON document.
+    pub fn json_request(&self, method: Method, path: &str, body: &Value) -> RequestBuilder {
+        self.request(method, path)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Resp {
+        self.send(self.json_request(Method::POST, path, body)).await
+    }
+
+    pub async fn put_json(&self, path: &str, body: &Value) -> Resp {
+        self.send(self.json_request(Method::PUT, path, body)).await
+    }
+
+    pub async fn patch_json(&self, path: &str, body: &Value) -> Resp {
+        self.send(self.json_request(Method::PATCH, path, body))
+            .await
+    }
+
+    /// POST with an `Idempotency-Key`.
+    pub async fn post_keyed(&self, path: &str, key: &str, body: &Value) -> Resp {
+        self.send(
+            self.json_request(Method::POST, path, body)
+                .header("idempotency-key", key),
+        )
+        .await
+    }
+
+    /// Registers the simulated cluster `local`, the app `web` and its environment `prod`.
+    pub async fn seed(&self) {
+        self.seed_cluster("local").await;
+        self.seed_app("web").await;
+        self.seed_env("web", "prod").await;
+    }
+
+    pub async fn seed_cluster(&self, name: &str) -> Resp {
+        let r = self
+            .post_json("/v1/clusters", &json!({"name": name, "kind": "simulated"}))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "register cluster: {}",
+            r.text
+        );
+        r
+    }
+
+    pub async fn seed_app(&self, name: &str) -> Resp {
+        let r = self
+            .post_json(
+                "/v1/apps",
+                &json!({"name": name, "description": "storefront"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "create app: {}", r.text);
+        r
+    }
+
+    /// Puts the DESIGN.md canary example as environment `env` of `app`, on cluster `local`.
+    pub async fn seed_env(&self, app: &str, env: &str) -> Resp {
+        let r = self
+            .put_json(&format!("/v1/apps/{app}/environments/{env}"), &canary_env())
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "create environment: {}",
+            r.text
+        );
+        r
+    }
+
+    /// Requests a deployment of `image` to `app`/`env` and returns the created deployment.
+    pub async fn deploy(&self, app: &str, env: &str, image: &str) -> Value {
+        let r = self
+            .post_json(
+                &format!("/v1/apps/{app}/environments/{env}/deployments"),
+                &json!({"image": image}),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "create deployment: {}",
+            r.text
+        );
+        r.body
+    }
+
+    /// Rows in a table, counted in the database itself.
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM {table}");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await
+            .expect("count rows")
+    }
+}
+
+/// The environment of DESIGN.md's API section: a canary with a timed and an open pause.
+pub fn canary_env() -> Value {
+    json!({
+        "cluster": "local",
+        "namespace": "web",
+        "workload": {"name": "web", "container": "web", "replicas": 4, "port": 8080},
+        "strategy": {
+            "type": "canary",
+            "steps": [{"set_weight": 10}, {"pause": {"duration": "5m"}}, {"set_weight": 50}, {"pause": {}}],
+            "traffic": {"router": "replicas"}
+        },
+        "progress_deadline": "10m",
+        "approval": {"required": true, "distinct_approver": true},
+        "supersede_queued": true
+    })
+}
+
+/// A deployment request of DESIGN.md's API section, without a version (derived from the tag).
+pub fn deployment_request() -> Value {
+    json!({
+        "image": "ghcr.io/acme/web:1.4.2",
+        "reason": "release 1.4.2",
+        "source": {"kind": "api", "commit": "3f2a9c1", "repository": "acme/web", "user": "alice"}
+    })
+}
+
+pub const DEPLOYMENTS: &str = "/v1/apps/web/environments/prod/deployments";

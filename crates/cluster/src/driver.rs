@@ -1,0 +1,78 @@
+//! The contract every cluster driver fulfils.
+
+use slipway_core::rollout::{Action, Observation};
+
+pub use futures::future::BoxFuture;
+
+/// Where a rollout acts: one environment's workload in one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub namespace: String,
+    pub workload: slipway_core::Workload,
+    pub traffic: slipway_core::TrafficRouting,
+}
+
+/// A cluster Slipway can observe and change. Used as `Arc<dyn ClusterDriver>`.
+pub trait ClusterDriver: Send + Sync + std::fmt::Debug {
+    /// What the cluster shows for this target's managed workloads, Services and traffic weight.
+    fn observe<'a>(&'a self, target: &'a Target)
+    -> BoxFuture<'a, Result<Observation, DriverError>>;
+
+    /// Applies idempotent actions in order; stops at the first error.
+    fn apply<'a>(
+        &'a self,
+        target: &'a Target,
+        actions: &'a [Action],
+    ) -> BoxFuture<'a, Result<(), DriverError>>;
+}
+
+/// Why a driver call failed, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DriverError {
+    /// Worth retrying with backoff (unreachable, 409, 429, 5xx, timeout). `reason` is
+    /// machine-readable, e.g. `cluster_unreachable`.
+    #[error("{reason}: {message}")]
+    Retryable { reason: String, message: String },
+    /// Will not succeed by retrying (401/403/404/422...).
+    #[error("{reason}: {message}")]
+    Permanent { reason: String, message: String },
+}
+
+impl DriverError {
+    pub fn retryable(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Retryable {
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Permanent {
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The cluster's API server could not be reached (retryable, `cluster_unreachable`).
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        Self::retryable("cluster_unreachable", message)
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable { .. })
+    }
+
+    /// The machine-readable reason.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Retryable { reason, .. } | Self::Permanent { reason, .. } => reason,
+        }
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Retryable { message, .. } | Self::Permanent { message, .. } => message,
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The simulated cluster behaves like Kubernetes Deployments where Slipway looks.
+
+#[path = "sim/faults.rs"]
+mod faults;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use slipway_cluster::{ClusterDriver, ManualClock, SimCluster, SimSettings, Target};
+use slipway_core::rollout::{Action, Observation, Release, ServiceRole, Track, WorkloadStatus};
+use slipway_core::strategy::GatewayApiRoute;
+use slipway_core::{TrafficRouting, Workload};
+
+fn release(version: &str) -> Release {
+    Release {
+        image: format!("ghcr.io/acme/web:{version}"),
+        version: version.to_owned(),
+    }
+}
+
+fn target_in(namespace: &str, name: &str, traffic: TrafficRouting) -> Target {
+    Target {
+        namespace: namespace.to_owned(),
+        workload: Workload {
+            name: name.to_owned(),
+            container: "web".to_owned(),
+            replicas: 4,
+            port: 8080,
+        },
+        traffic,
+    }
+}
+
+fn target() -> Target {
+    target_in("shop", "web", TrafficRouting::Replicas)
+}
+
+fn apply_workload(track: Track, version: &str, replicas: u32, surge: u32, unavail: u32) -> Action {
+    Action::ApplyWorkload {
+        track,
+        release: release(version),
+        replicas,
+        max_surge: surge,
+        max_unavailable: unavail,
+    }
+}
+
+struct Sim {
+    clock: Arc<ManualClock>,
+    sim: Arc<SimCluster>,
+    driver: Arc<dyn ClusterDriver>,
+}
+
+impl Sim {
+    fn new(settings: SimSettings) -> Self {
+        let clock = Arc::new(ManualClock::default());
+        let sim = Arc::new(SimCluster::with_settings(clock.clone(), settings));
+        let driver: Arc<dyn ClusterDriver> = sim.clone();
+        Self { clock, sim, driver }
+    }
+
+    fn paced(ready_secs: u64) -> Self {
+        Self::new(SimSettings {
+            ready_after: Duration::from_secs(ready_secs),
+            ..SimSettings::default()
+        })
+    }
+
+    async fn apply(&self, t: &Target, actions: &[Action]) {
+        if let Err(e) = self.driver.apply(t, actions).await {
+            panic!("apply failed: {e}");
+        }
+    }
+
+    async fn observe(&self, t: &Target) -> Observation {
+        match self.driver.observe(t).await {
+            Ok(obs) => obs,
+            Err(e) => panic!("observe failed: {e}"),
+        }
+    }
+
+    async fn status(&self, t: &Target, track: Track) -> WorkloadStatus {
+        match self.observe(t).await.workload(track) {
+            Some(status) => status.clone(),
+            None => panic!("no {} workload", track.as_str()),
+        }
+    }
+
+    fn advance(&self, secs: u64) {
+        self.clock.advance(Duration::from_secs(secs));
+    }
+}
+
+#[tokio::test]
+async fn a_new_workload_rolls_out_at_the_configured_pace() {
+    let s = Sim::new(SimSettings {
+        ready_after: Duration::from_secs(10),
+        observe_delay: Duration::from_secs(2),
+        ..SimSettings::default()
+    });
+    let t = target();
+    let v1 = release("1.0.0");
+    s.apply(&t, &[apply_workload(Track::Stable, "1.0.0", 4, 1, 0)])
+        .await;
+
+    let st = s.status(&t, Track::Stable).await;
+    assert_eq!((st.generation, st.observed_generation), (1, 0));
+    assert_eq!((st.desired, st.updated, st.ready), (4, 0, 0));
+    assert_eq!(st.release.as_ref(), Some(&v1));
+    assert!(!st.is_complete(&v1, 4));
+
+    s.advance(2);
+    let st = s.status(&t, Track::Stable).await;
+    assert_eq!((st.observed_generation, st.updated, st.ready), (1, 4, 0));
+    assert!(!st.is_complete(&v1, 4));
+
+    s.advance(9);
+    let st = s.status(&t, Track::Stable).await;
+    assert_eq!((st.updated, st.ready, st.available), (4, 0, 0));
+
+    s.advance(1);
+    let st = s.status(&t, Track::Stable).await;
+    assert_eq!((st.updated, st.ready, st.available, st.old), (4, 4, 4, 0));
+    assert!(st.is_complete(&v1, 4));
+    assert!(!st.progress_deadline_exceeded);
+
+    // The same spec again is a no-op.
+    s.apply(&t, &[apply_workload(Track::Stable, "1.0.0", 4, 1, 0)])
+        .await;
+    let st = s.status(&t, Track::Stable).await;
+    assert_eq!((st.generation, st.observed_generation), (1, 1));
+    assert!(st.is_complete(&v1, 4));
+}
+
+#[tokio::test]
+async fn a_new_release_replaces_pods_one_surge_at_a_time() {
+    let s = Sim::new(SimSettings {
+        ready_after: Duration::from_secs(10),
+        observe_delay: Duration::from_secs(2),
+        ..SimSettings::default()
+    });
+    let t = target();
+    s.apply(&t, &[apply_workload(Track::Stable, "1.0.0", 4, 1, 0)])
+        .await;
+    s.advance(12);
+    s.apply(&t, &[apply_workload(Track::Stable, "2.0.0", 4, 1, 0)])
+        .await;
+    let v2 = release("2.0.0");
+
+    // Observe the controller after 2 s, then one new pod every 10 s: complete after 42 s.
+    let mut last_updated = 0;
+    for second in 0..=42 {
+        let st = s.status(&t, Track::Stable).await;
+        assert_eq!(st.generation, 2);
+        assert_eq!(st.observed_generation, if second < 2 { 1 } else { 2 });
+        assert!(st.updated >= last_updated, "updated went down at {second}s");
+        last_updated = st.updated;
+        assert!(
+            st.available >= 4 && st.updated + st.old <= 5,
+            "at {second}s: {st:?}"
+        );
+        assert_eq!(st.is_complete(&v2, 4), second == 42, "at {second}s: {st:?}");
+        if second == 2 {
+            let snap = s.sim.snapshot(&t);
+            let pods: Vec<_> = snap.workloads[&Track::Stable]
+                .templates
+                .iter()
+                .map(|p| (p.release.version.as_str(), p.pods, p.ready))
+                .collect();
+            assert_eq!(pods, [("1.0.0", 4, 4), ("2.0.0", 1, 0)]);
+        }
+        if second < 42 {
+            s.advance(1);
+        }
+    }
+    let snap = s.sim.snapshot(&t);
+    let stable = &snap.workloads[&Track::Stable];
+    assert_eq!(stable.templates.len(), 1);
+    assert_eq!(
+        (stable.templates[0].pods, stable.templates[0].ready),
+        (4, 4)
+    );
+}
+
+#[tokio::test]
+async fn rolling_updates_respect_surge_and_unavailability_at_every_observation() {
+    let budgets = [
+        (10, 3, 2),
+        (10, 0, 1),
+        (10, 10, 0),
+        (4, 1, 0),
+        (3, 0, 3),
+        (7, 2, 5),
+    ];
+    for terminate in [0, 3] {
+        for (replicas, surge, unavail) in budgets {
+            let s = Sim::new(SimSettings {
+                ready_after: Duration::from_secs(7),
+                terminate_after: Duration::from_secs(terminate),
+                ..SimSettings::default()
+            });
+            let t = target();
+            s.apply(
+                &t,
+                &[apply_workload(Track::Stable, "1", replicas, surge, unavail)],
+            )
+            .await;
+            s.advance(60);
+            s.apply(
+                &t,
+                &[apply_workload(Track::Stable, "2", replicas, surge, unavail)],
+            )
+            .await;
+            let case = format!("replicas {replicas} surge {surge} unavailable {unavail}");
+            let mut done = false;
+            for second in 0..600 {
+                let st = s.status(&t, Track::Stable).await;
+                assert!(
+                    st.available >= replicas - unavail,
+                    "{case} at {second}s: {st:?}"
+                );
+                assert!(
+                    st.updated + st.old <= replicas + surge,
+                    "{case} at {second}s: {st:?}"
+                );
+                assert_eq!(st.ready, st.available);
+                if st.is_complete(&release("2"), replicas) {
+                    assert!(second >= 7, "{case}: complete before any pod was ready");
+                    done = true;
+                    break;
+                }
+                s.advance(1);
+            }
+            assert!(done, "{case}: never completed");
+        }
+    }
+}
+
+#[tokio::test]
+async fn services_select_tracks_and_routers_report_weights() {
+    let s = Sim::paced(0);
+    let t = target();
+    s.apply(
+        &t,
+        &[
+            apply_workload(Track::Blue, "1", 2, 1, 0),
+            apply_workload(Track::Green, "2", 2, 1, 0),
+            Action::SelectTrack {
+                service: ServiceRole::Active,
+                track: Track::Blue,
+            },
+            Action::SelectTrack {
+                service: ServiceRole::Preview,
+                track: Track::Green,
+            },
+        ],
+    )
+    .await;
+    let obs = s.observe(&t).await;
+    assert_eq!(obs.services[&ServiceRole::Active], Track::Blue);
+    assert_eq!(obs.services[&ServiceRole::Preview], Track::Green);
+    assert_eq!(obs.workloads.len(), 2);
+    s.apply(
+        &t,
+        &[Action::SelectTrack {
+            service: ServiceRole::Active,
+            track: Track::Green,
+        }],
+    )
+    .await;
+    assert_eq!(
+        s.observe(&t).await.services[&ServiceRole::Active],
+        Track::Green
+    );
+
+    // The replica-ratio router has no weight to report.
+    s.apply(&t, &[Action::SetCanaryWeight { canary_weight: 30 }])
+        .await;
+    assert_eq!(s.observe(&t).await.canary_weight, None);
+    assert_eq!(s.sim.snapshot(&t).canary_weight, Some(30));
+
+    let routed = target_in(
+        "shop",
+        "checkout",
+        TrafficRouting::GatewayApi(GatewayApiRoute {
+            http_route: "checkout".to_owned(),
+        }),
+    );
+    assert_eq!(s.observe(&routed).await.canary_weight, Some(0));
+    s.apply(&routed, &[Action::SetCanaryWeight { canary_weight: 25 }])
+        .await;
+    assert_eq!(s.observe(&routed).await.canary_weight, Some(25));
+
+    // Actions apply in order and stop at the first error.
+    let err = s
+        .driver
+        .apply(
+            &routed,
+            &[
+                Action::SetCanaryWeight { canary_weight: 50 },
+                Action::SetCanaryWeight { canary_weight: 101 },
+                Action::SetCanaryWeight { canary_weight: 75 },
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable());
+    assert_eq!(s.observe(&routed).await.canary_weight, Some(50));
+}
+
+#[tokio::test]
+async fn scaling_to_zero_removes_pods_after_they_terminate() {
+    let s = Sim::new(SimSettings {
+        terminate_after: Duration::from_secs(5),
+        ..SimSettings::default()
+    });
+    let t = target();
+    s.apply(&t, &[apply_workload(Track::Canary, "1", 4, 1, 0)])
+        .await;
+    let scale = Action::ScaleWorkload {
+        track: Track::Canary,
+        replicas: 0,
+    };
+    s.apply(&t, std::slice::from_ref(&scale)).await;
+    let st = s.status(&t, Track::Canary).await;
+    assert_eq!((st.generation, st.desired, st.updated), (2, 0, 0));
+    assert_eq!((st.available, st.old), (0, 4));
+    s.advance(5);
+    let st = s.status(&t, Track::Canary).await;
+    assert_eq!((st.available, st.old, st.ready), (0, 0, 0));
+    assert!(st.is_complete(&release("1"), 0));
+
+    s.apply(&t, &[scale]).await;
+    assert_eq!(s.status(&t, Track::Canary).await.generation, 2);
+
+    s.apply(
+        &t,
+        &[Action::DeleteWorkload {
+            track: Track::Canary,
+        }],
+    )
+    .await;
+    s.apply(
+        &t,
+        &[Action::DeleteWorkload {
+            track: Track::Canary,
+        }],
+    )
+    .await;
+    assert!(s.observe(&t).await.workloads.is_empty());
+    assert_eq!(s.sim.target_count(), 0);
+    let err = s
+        .driver
+        .apply(
+            &t,
+            &[Action::ScaleWorkload {
+                track: Track::Canary,
+                replicas: 2,
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "workload_not_found");
+}
+
+#[tokio::test]
+async fn targets_are_kept_apart_by_namespace_and_name() {
+    let s = Sim::paced(0);
+    let a = target_in("team-a", "web", TrafficRouting::Replicas);
+    let b = target_in("team-b", "web", TrafficRouting::Replicas);
+    s.apply(&a, &[apply_workload(Track::Stable, "1", 3, 1, 0)])
+        .await;
+    s.apply(&b, &[apply_workload(Track::Stable, "9", 5, 1, 0)])
+        .await;
+    assert_eq!(s.sim.snapshot(&a).replicas(Track::Stable), Some(3));
+    assert_eq!(
+        s.sim.snapshot(&b).release(Track::Stable),
+        Some(&release("9"))
+    );
+    assert!(
+        s.sim
+            .snapshot(&target_in("team-c", "web", TrafficRouting::Replicas))
+            .workloads
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn ten_thousand_targets_observe_fine() {
+    let s = Sim::paced(3);
+    let targets: Vec<Target> = (0..10_000)
+        .map(|i| {
+            target_in(
+                &format!("ns-{}", i % 100),
+                &format!("app-{i}"),
+                TrafficRouting::Replicas,
+            )
+        })
+        .collect();
+    for t in &targets {
+        s.apply(t, &[apply_workload(Track::Stable, "1", 3, 1, 0)])
+            .await;
+    }
+    assert_eq!(s.sim.target_count(), 10_000);
+    s.advance(3);
+    for t in &targets {
+        assert!(
+            s.status(t, Track::Stable)
+                .await
+                .is_complete(&release("1"), 3)
+        );
+    }
+    let calls = s.sim.api_calls();
+    assert_eq!(
+        (calls.observe, calls.apply, calls.failed),
+        (10_000, 10_000, 0)
+    );
+    s.sim.reset_api_calls();
+    assert_eq!(s.sim.api_calls().observe, 0);
+}

@@ -1,0 +1,281 @@
+//! Blue-green: the new color comes up beside the live one on the preview Service, the active
+//! Service switches to it, and the old color is scaled down after `scale_down_delay`.
+//!
+//! A rollback before the switch points the preview Service back at the live color and scales the
+//! new one down; after the switch it points the active Service back at once (the old color is
+//! still up during the delay), verifies it, and only then scales the new color down.
+
+use super::machine::{Flow, Tick, after, duration, failure, failure_code, note_kind};
+use super::phase;
+use super::types::{Action, ServiceRole, Track};
+use crate::deployment::FailureReason;
+use crate::strategy::BlueGreenSpec;
+
+pub(super) fn step(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Flow {
+    let result = match t.state.phase.as_str() {
+        phase::DEPLOYING => first_deploy(t),
+        phase::PREVIEW => preview(t, b),
+        phase::AWAITING_APPROVAL | phase::AWAITING_PROMOTION => colors(t).map(|(_, new)| {
+            maintain_preview(t, b, new);
+            Flow::Hold
+        }),
+        phase::AUTO_PROMOTE_WAIT => colors(t).map(|(_, new)| match t.state.timer_at {
+            Some(at) if t.now < at => {
+                maintain_preview(t, b, new);
+                Flow::Timer(at)
+            }
+            _ => {
+                t.enter(phase::PROMOTING);
+                t.note(note_kind::STEP_STARTED, "promoting automatically");
+                Flow::Next
+            }
+        }),
+        phase::PROMOTING => promoting(t),
+        phase::SWITCHING => switching(t, b),
+        phase::SCALING_DOWN_OLD => scaling_down_old(t),
+        phase::SWITCHING_BACK => switching_back(t),
+        phase::SCALING_DOWN_NEW => scaling_down_new(t),
+        other => Err(failure(
+            failure_code::INVALID_STATE,
+            format!("a blue-green rollout has no phase {other:?}"),
+        )),
+    };
+    result.unwrap_or_else(Flow::Fail)
+}
+
+/// The live (old) color and the new one.
+fn colors(t: &Tick<'_>) -> Result<(Track, Track), FailureReason> {
+    match t.state.live_color {
+        Some(live @ (Track::Blue | Track::Green)) => Ok((live, live.other_color())),
+        _ => Err(failure(
+            failure_code::INVALID_STATE,
+            format!("phase {} needs a live color", t.state.phase),
+        )),
+    }
+}
+
+fn select(t: &mut Tick<'_>, service: ServiceRole, track: Track) {
+    if !t.selects(service, track) {
+        t.push(Action::SelectTrack { service, track });
+    }
+}
+
+fn scale_to_zero(t: &mut Tick<'_>, track: Track) {
+    if !t.is_zero(track) {
+        t.push(Action::ScaleWorkload { track, replicas: 0 });
+    }
+}
+
+fn preview_replicas(t: &Tick<'_>, b: &BlueGreenSpec) -> u32 {
+    b.preview_replicas.unwrap_or(t.replicas()).min(t.replicas())
+}
+
+/// Nothing served before: Blue at full size, both Services on it at once.
+fn first_deploy(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
+    let release = t.release().clone();
+    let ready = t.ensure(Track::Blue, &release, t.replicas())?;
+    select(t, ServiceRole::Active, Track::Blue);
+    select(t, ServiceRole::Preview, Track::Blue);
+    scale_to_zero(t, Track::Green);
+    let selected =
+        t.selects(ServiceRole::Active, Track::Blue) && t.selects(ServiceRole::Preview, Track::Blue);
+    if ready && selected && t.is_zero(Track::Green) {
+        t.succeed();
+        return Ok(Flow::Next);
+    }
+    Ok(Flow::Wait)
+}
+
+fn preview(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Result<Flow, FailureReason> {
+    let (_, new) = colors(t)?;
+    let release = t.release().clone();
+    let ready = t.ensure(new, &release, preview_replicas(t, b))?;
+    select(t, ServiceRole::Preview, new);
+    if !(ready && t.selects(ServiceRole::Preview, new)) {
+        return Ok(Flow::Wait);
+    }
+    t.note(
+        note_kind::STEP_COMPLETED,
+        format!("{} is available on the preview service", new.as_str()),
+    );
+    if t.spec.approval.required && t.state.approved_by.is_none() {
+        t.hold_in(phase::AWAITING_APPROVAL);
+        t.note(
+            note_kind::AWAITING_APPROVAL,
+            "waiting for approval to go live",
+        );
+    } else if !b.auto_promote {
+        t.hold_in(phase::AWAITING_PROMOTION);
+        t.note(note_kind::PAUSED, "waiting for promote");
+    } else if let Some(wait) = b.auto_promote_after.filter(|d| d.as_secs() > 0) {
+        let at = after(t.now, duration(wait));
+        t.wait_until(phase::AUTO_PROMOTE_WAIT, at);
+        t.note(
+            note_kind::STEP_STARTED,
+            format!("promoting automatically at {}", at.to_rfc3339()),
+        );
+    } else {
+        t.enter(phase::PROMOTING);
+        t.note(note_kind::STEP_STARTED, "promoting");
+    }
+    Ok(Flow::Next)
+}
+
+/// While a gate holds: keep the new color at its preview size and on the preview Service.
+fn maintain_preview(t: &mut Tick<'_>, b: &BlueGreenSpec, new: Track) {
+    let release = t.release().clone();
+    let n = preview_replicas(t, b);
+    if !t.complete(new, &release, n) {
+        t.apply(new, &release, n);
+    }
+    select(t, ServiceRole::Preview, new);
+}
+
+/// `promote` at `awaiting_promotion` or during the auto-promote wait.
+pub(super) fn promote(t: &mut Tick<'_>, actor: &str) {
+    t.enter(phase::PROMOTING);
+    t.note(note_kind::STEP_STARTED, format!("promoted by {actor}"));
+}
+
+fn promoting(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
+    let (_, new) = colors(t)?;
+    let release = t.release().clone();
+    let ready = t.ensure(new, &release, t.replicas())?;
+    select(t, ServiceRole::Preview, new);
+    if !ready {
+        return Ok(Flow::Wait);
+    }
+    t.note(
+        note_kind::STEP_COMPLETED,
+        format!("{} is available at full size", new.as_str()),
+    );
+    t.enter(phase::SWITCHING);
+    Ok(Flow::Next)
+}
+
+fn switching(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Result<Flow, FailureReason> {
+    let (_, new) = colors(t)?;
+    let release = t.release().clone();
+    if !t.ensure(new, &release, t.replicas())? {
+        // The new color lost pods: no traffic onto it until it is whole again.
+        return Ok(Flow::Wait);
+    }
+    if !t.selects(ServiceRole::Active, new) {
+        t.push(Action::SelectTrack {
+            service: ServiceRole::Active,
+            track: new,
+        });
+        return Ok(Flow::Wait);
+    }
+    t.note(
+        note_kind::TRAFFIC_SHIFTED,
+        format!("the active service selects {}", new.as_str()),
+    );
+    let at = after(t.now, duration(b.scale_down_delay));
+    t.wait_until(phase::SCALING_DOWN_OLD, at);
+    Ok(Flow::Next)
+}
+
+fn scaling_down_old(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
+    let (old, new) = colors(t)?;
+    if let Some(at) = t.state.timer_at {
+        if t.now < at {
+            select(t, ServiceRole::Active, new);
+            return Ok(Flow::Timer(at));
+        }
+        t.enter(phase::SCALING_DOWN_OLD);
+        t.note(
+            note_kind::STEP_STARTED,
+            format!("scaling down {}", old.as_str()),
+        );
+    }
+    let release = t.release().clone();
+    if !t.ensure(new, &release, t.replicas())? {
+        // The new color lost pods: keep the old one (a rollback can still switch back to it).
+        return Ok(Flow::Wait);
+    }
+    if !t.selects(ServiceRole::Active, new) {
+        // Someone moved the active Service: put it back before touching the old color.
+        select(t, ServiceRole::Active, new);
+        return Ok(Flow::Wait);
+    }
+    if t.is_zero(old) {
+        t.succeed();
+        return Ok(Flow::Next);
+    }
+    scale_to_zero(t, old);
+    Ok(Flow::Wait)
+}
+
+fn switching_back(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
+    let (old, _) = colors(t)?;
+    let Some(previous) = t.state.previous.clone() else {
+        return Err(failure(
+            failure_code::INVALID_STATE,
+            "rolling back with no previous release",
+        ));
+    };
+    if !t.ensure(old, &previous, t.replicas())? {
+        return Ok(Flow::Wait);
+    }
+    select(t, ServiceRole::Active, old);
+    select(t, ServiceRole::Preview, old);
+    if !(t.selects(ServiceRole::Active, old) && t.selects(ServiceRole::Preview, old)) {
+        return Ok(Flow::Wait);
+    }
+    t.note(
+        note_kind::TRAFFIC_SHIFTED,
+        format!("both services select {} again", old.as_str()),
+    );
+    t.enter(phase::SCALING_DOWN_NEW);
+    Ok(Flow::Next)
+}
+
+fn scaling_down_new(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
+    let (old, new) = colors(t)?;
+    let Some(previous) = t.state.previous.clone() else {
+        return Err(failure(
+            failure_code::INVALID_STATE,
+            "rolling back with no previous release",
+        ));
+    };
+    let old_ready = t.ensure(old, &previous, t.replicas())?;
+    if !t.selects(ServiceRole::Active, old) {
+        if old_ready {
+            select(t, ServiceRole::Active, old);
+        }
+        return Ok(Flow::Wait);
+    }
+    if old_ready && t.is_zero(new) {
+        t.rolled_back();
+        return Ok(Flow::Next);
+    }
+    scale_to_zero(t, new);
+    Ok(Flow::Wait)
+}
+
+/// On a terminal failure: leave exactly one color with replicas, and the active Service on it.
+/// The color kept is the one the active Service selects when it has replicas, else one that has.
+pub(super) fn settle(t: &mut Tick<'_>) {
+    let new = t.state.live_color.map_or(Track::Blue, Track::other_color);
+    let active = t
+        .obs
+        .services
+        .get(&ServiceRole::Active)
+        .copied()
+        .filter(|c| matches!(c, Track::Blue | Track::Green));
+    let keep = active.filter(|c| t.has_replicas(*c)).or_else(|| {
+        [new, new.other_color()]
+            .into_iter()
+            .find(|c| t.has_replicas(*c))
+    });
+    if let Some(keep) = keep {
+        select(t, ServiceRole::Active, keep);
+        if t.has_replicas(keep.other_color()) {
+            t.push(Action::ScaleWorkload {
+                track: keep.other_color(),
+                replicas: 0,
+            });
+        }
+    }
+}

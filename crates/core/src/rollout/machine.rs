@@ -1,0 +1,418 @@
+//! The driver shared by every strategy: `start`, `decide`, the progress deadline, and the
+//! transitions into rollback and the terminal states.
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::budget::default_budget;
+use super::types::{
+    Action, Command, Decision, Note, Observation, Release, RollbackCause, RolloutSpec,
+    RolloutState, ServiceRole, Track,
+};
+use super::{blue_green, canary, commands, phase, rolling};
+use crate::deployment::{DeploymentStatus, FailureReason, Outcome, ServingHealth};
+use crate::duration::DurationSpec;
+use crate::strategy::StrategySpec;
+
+/// Poll interval while waiting on the cluster.
+pub const POLL: Duration = Duration::seconds(2);
+/// Poll interval while waiting for a person (a command also wakes the engine up).
+pub const HOLD_POLL: Duration = Duration::seconds(60);
+
+/// Failure codes the machines record.
+pub mod failure_code {
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str = "progress_deadline_exceeded";
+    pub const ROLLBACK_FAILED: &str = "rollback_failed";
+    /// Aborted (or rolled back by request) with no previous release to return to.
+    pub const NO_PREVIOUS_RELEASE: &str = "no_previous_release";
+    /// A canary `analysis` step, with no analysis provider to run it.
+    pub const ANALYSIS_UNAVAILABLE: &str = "analysis_unavailable";
+    /// The stored state does not fit the strategy (e.g. an unknown phase).
+    pub const INVALID_STATE: &str = "invalid_state";
+}
+
+/// Note kinds `decide` emits.
+pub mod note_kind {
+    pub const STEP_STARTED: &str = "step_started";
+    pub const STEP_COMPLETED: &str = "step_completed";
+    pub const TRAFFIC_SHIFTED: &str = "traffic_shifted";
+    pub const AWAITING_APPROVAL: &str = "awaiting_approval";
+    pub const APPROVED: &str = "approved";
+    pub const PROMOTED: &str = "promoted";
+    pub const ROLLBACK_STARTED: &str = "rollback_started";
+    pub const ROLLED_BACK: &str = "rolled_back";
+    pub const FAILED: &str = "failed";
+    pub const PAUSED: &str = "paused";
+    pub const RESUMED: &str = "resumed";
+    pub const COMMAND_IGNORED: &str = "command_ignored";
+}
+
+/// What a phase handler found.
+#[derive(Debug)]
+pub(super) enum Flow {
+    /// The state moved on: evaluate the new phase in the same tick.
+    Next,
+    /// Waiting on the cluster (actions were emitted as needed); the progress deadline runs.
+    Wait,
+    /// Waiting for a timer (the progress deadline does not run).
+    Timer(DateTime<Utc>),
+    /// Waiting for a person (the progress deadline does not run).
+    Hold,
+    /// The phase cannot succeed.
+    Fail(FailureReason),
+}
+
+/// One tick in the making: the inputs, and the state, actions and notes so far.
+#[derive(Debug)]
+pub(super) struct Tick<'a> {
+    pub spec: &'a RolloutSpec,
+    pub obs: &'a Observation,
+    pub now: DateTime<Utc>,
+    pub state: RolloutState,
+    pub actions: Vec<Action>,
+    pub notes: Vec<Note>,
+}
+
+/// `now + d`, saturating instead of panicking.
+pub(super) fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    now.checked_add_signed(d)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+pub(super) fn duration(d: DurationSpec) -> Duration {
+    i64::try_from(d.as_secs())
+        .ok()
+        .and_then(Duration::try_seconds)
+        .unwrap_or(Duration::MAX)
+}
+
+pub(super) fn failure(code: &str, message: impl Into<String>) -> FailureReason {
+    FailureReason {
+        code: code.to_owned(),
+        message: message.into(),
+    }
+}
+
+impl Tick<'_> {
+    pub fn replicas(&self) -> u32 {
+        self.spec.workload.replicas
+    }
+
+    pub fn release(&self) -> &Release {
+        &self.spec.release
+    }
+
+    pub fn note(&mut self, kind: &str, message: impl Into<String>) {
+        self.notes.push(Note {
+            kind: kind.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    pub fn push(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+
+    /// The workload of `track` runs `release` with exactly `replicas`, all available.
+    pub fn complete(&self, track: Track, release: &Release, replicas: u32) -> bool {
+        self.obs
+            .workload(track)
+            .is_some_and(|w| w.is_complete(release, replicas))
+    }
+
+    /// The workload of `track` is absent, or asks for no replicas and has none available.
+    pub fn is_zero(&self, track: Track) -> bool {
+        self.obs.workload(track).is_none_or(|w| {
+            w.desired == 0 && w.available == 0 && w.observed_generation >= w.generation
+        })
+    }
+
+    /// The workload of `track` has replicas asked for.
+    pub fn has_replicas(&self, track: Track) -> bool {
+        self.obs.workload(track).is_some_and(|w| w.desired > 0)
+    }
+
+    pub fn selects(&self, service: ServiceRole, track: Track) -> bool {
+        self.obs.services.get(&service) == Some(&track)
+    }
+
+    /// The workload of `track`, driven toward `release`, reports `ProgressDeadlineExceeded`.
+    pub fn stalled(&self, track: Track, release: &Release) -> Option<FailureReason> {
+        let w = self.obs.workload(track)?;
+        (w.progress_deadline_exceeded && w.release.as_ref() == Some(release)).then(|| {
+            failure(
+                failure_code::PROGRESS_DEADLINE_EXCEEDED,
+                format!(
+                    "the {} workload at {} reports ProgressDeadlineExceeded",
+                    track.as_str(),
+                    release.version
+                ),
+            )
+        })
+    }
+
+    /// Ask for `track` at `release` with `replicas` (budget: the rolling defaults).
+    pub fn apply(&mut self, track: Track, release: &Release, replicas: u32) {
+        let budget = default_budget(replicas);
+        self.push(Action::ApplyWorkload {
+            track,
+            release: release.clone(),
+            replicas,
+            max_surge: budget.max_surge,
+            max_unavailable: budget.max_unavailable,
+        });
+    }
+
+    /// Apply `track` at `release`/`replicas` unless it is complete. `Ok(true)` when complete,
+    /// `Err` when the workload reports it cannot progress.
+    pub fn ensure(
+        &mut self,
+        track: Track,
+        release: &Release,
+        replicas: u32,
+    ) -> Result<bool, FailureReason> {
+        if self.complete(track, release, replicas) {
+            return Ok(true);
+        }
+        if let Some(reason) = self.stalled(track, release) {
+            return Err(reason);
+        }
+        self.apply(track, release, replicas);
+        Ok(false)
+    }
+
+    /// Enter a phase in which the machine waits on the cluster: status running, a fresh
+    /// progress deadline, no timer.
+    pub fn enter(&mut self, phase: &str) {
+        self.state.phase = phase.to_owned();
+        self.state.status = if self.state.status == DeploymentStatus::RollingBack {
+            DeploymentStatus::RollingBack
+        } else {
+            DeploymentStatus::Running
+        };
+        self.state.timer_at = None;
+        self.state.progress_deadline_at =
+            Some(after(self.now, duration(self.spec.progress_deadline)));
+    }
+
+    /// Enter a phase that waits for a person: status paused, no deadline.
+    pub fn hold_in(&mut self, phase: &str) {
+        self.state.phase = phase.to_owned();
+        self.state.status = DeploymentStatus::Paused;
+        self.state.timer_at = None;
+        self.state.progress_deadline_at = None;
+    }
+
+    /// Enter a phase that waits until `at`: status running, no deadline.
+    pub fn wait_until(&mut self, phase: &str, at: DateTime<Utc>) {
+        self.state.phase = phase.to_owned();
+        self.state.status = DeploymentStatus::Running;
+        self.state.timer_at = Some(at);
+        self.state.progress_deadline_at = None;
+    }
+
+    pub fn succeed(&mut self) {
+        let s = &mut self.state;
+        s.status = DeploymentStatus::Succeeded;
+        s.phase = phase::SUCCEEDED.to_owned();
+        s.outcome = Some(Outcome::Promoted);
+        s.serving = Some(self.spec.release.clone());
+        s.serving_health = ServingHealth::Healthy;
+        s.timer_at = None;
+        s.progress_deadline_at = None;
+        s.paused_by_command = false;
+        let version = self.spec.release.version.clone();
+        self.note(note_kind::PROMOTED, format!("{version} is live"));
+    }
+
+    pub fn rolled_back(&mut self) {
+        let s = &mut self.state;
+        s.status = DeploymentStatus::RolledBack;
+        s.phase = phase::ROLLED_BACK.to_owned();
+        s.outcome = Some(match s.rollback_cause {
+            Some(RollbackCause::Aborted) => Outcome::Aborted,
+            _ => Outcome::RolledBack,
+        });
+        s.serving = s.previous.clone();
+        s.serving_health = ServingHealth::Healthy;
+        s.timer_at = None;
+        s.progress_deadline_at = None;
+        s.paused_by_command = false;
+        let version = s
+            .previous
+            .as_ref()
+            .map_or_else(String::new, |r| r.version.clone());
+        self.note(
+            note_kind::ROLLED_BACK,
+            format!("{version} serves again, healthy"),
+        );
+    }
+
+    /// End in `failed`; the strategy leaves the cluster in a consistent shape.
+    pub fn finish_failed(
+        &mut self,
+        reason: FailureReason,
+        outcome: Outcome,
+        health: ServingHealth,
+    ) {
+        let message = reason.message.clone();
+        let s = &mut self.state;
+        s.status = DeploymentStatus::Failed;
+        s.phase = phase::FAILED.to_owned();
+        s.outcome = Some(outcome);
+        s.failure = Some(reason);
+        s.serving_health = health;
+        s.timer_at = None;
+        s.progress_deadline_at = None;
+        s.paused_by_command = false;
+        if let StrategySpec::BlueGreen(_) = self.spec.strategy {
+            blue_green::settle(self);
+        }
+        self.note(note_kind::FAILED, message);
+    }
+
+    /// Start going back to `previous` (which the caller checked exists).
+    pub fn begin_rollback(&mut self, cause: RollbackCause, reason: Option<FailureReason>) {
+        let message = match (&reason, cause) {
+            (Some(r), _) => format!("rolling back: {}", r.message),
+            (None, RollbackCause::Aborted) => "aborted: rolling back".to_owned(),
+            (None, _) => "rollback requested".to_owned(),
+        };
+        if reason.is_some() {
+            self.state.failure = reason;
+        }
+        self.state.rollback_cause = Some(cause);
+        self.state.status = DeploymentStatus::RollingBack;
+        self.state.paused_by_command = false;
+        let rollback_phase = match self.spec.strategy {
+            StrategySpec::Rolling(_) => phase::ROLLING_BACK,
+            StrategySpec::BlueGreen(_) => phase::SWITCHING_BACK,
+            StrategySpec::Canary(_) => phase::RESTORING_TRAFFIC,
+        };
+        self.enter(rollback_phase);
+        self.note(note_kind::ROLLBACK_STARTED, message);
+    }
+
+    /// The current phase cannot succeed: roll back when there is something to go back to,
+    /// else fail. A rollback that fails ends the rollout as `rollback_failed`.
+    pub fn fail(&mut self, reason: FailureReason) {
+        self.state.timer_at = None;
+        if self.state.status == DeploymentStatus::RollingBack {
+            let message = format!("the rollback did not complete: {}", reason.message);
+            let reason = failure(failure_code::ROLLBACK_FAILED, message);
+            self.finish_failed(reason, Outcome::Failed, ServingHealth::Degraded);
+        } else if self.state.previous.is_some() {
+            self.begin_rollback(RollbackCause::Failed, Some(reason));
+        } else {
+            self.finish_failed(reason, Outcome::Failed, ServingHealth::Degraded);
+        }
+    }
+}
+
+/// One tick. Consumes `commands` (in order; a command that no longer applies is ignored with a
+/// Note), never panics.
+pub fn decide(
+    spec: &RolloutSpec,
+    state: &RolloutState,
+    observation: &Observation,
+    commands: &[Command],
+    now: DateTime<Utc>,
+) -> Decision {
+    let mut t = Tick {
+        spec,
+        obs: observation,
+        now,
+        state: state.clone(),
+        actions: Vec::new(),
+        notes: Vec::new(),
+    };
+    if !state.status.is_active() {
+        for command in commands {
+            commands::ignore(&mut t, command);
+        }
+        return Decision {
+            state: state.clone(),
+            actions: Vec::new(),
+            notes: t.notes,
+            wake_at: None,
+        };
+    }
+    for command in commands {
+        commands::consume(&mut t, command);
+    }
+    let wake_at = run(&mut t);
+    Decision {
+        state: t.state,
+        actions: t.actions,
+        notes: t.notes,
+        wake_at,
+    }
+}
+
+fn strategy_step(t: &mut Tick<'_>) -> Flow {
+    let spec = t.spec;
+    match &spec.strategy {
+        StrategySpec::Rolling(r) => rolling::step(t, r),
+        StrategySpec::BlueGreen(b) => blue_green::step(t, b),
+        StrategySpec::Canary(c) => canary::step(t, c),
+    }
+}
+
+/// Evaluate phases until the machine has to wait; returns when to look again.
+fn run(t: &mut Tick<'_>) -> Option<DateTime<Utc>> {
+    let steps = match &t.spec.strategy {
+        StrategySpec::Canary(c) => c.steps.len(),
+        _ => 0,
+    };
+    let limit = steps.saturating_mul(3).saturating_add(32);
+    for _ in 0..limit {
+        if !t.state.status.is_active() {
+            return None;
+        }
+        if t.state.paused_by_command {
+            t.state.progress_deadline_at = None;
+            return Some(after(t.now, HOLD_POLL));
+        }
+        let mark = t.actions.len();
+        match strategy_step(t) {
+            Flow::Next => {}
+            Flow::Fail(reason) => {
+                t.actions.truncate(mark);
+                t.fail(reason);
+            }
+            Flow::Wait => {
+                let fresh = after(t.now, duration(t.spec.progress_deadline));
+                let deadline = *t.state.progress_deadline_at.get_or_insert(fresh);
+                if t.now >= deadline {
+                    t.actions.truncate(mark);
+                    let message = format!(
+                        "no progress in phase {} within the progress deadline ({})",
+                        t.state.phase, t.spec.progress_deadline
+                    );
+                    t.fail(failure(failure_code::PROGRESS_DEADLINE_EXCEEDED, message));
+                } else {
+                    return Some(deadline.min(after(t.now, POLL)));
+                }
+            }
+            Flow::Timer(at) => {
+                t.state.progress_deadline_at = None;
+                return Some(if t.actions.is_empty() {
+                    at
+                } else {
+                    at.min(after(t.now, POLL))
+                });
+            }
+            Flow::Hold => {
+                t.state.progress_deadline_at = None;
+                return Some(after(
+                    t.now,
+                    if t.actions.is_empty() {
+                        HOLD_POLL
+                    } else {
+                        POLL
+                    },
+                ));
+            }
+        }
+    }
+    Some(after(t.now, POLL))
+}

@@ -1,0 +1,430 @@
+//! One engine step for one leased deployment: observe → decide → act → persist.
+//!
+//! No transaction is held across a cluster call. Every write names the claim's fencing epoch;
+//! the first one that finds the lease gone ends the step without touching anything else.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use slipway_cluster::{DriverError, Target};
+use slipway_core::rollout::{self, Command, CommandKind, Decision, RolloutState};
+use slipway_core::{
+    DeploymentStatus, FailureReason, Outcome, ServingHealth, StrategySpec, TrafficRouting,
+};
+use slipway_store::commands::{self, PendingCommand};
+use slipway_store::events::{self, NewEvent};
+use slipway_store::leases::{self, Claim};
+use slipway_store::rollouts::{self, RolloutRecord};
+use slipway_store::{PgPool, StoreError, journal};
+
+use crate::drivers::Drivers;
+
+/// The actor recorded for what the engine does on its own.
+pub const ENGINE_ACTOR: &str = "slipway";
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The deployment moved (or was checked) and is due again at the recorded time.
+    Advanced,
+    /// It is waiting for its environment or for a retryable cluster error to clear.
+    Waiting,
+    /// Another worker took the lease; nothing was written.
+    LeaseLost,
+}
+
+/// Why a step failed without being the deployment's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Everything one step needs.
+#[derive(Debug, Clone)]
+pub struct StepContext {
+    pub pool: PgPool,
+    pub drivers: Drivers,
+    pub worker: String,
+    /// Delay before retrying after a retryable cluster error.
+    pub retry_after: chrono::Duration,
+    /// Fallback wake-up of a queued deployment that waits for its environment.
+    pub queue_recheck: chrono::Duration,
+}
+
+/// Runs one step; a lost lease is an outcome, not an error.
+pub async fn run(ctx: &StepContext, claim: Claim) -> Result<StepOutcome, StepError> {
+    match run_inner(ctx, claim).await {
+        Err(StepError::Store(StoreError::LeaseLost)) => {
+            tracing::warn!(deployment = %claim.id, epoch = claim.epoch, "lease lost; leaving the deployment to its new holder");
+            metrics::counter!("slipway_lease_losses_total").increment(1);
+            Ok(StepOutcome::LeaseLost)
+        }
+        other => other,
+    }
+}
+
+async fn run_inner(ctx: &StepContext, claim: Claim) -> Result<StepOutcome, StepError> {
+    let mut conn = ctx.pool.acquire().await?;
+    let record = rollouts::load(&mut conn, claim).await?;
+    let pending = commands::pending(&mut conn, claim.id).await?;
+    drop(conn);
+    let now = Utc::now();
+    match (record.status, &record.state) {
+        (DeploymentStatus::Queued, _) | (_, None) => {
+            match pending.iter().find(|c| c.kind == CommandKind::Abort) {
+                Some(abort) => cancel(ctx, claim, abort, &pending).await,
+                None => start(ctx, claim, &record, now).await,
+            }
+        }
+        (status, Some(_)) if status.is_terminal() => finished(ctx, claim, &record, &pending).await,
+        (_, Some(state)) => advance(ctx, claim, &record, state, &pending, now).await,
+    }
+}
+
+fn target(record: &RolloutRecord) -> Target {
+    let traffic = match &record.spec.strategy {
+        StrategySpec::Canary(canary) => canary.traffic.clone(),
+        _ => TrafficRouting::Replicas,
+    };
+    Target {
+        namespace: record.spec.namespace.clone(),
+        workload: record.spec.workload.clone(),
+        traffic,
+    }
+}
+
+fn event<'a>(
+    kind: &'a str,
+    actor: &'a str,
+    message: String,
+    data: serde_json::Value,
+) -> NewEvent<'a> {
+    NewEvent {
+        kind,
+        actor,
+        message,
+        data,
+    }
+}
+
+/// A queued deployment: start it when its environment is free and its turn has come.
+async fn start(
+    ctx: &StepContext,
+    claim: Claim,
+    record: &RolloutRecord,
+    now: DateTime<Utc>,
+) -> Result<StepOutcome, StepError> {
+    let mut conn = ctx.pool.acquire().await?;
+    let queued = rollouts::queued_in_environment(&mut conn, record.environment_id).await?;
+    let busy = rollouts::environment_busy(&mut conn, record.environment_id).await?;
+    let my_turn = if record.supersede_queued {
+        queued.last() == Some(&record.id)
+    } else {
+        queued.first() == Some(&record.id)
+    };
+    if busy || !my_turn {
+        leases::release(&mut conn, claim, Some(now + ctx.queue_recheck)).await?;
+        return Ok(StepOutcome::Waiting);
+    }
+    drop(conn);
+
+    let target = target(record);
+    let observed = match ctx.drivers.for_cluster(&record.cluster) {
+        Ok(driver) => driver.observe(&target).await,
+        Err(e) => Err(e),
+    };
+    let observation = match observed {
+        Ok(o) => o,
+        Err(e) => return cluster_error(ctx, claim, record, None, e, now).await,
+    };
+    let state = rollout::start(&record.spec, &observation, now);
+    let mut tx = ctx.pool.begin().await?;
+    if record.supersede_queued {
+        rollouts::supersede_older(&mut tx, record.environment_id, record.id).await?;
+    }
+    match rollouts::start(&mut tx, claim, record.environment_id, &state).await {
+        Err(StoreError::Constraint { constraint })
+            if constraint == "deployments_one_active_per_environment" =>
+        {
+            drop(tx);
+            let mut conn = ctx.pool.acquire().await?;
+            leases::release(&mut conn, claim, Some(now + ctx.queue_recheck)).await?;
+            return Ok(StepOutcome::Waiting);
+        }
+        other => other?,
+    };
+    let message = format!(
+        "{} of {} started (attempt {})",
+        record.spec.strategy.kind(),
+        record.spec.release.version,
+        record.attempt
+    );
+    let data = json!({ "previous": state.previous, "attempt": record.attempt });
+    events::append(
+        &mut tx,
+        claim.id,
+        &event("started", ENGINE_ACTOR, message, data),
+    )
+    .await?;
+    leases::release(&mut tx, claim, Some(now)).await?;
+    tx.commit().await?;
+    Ok(StepOutcome::Advanced)
+}
+
+/// A queued deployment that was aborted before it started: cancelled.
+async fn cancel(
+    ctx: &StepContext,
+    claim: Claim,
+    abort: &PendingCommand,
+    pending: &[PendingCommand],
+) -> Result<StepOutcome, StepError> {
+    let mut tx = ctx.pool.begin().await?;
+    rollouts::finish_unstarted(
+        &mut tx,
+        claim,
+        DeploymentStatus::Cancelled,
+        Outcome::Cancelled,
+    )
+    .await?;
+    let message = format!("cancelled by {} before it started", abort.actor);
+    events::append(
+        &mut tx,
+        claim.id,
+        &event(
+            "cancelled",
+            &abort.actor,
+            message,
+            json!({"reason": abort.reason}),
+        ),
+    )
+    .await?;
+    let ids: Vec<_> = pending.iter().map(|c| c.id).collect();
+    commands::consume(&mut tx, claim, &ids, "applied").await?;
+    leases::release(&mut tx, claim, None).await?;
+    tx.commit().await?;
+    Ok(StepOutcome::Advanced)
+}
+
+/// A finished deployment: only `retry` does anything; other commands are recorded as ignored.
+async fn finished(
+    ctx: &StepContext,
+    claim: Claim,
+    record: &RolloutRecord,
+    pending: &[PendingCommand],
+) -> Result<StepOutcome, StepError> {
+    let mut tx = ctx.pool.begin().await?;
+    let retry = pending.iter().find(|c| c.kind == CommandKind::Retry);
+    let retryable = matches!(
+        record.status,
+        DeploymentStatus::Failed | DeploymentStatus::RolledBack
+    );
+    let ids: Vec<_> = pending.iter().map(|c| c.id).collect();
+    match retry {
+        Some(cmd) if retryable => {
+            let attempt = rollouts::requeue(&mut tx, claim).await?;
+            let message = format!("retry by {}: attempt {attempt} queued", cmd.actor);
+            events::append(
+                &mut tx,
+                claim.id,
+                &event(
+                    "retried",
+                    &cmd.actor,
+                    message,
+                    json!({"attempt": attempt, "actor": cmd.actor}),
+                ),
+            )
+            .await?;
+            commands::consume(&mut tx, claim, &ids, "applied").await?;
+            rollouts::wake_queued(&mut tx, record.environment_id).await?;
+            leases::release(&mut tx, claim, Some(Utc::now())).await?;
+        }
+        _ => {
+            commands::consume(&mut tx, claim, &ids, "ignored: deployment finished").await?;
+            leases::release(&mut tx, claim, None).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(StepOutcome::Advanced)
+}
+
+/// An active deployment: one decision of its state machine.
+async fn advance(
+    ctx: &StepContext,
+    claim: Claim,
+    record: &RolloutRecord,
+    state: &RolloutState,
+    pending: &[PendingCommand],
+    now: DateTime<Utc>,
+) -> Result<StepOutcome, StepError> {
+    let driver = match ctx.drivers.for_cluster(&record.cluster) {
+        Ok(d) => d,
+        Err(e) => return cluster_error(ctx, claim, record, Some(state), e, now).await,
+    };
+    let target = target(record);
+    let observation = match driver.observe(&target).await {
+        Ok(o) => o,
+        Err(e) => return cluster_error(ctx, claim, record, Some(state), e, now).await,
+    };
+    let tick = record.tick + 1;
+    let observed = serde_json::to_value(&observation).unwrap_or_default();
+    {
+        let mut conn = ctx.pool.acquire().await?;
+        journal::started(&mut conn, claim, tick, &ctx.worker, &observed).await?;
+    }
+    let commands: Vec<Command> = pending
+        .iter()
+        .map(|c| Command {
+            kind: c.kind,
+            actor: c.actor.clone(),
+        })
+        .collect();
+    let decision = rollout::decide(&record.spec, state, &observation, &commands, now);
+    if let Err(e) = driver.apply(&target, &decision.actions).await {
+        return cluster_error(ctx, claim, record, Some(state), e, now).await;
+    }
+    persist(ctx, claim, record, state, pending, decision, tick, now).await
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one step's whole context, used once"
+)]
+async fn persist(
+    ctx: &StepContext,
+    claim: Claim,
+    record: &RolloutRecord,
+    before: &RolloutState,
+    pending: &[PendingCommand],
+    decision: Decision,
+    tick: i64,
+    now: DateTime<Utc>,
+) -> Result<StepOutcome, StepError> {
+    let mut tx = ctx.pool.begin().await?;
+    rollouts::save(&mut tx, claim, record.environment_id, &decision.state).await?;
+    for cmd in pending {
+        let message = format!("{} by {}", cmd.kind.as_str(), cmd.actor);
+        let data = json!({"command": cmd.kind.as_str(), "actor": cmd.actor, "reason": cmd.reason});
+        events::append(
+            &mut tx,
+            claim.id,
+            &event("command", &cmd.actor, message, data),
+        )
+        .await?;
+    }
+    for note in &decision.notes {
+        let data = json!({"phase": decision.state.phase, "step": decision.state.step, "status": decision.state.status.as_str()});
+        events::append(
+            &mut tx,
+            claim.id,
+            &event(&note.kind, ENGINE_ACTOR, note.message.clone(), data),
+        )
+        .await?;
+    }
+    let ids: Vec<_> = pending.iter().map(|c| c.id).collect();
+    commands::consume(&mut tx, claim, &ids, "applied").await?;
+    let actions = serde_json::to_value(&decision.actions).unwrap_or_default();
+    journal::finished(&mut tx, claim, tick, &actions, decision.state.status).await?;
+    // A changed state may have made new work possible at once; otherwise wait as decided.
+    let wake = if decision.state != *before {
+        Some(now)
+    } else {
+        decision.wake_at
+    };
+    let wake = if decision.state.status.is_terminal() {
+        None
+    } else {
+        wake
+    };
+    leases::release(&mut tx, claim, wake).await?;
+    tx.commit().await?;
+    if decision.state.status.is_terminal() {
+        let outcome = decision.state.outcome.map_or("none", Outcome::as_str);
+        metrics::counter!("slipway_deployments_finished_total", "strategy" => record.spec.strategy.kind(), "outcome" => outcome).increment(1);
+    }
+    metrics::counter!("slipway_engine_steps_total").increment(1);
+    Ok(StepOutcome::Advanced)
+}
+
+/// A cluster call failed: retryable errors make the deployment wait with the reason shown;
+/// permanent ones fail it with the API's message.
+async fn cluster_error(
+    ctx: &StepContext,
+    claim: Claim,
+    record: &RolloutRecord,
+    state: Option<&RolloutState>,
+    error: DriverError,
+    now: DateTime<Utc>,
+) -> Result<StepOutcome, StepError> {
+    metrics::counter!("slipway_cluster_errors_total", "cluster" => record.cluster.name.clone())
+        .increment(1);
+    let mut tx = ctx.pool.begin().await?;
+    match error {
+        DriverError::Retryable { reason, message } => {
+            tracing::warn!(deployment = %claim.id, %reason, %message, "cluster call failed; will retry");
+            rollouts::set_waiting(&mut tx, claim, &reason, &message).await?;
+            let data = json!({"reason": reason, "retry_in_ms": ctx.retry_after.num_milliseconds()});
+            events::append(
+                &mut tx,
+                claim.id,
+                &event(
+                    "cluster_error",
+                    ENGINE_ACTOR,
+                    format!("{reason}: {message}; retrying"),
+                    data,
+                ),
+            )
+            .await?;
+            leases::release(&mut tx, claim, Some(now + ctx.retry_after)).await?;
+            tx.commit().await?;
+            Ok(StepOutcome::Waiting)
+        }
+        DriverError::Permanent { reason, message } => {
+            tracing::error!(deployment = %claim.id, %reason, %message, "cluster refused the deployment");
+            let failed = failed_state(
+                record,
+                state,
+                FailureReason {
+                    code: reason.clone(),
+                    message: message.clone(),
+                },
+            );
+            if record.status == DeploymentStatus::Queued {
+                rollouts::start(&mut tx, claim, record.environment_id, &failed).await?;
+            } else {
+                rollouts::save(&mut tx, claim, record.environment_id, &failed).await?;
+            }
+            events::append(
+                &mut tx,
+                claim.id,
+                &event(
+                    "failed",
+                    ENGINE_ACTOR,
+                    format!("{reason}: {message}"),
+                    json!({"reason": reason}),
+                ),
+            )
+            .await?;
+            leases::release(&mut tx, claim, None).await?;
+            tx.commit().await?;
+            Ok(StepOutcome::Advanced)
+        }
+    }
+}
+
+fn failed_state(
+    record: &RolloutRecord,
+    state: Option<&RolloutState>,
+    reason: FailureReason,
+) -> RolloutState {
+    let mut failed = state
+        .cloned()
+        .unwrap_or_else(|| rollout::start(&record.spec, &Default::default(), Utc::now()));
+    failed.status = DeploymentStatus::Failed;
+    failed.outcome = Some(Outcome::Failed);
+    failed.failure = Some(reason);
+    failed.serving_health = ServingHealth::Unknown;
+    failed.phase = "failed".into();
+    failed
+}

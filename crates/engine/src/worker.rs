@@ -1,0 +1,224 @@
+//! The worker pool: claims due deployments and runs their steps, at most `concurrency` at
+//! once, woken by NOTIFY and by polling. Any number of processes may share one database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use slipway_store::leases::{self, Claim};
+use slipway_store::{PgPool, wake};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::drivers::Drivers;
+use crate::step::{self, StepContext, StepOutcome};
+
+/// Tunables of one engine.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Names this worker in leases and the journal.
+    pub worker: String,
+    /// Steps run at once.
+    pub concurrency: usize,
+    /// How long a claim lasts without a heartbeat.
+    pub lease_ttl: Duration,
+    /// Look for due work at least this often, notifications or not.
+    pub poll_interval: Duration,
+    /// Retry delay after a retryable cluster error.
+    pub retry_after: Duration,
+    /// Fallback re-check of a queued deployment waiting for its environment.
+    pub queue_recheck: Duration,
+}
+
+impl EngineSettings {
+    pub fn new(worker: impl Into<String>) -> Self {
+        Self {
+            worker: worker.into(),
+            concurrency: 16,
+            lease_ttl: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            retry_after: Duration::from_secs(5),
+            queue_recheck: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The engine of one process.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    ctx: StepContext,
+    settings: EngineSettings,
+    wake: Arc<Notify>,
+}
+
+fn chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(5))
+}
+
+impl Engine {
+    pub fn new(pool: PgPool, drivers: Drivers, settings: EngineSettings) -> Self {
+        let ctx = StepContext {
+            pool,
+            drivers,
+            worker: settings.worker.clone(),
+            retry_after: chrono(settings.retry_after),
+            queue_recheck: chrono(settings.queue_recheck),
+        };
+        Self {
+            ctx,
+            settings,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn worker(&self) -> &str {
+        &self.settings.worker
+    }
+
+    /// Claims what is due (up to `limit`) and runs each step to its end, one after the other.
+    /// For deterministic tests; `run` is the production loop.
+    pub async fn run_once(&self, limit: i64) -> Result<Vec<(Claim, StepOutcome)>, step::StepError> {
+        let claims = self.claim(limit).await?;
+        let mut done = Vec::with_capacity(claims.len());
+        for claim in claims {
+            done.push((claim, self.step(claim).await?));
+        }
+        Ok(done)
+    }
+
+    async fn claim(&self, limit: i64) -> Result<Vec<Claim>, step::StepError> {
+        let mut conn = self.ctx.pool.acquire().await?;
+        Ok(leases::claim_due(
+            &mut conn,
+            &self.settings.worker,
+            self.settings.lease_ttl,
+            limit,
+        )
+        .await?)
+    }
+
+    /// Runs one step while a heartbeat keeps the lease; if the lease is lost the step is
+    /// dropped at its next await point.
+    pub async fn step(&self, claim: Claim) -> Result<StepOutcome, step::StepError> {
+        let heartbeat = heartbeat(self.ctx.pool.clone(), claim, self.settings.lease_ttl);
+        tokio::select! {
+            outcome = step::run(&self.ctx, claim) => outcome,
+            () = heartbeat => Ok(StepOutcome::LeaseLost),
+        }
+    }
+
+    /// The production loop: until `shutdown` resolves, claim due work whenever woken or at
+    /// least every poll interval. On shutdown, running steps finish and leases are released.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
+        let listener = tokio::spawn(listen(self.ctx.pool.clone(), self.wake.clone()));
+        let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        let mut running = JoinSet::new();
+        tokio::pin!(shutdown);
+        tracing::info!(worker = %self.settings.worker, concurrency = self.settings.concurrency, "engine started");
+        loop {
+            while running.try_join_next().is_some() {}
+            let free = permits.available_permits();
+            let claims = if free == 0 {
+                Vec::new()
+            } else {
+                match self.claim(i64::try_from(free).unwrap_or(1)).await {
+                    Ok(claims) => claims,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming work failed");
+                        Vec::new()
+                    }
+                }
+            };
+            let full = !claims.is_empty() && claims.len() == free;
+            for claim in claims {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let engine = self.clone();
+                running.spawn(async move {
+                    if let Err(e) = engine.step(claim).await {
+                        tracing::warn!(deployment = %claim.id, error = %e, "step failed; it will be retried");
+                    }
+                    drop(permit);
+                    engine.wake.notify_one();
+                });
+            }
+            if full {
+                // More may be due: look again as soon as a step finishes.
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = self.wake.notified() => {}
+                    _ = permits.clone().acquire_owned() => {}
+                }
+                continue;
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+        tracing::info!(
+            in_flight = running.len(),
+            "engine stopping: letting running steps finish"
+        );
+        while running.join_next().await.is_some() {}
+        listener.abort();
+        match self.ctx.pool.acquire().await {
+            Ok(mut conn) => match leases::release_all(&mut conn, &self.settings.worker).await {
+                Ok(n) => tracing::info!(released = n, "engine stopped; leases released"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "releasing leases failed; they expire on their own")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing leases failed; they expire on their own")
+            }
+        }
+    }
+}
+
+/// Extends the lease every third of its life; resolves only when the lease is lost.
+async fn heartbeat(pool: PgPool, claim: Claim, ttl: Duration) {
+    let mut tick = tokio::time::interval(ttl / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let beat = match pool.acquire().await {
+            Ok(mut conn) => leases::heartbeat(&mut conn, claim, ttl).await,
+            Err(e) => Err(e.into()),
+        };
+        match beat {
+            Ok(()) => {}
+            Err(slipway_store::StoreError::LeaseLost) => return,
+            Err(e) => tracing::warn!(deployment = %claim.id, error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Forwards NOTIFY wake-ups; reconnects after errors. Polling covers any gap.
+async fn listen(pool: PgPool, wake: Arc<Notify>) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN connection failed; polling only for now");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(wake::CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed; polling only for now");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(_) => wake.notify_one(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}

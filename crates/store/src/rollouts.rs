@@ -1,0 +1,336 @@
+//! A deployment as the engine drives it: its frozen rollout spec and machine state, and the
+//! fenced writes that move it.
+
+use chrono::{DateTime, Utc};
+use slipway_core::rollout::{RolloutSpec, RolloutState};
+use slipway_core::{ClusterKind, DeploymentStatus};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::codec::decode;
+use crate::leases::{Claim, fenced};
+
+/// How to reach the cluster a deployment targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterRef {
+    pub id: Uuid,
+    pub name: String,
+    pub kind: ClusterKind,
+    pub kubeconfig_path: Option<String>,
+    pub context: Option<String>,
+}
+
+/// What the engine needs to run one step of a deployment.
+#[derive(Debug, Clone)]
+pub struct RolloutRecord {
+    pub id: Uuid,
+    pub environment_id: Uuid,
+    pub status: DeploymentStatus,
+    pub spec: RolloutSpec,
+    /// `None` until the deployment leaves the queue.
+    pub state: Option<RolloutState>,
+    pub created_by: String,
+    pub attempt: i32,
+    pub tick: i64,
+    pub cluster: ClusterRef,
+    pub supersede_queued: bool,
+    pub traceparent: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    environment_id: Uuid,
+    status: String,
+    rollout: Option<serde_json::Value>,
+    state: serde_json::Value,
+    created_by: String,
+    attempt: i32,
+    tick: i64,
+    cluster_id: Uuid,
+    cluster_name: String,
+    cluster_kind: String,
+    kubeconfig_path: Option<String>,
+    context: Option<String>,
+    supersede_queued: Option<bool>,
+    traceparent: Option<String>,
+}
+
+const KINDS: [ClusterKind; 3] = [
+    ClusterKind::Kubernetes,
+    ClusterKind::InCluster,
+    ClusterKind::Simulated,
+];
+
+impl TryFrom<Row> for RolloutRecord {
+    type Error = StoreError;
+
+    fn try_from(r: Row) -> Result<Self, StoreError> {
+        let spec = r.rollout.ok_or_else(|| {
+            StoreError::Corrupt(format!("deployment {} has no rollout spec", r.id))
+        })?;
+        let state = match &r.state {
+            serde_json::Value::Object(map) if map.is_empty() => None,
+            other => Some(serde_json::from_value(other.clone())?),
+        };
+        Ok(Self {
+            id: r.id,
+            environment_id: r.environment_id,
+            status: decode(&r.status, &DeploymentStatus::ALL, DeploymentStatus::as_str)?,
+            spec: serde_json::from_value(spec)?,
+            state,
+            created_by: r.created_by,
+            attempt: r.attempt,
+            tick: r.tick,
+            cluster: ClusterRef {
+                id: r.cluster_id,
+                name: r.cluster_name,
+                kind: decode(&r.cluster_kind, &KINDS, ClusterKind::as_str)?,
+                kubeconfig_path: r.kubeconfig_path,
+                context: r.context,
+            },
+            supersede_queued: r.supersede_queued.unwrap_or(false),
+            traceparent: r.traceparent,
+        })
+    }
+}
+
+const SELECT: &str = "SELECT d.id, d.environment_id, d.status::text AS status, d.rollout, d.state,
+        d.created_by, d.attempt, d.tick, c.id AS cluster_id, c.name AS cluster_name,
+        c.kind::text AS cluster_kind, c.kubeconfig_path, c.context,
+        (e.spec->>'supersede_queued')::boolean AS supersede_queued, d.traceparent
+     FROM deployments d
+     JOIN environments e ON e.id = d.environment_id
+     JOIN clusters c ON c.id = d.cluster_id";
+
+/// Loads a deployment for the holder of `claim`.
+pub async fn load(conn: &mut PgConnection, claim: Claim) -> Result<RolloutRecord, StoreError> {
+    let sql = format!("{SELECT} WHERE d.id = $1 AND d.epoch = $2");
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(claim.id)
+        .bind(claim.epoch)
+        .fetch_optional(conn)
+        .await?;
+    row.ok_or(StoreError::LeaseLost)?.try_into()
+}
+
+/// Loads a deployment to check a command against it (no lease needed to read).
+pub async fn read(conn: &mut PgConnection, id: Uuid) -> Result<RolloutRecord, StoreError> {
+    let sql = format!("{SELECT} WHERE d.id = $1");
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.ok_or(StoreError::NotFound("deployment"))?.try_into()
+}
+
+/// The queued deployments of an environment, oldest first.
+pub async fn queued_in_environment(
+    conn: &mut PgConnection,
+    environment_id: Uuid,
+) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM deployments WHERE environment_id = $1 AND status = 'queued' ORDER BY id",
+    )
+    .bind(environment_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Whether a deployment of the environment is active.
+pub async fn environment_busy(
+    conn: &mut PgConnection,
+    environment_id: Uuid,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM deployments WHERE environment_id = $1
+                        AND status IN ('running', 'paused', 'rolling_back'))",
+    )
+    .bind(environment_id)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Persists a machine state: the state itself and the columns the API shows, guarded by the
+/// claim's epoch. Returns the new tick. When the deployment finishes, the environment's queued
+/// deployments are woken.
+pub async fn save(
+    conn: &mut PgConnection,
+    claim: Claim,
+    environment_id: Uuid,
+    state: &RolloutState,
+) -> Result<i64, StoreError> {
+    let tick: Option<i64> = sqlx::query_scalar(
+        "UPDATE deployments SET
+             status = $3::deployment_status, phase = $4, step = $5,
+             outcome = $6::deployment_outcome, serving_health = $7::serving_health,
+             serving_version = $8, failure_code = $9, failure_message = $10, state = $11,
+             waiting_reason = NULL, tick = tick + 1, updated_at = now()
+         WHERE id = $1 AND epoch = $2
+         RETURNING tick",
+    )
+    .bind(claim.id)
+    .bind(claim.epoch)
+    .bind(state.status.as_str())
+    .bind(&state.phase)
+    .bind(i32::try_from(state.step).unwrap_or(i32::MAX))
+    .bind(state.outcome.map(|o| o.as_str()))
+    .bind(state.serving_health.as_str())
+    .bind(state.serving.as_ref().map(|r| r.version.as_str()))
+    .bind(state.failure.as_ref().map(|f| f.code.as_str()))
+    .bind(state.failure.as_ref().map(|f| f.message.as_str()))
+    .bind(serde_json::to_value(state)?)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let tick = tick.ok_or(StoreError::LeaseLost)?;
+    if state.status.is_terminal() {
+        wake_queued(conn, environment_id).await?;
+    }
+    Ok(tick)
+}
+
+/// Marks a queued deployment finished without running (superseded or cancelled).
+pub async fn finish_unstarted(
+    conn: &mut PgConnection,
+    claim: Claim,
+    status: DeploymentStatus,
+    outcome: slipway_core::Outcome,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE deployments SET status = $3::deployment_status, outcome = $4::deployment_outcome,
+             updated_at = now()
+         WHERE id = $1 AND epoch = $2 AND status = 'queued'",
+    )
+    .bind(claim.id)
+    .bind(claim.epoch)
+    .bind(status.as_str())
+    .bind(outcome.as_str())
+    .execute(conn)
+    .await?;
+    fenced(done.rows_affected())
+}
+
+/// Puts a failed or rolled-back deployment back in the queue as a new attempt.
+pub async fn requeue(conn: &mut PgConnection, claim: Claim) -> Result<i32, StoreError> {
+    let attempt: Option<i32> = sqlx::query_scalar(
+        "UPDATE deployments SET status = 'queued', phase = NULL, step = NULL, outcome = NULL,
+             failure_code = NULL, failure_message = NULL, waiting_reason = NULL,
+             state = '{}'::jsonb, attempt = attempt + 1, updated_at = now()
+         WHERE id = $1 AND epoch = $2 AND status IN ('failed', 'rolled_back')
+         RETURNING attempt",
+    )
+    .bind(claim.id)
+    .bind(claim.epoch)
+    .fetch_optional(conn)
+    .await?;
+    attempt.ok_or(StoreError::LeaseLost)
+}
+
+/// Records why a deployment is waiting (e.g. `cluster_unreachable`) without changing its state.
+pub async fn set_waiting(
+    conn: &mut PgConnection,
+    claim: Claim,
+    code: &str,
+    message: &str,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE deployments SET waiting_reason = $3, failure_code = CASE WHEN outcome IS NULL
+             THEN $3 ELSE failure_code END,
+             failure_message = CASE WHEN outcome IS NULL THEN $4 ELSE failure_message END,
+             updated_at = now()
+         WHERE id = $1 AND epoch = $2",
+    )
+    .bind(claim.id)
+    .bind(claim.epoch)
+    .bind(code)
+    .bind(message)
+    .execute(conn)
+    .await?;
+    fenced(done.rows_affected())
+}
+
+/// Makes the environment's queued deployments due now and tells the engines.
+pub async fn wake_queued(conn: &mut PgConnection, environment_id: Uuid) -> Result<(), StoreError> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE deployments SET next_wake_at = now()
+         WHERE environment_id = $1 AND status = 'queued' RETURNING id",
+    )
+    .bind(environment_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in ids {
+        crate::wake::notify(conn, id).await?;
+    }
+    Ok(())
+}
+
+/// When a deployment is next due, for tests and diagnostics.
+pub async fn next_wake_at(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT next_wake_at FROM deployments WHERE id = $1")
+            .bind(id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// Moves a queued deployment to its first machine state. Guarded by the epoch and by the
+/// status still being `queued`; the one-active-per-environment index refuses a second active
+/// deployment (`StoreError::Constraint`).
+pub async fn start(
+    conn: &mut PgConnection,
+    claim: Claim,
+    environment_id: Uuid,
+    state: &RolloutState,
+) -> Result<i64, StoreError> {
+    let queued: bool = sqlx::query_scalar(
+        "SELECT status = 'queued' FROM deployments WHERE id = $1 AND epoch = $2 FOR UPDATE",
+    )
+    .bind(claim.id)
+    .bind(claim.epoch)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::LeaseLost)?;
+    if !queued {
+        return Err(StoreError::LeaseLost);
+    }
+    save(conn, claim, environment_id, state).await
+}
+
+/// Supersedes the environment's queued deployments older than `newest`. Their epochs are
+/// bumped so that a worker holding one of them can no longer write to it.
+pub async fn supersede_older(
+    conn: &mut PgConnection,
+    environment_id: Uuid,
+    newest: Uuid,
+) -> Result<Vec<Uuid>, StoreError> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE deployments SET status = 'superseded', outcome = 'superseded',
+             epoch = epoch + 1, lease_owner = NULL, lease_expires_at = NULL, next_wake_at = NULL,
+             updated_at = now()
+         WHERE environment_id = $1 AND status = 'queued' AND id < $2
+         RETURNING id",
+    )
+    .bind(environment_id)
+    .bind(newest)
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in &ids {
+        crate::events::append(
+            conn,
+            *id,
+            &crate::events::NewEvent {
+                kind: "superseded",
+                actor: "slipway",
+                message: format!("superseded by the newer deployment {newest}"),
+                data: serde_json::json!({ "superseded_by": newest }),
+            },
+        )
+        .await?;
+    }
+    Ok(ids)
+}
