@@ -247,19 +247,26 @@ pub async fn command(
     idempotency_key: Option<&str>,
 ) -> Result<(uuid::Uuid, Deployment), IntakeError> {
     let record = rollouts::read(conn, deployment_id).await?;
-    match &record.state {
-        Some(state) if record.status != DeploymentStatus::Queued => {
-            rollout::accepts(&record.spec, state, kind, actor, &record.created_by)
-                .map_err(|rejected| IntakeError::Conflict(rejected.to_string()))?;
-        }
-        _ => {
-            // Queued: it can only be called off.
-            if !matches!(kind, CommandKind::Abort) {
+    match (&record.state, record.status) {
+        (_, DeploymentStatus::Queued) => {
+            // Not started: it can only be called off.
+            if kind != CommandKind::Abort {
                 return Err(IntakeError::Conflict(format!(
                     "cannot {} a deployment that is queued; only abort applies",
                     kind.as_str()
                 )));
             }
+        }
+        (Some(state), _) => {
+            rollout::accepts(&record.spec, state, kind, actor, &record.created_by)
+                .map_err(|rejected| IntakeError::Conflict(rejected.to_string()))?;
+        }
+        (None, status) => {
+            return Err(IntakeError::Conflict(format!(
+                "cannot {} a deployment that is {} (it never started)",
+                kind.as_str(),
+                status.as_str()
+            )));
         }
     }
     let id = commands::insert(conn, deployment_id, kind, actor, reason, idempotency_key).await?;

@@ -341,9 +341,18 @@ async fn persist(
     tx.commit().await?;
     if decision.state.status.is_terminal() {
         let outcome = decision.state.outcome.map_or("none", Outcome::as_str);
+        if let Ok(total) = (Utc::now() - record.created_at).to_std() {
+            let strategy = record.spec.strategy.kind();
+            metrics::histogram!("slipway_deployment_duration_seconds", "strategy" => strategy)
+                .record(total.as_secs_f64());
+        }
         metrics::counter!("slipway_deployments_finished_total", "strategy" => record.spec.strategy.kind(), "outcome" => outcome).increment(1);
     }
     metrics::counter!("slipway_engine_steps_total").increment(1);
+    if let Ok(elapsed) = (Utc::now() - now).to_std() {
+        metrics::histogram!("slipway_engine_step_duration_seconds", "strategy" => record.spec.strategy.kind())
+            .record(elapsed.as_secs_f64());
+    }
     Ok(StepOutcome::Advanced)
 }
 

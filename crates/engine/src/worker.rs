@@ -110,6 +110,7 @@ impl Engine {
     /// least every poll interval. On shutdown, running steps finish and leases are released.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
         let listener = tokio::spawn(listen(self.ctx.pool.clone(), self.wake.clone()));
+        let gauges = tokio::spawn(report_queue(self.ctx.pool.clone()));
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut running = JoinSet::new();
         tokio::pin!(shutdown);
@@ -163,6 +164,7 @@ impl Engine {
         );
         while running.join_next().await.is_some() {}
         listener.abort();
+        gauges.abort();
         match self.ctx.pool.acquire().await {
             Ok(mut conn) => match leases::release_all(&mut conn, &self.settings.worker).await {
                 Ok(n) => tracing::info!(released = n, "engine stopped; leases released"),
@@ -191,6 +193,27 @@ async fn heartbeat(pool: PgPool, claim: Claim, ttl: Duration) {
             Ok(()) => {}
             Err(slipway_store::StoreError::LeaseLost) => return,
             Err(e) => tracing::warn!(deployment = %claim.id, error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Publishes queue depth and age, and the number of active deployments, every 10 s.
+async fn report_queue(pool: PgPool) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        let stats = match pool.acquire().await {
+            Ok(mut conn) => slipway_store::rollouts::queue_stats(&mut conn).await,
+            Err(e) => Err(e.into()),
+        };
+        match stats {
+            Ok(s) => {
+                metrics::gauge!("slipway_deployments_queued").set(s.queued as f64);
+                metrics::gauge!("slipway_deployments_oldest_queued_age_seconds")
+                    .set(s.oldest_queued_age_seconds);
+                metrics::gauge!("slipway_deployments_active").set(s.active as f64);
+            }
+            Err(e) => tracing::debug!(error = %e, "queue statistics unavailable"),
         }
     }
 }

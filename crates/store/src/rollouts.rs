@@ -36,6 +36,7 @@ pub struct RolloutRecord {
     pub cluster: ClusterRef,
     pub supersede_queued: bool,
     pub traceparent: Option<String>,
+    pub created_at: DateTime<Utc>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -55,6 +56,7 @@ struct Row {
     context: Option<String>,
     supersede_queued: Option<bool>,
     traceparent: Option<String>,
+    created_at: DateTime<Utc>,
 }
 
 const KINDS: [ClusterKind; 3] = [
@@ -92,6 +94,7 @@ impl TryFrom<Row> for RolloutRecord {
             },
             supersede_queued: r.supersede_queued.unwrap_or(false),
             traceparent: r.traceparent,
+            created_at: r.created_at,
         })
     }
 }
@@ -99,7 +102,7 @@ impl TryFrom<Row> for RolloutRecord {
 const SELECT: &str = "SELECT d.id, d.environment_id, d.status::text AS status, d.rollout, d.state,
         d.created_by, d.attempt, d.tick, c.id AS cluster_id, c.name AS cluster_name,
         c.kind::text AS cluster_kind, c.kubeconfig_path, c.context,
-        (e.spec->>'supersede_queued')::boolean AS supersede_queued, d.traceparent
+        (e.spec->>'supersede_queued')::boolean AS supersede_queued, d.traceparent, d.created_at
      FROM deployments d
      JOIN environments e ON e.id = d.environment_id
      JOIN clusters c ON c.id = d.cluster_id";
@@ -333,4 +336,28 @@ pub async fn supersede_older(
         .await?;
     }
     Ok(ids)
+}
+
+/// Queue depth and the age of the oldest queued deployment (seconds), and how many are active.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueStats {
+    pub queued: i64,
+    pub oldest_queued_age_seconds: f64,
+    pub active: i64,
+}
+
+pub async fn queue_stats(conn: &mut PgConnection) -> Result<QueueStats, StoreError> {
+    let (queued, age, active): (i64, Option<f64>, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'queued'),
+                extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued'))::float8,
+                count(*) FILTER (WHERE status IN ('running', 'paused', 'rolling_back'))
+         FROM deployments WHERE status IN ('queued', 'running', 'paused', 'rolling_back')",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(QueueStats {
+        queued,
+        oldest_queued_age_seconds: age.unwrap_or(0.0),
+        active,
+    })
 }
