@@ -14,7 +14,7 @@ use slipway_store::commands::{self, PendingCommand};
 use slipway_store::events::{self, NewEvent};
 use slipway_store::leases::{self, Claim};
 use slipway_store::rollouts::{self, RolloutRecord};
-use slipway_store::{PgPool, StoreError, journal};
+use slipway_store::{PgConnection, PgPool, StoreError, journal};
 
 use crate::drivers::Drivers;
 
@@ -75,7 +75,7 @@ async fn run_inner(ctx: &StepContext, claim: Claim) -> Result<StepOutcome, StepE
         (DeploymentStatus::Queued, _) | (_, None) => {
             match pending.iter().find(|c| c.kind == CommandKind::Abort) {
                 Some(abort) => cancel(ctx, claim, abort, &pending).await,
-                None => start(ctx, claim, &record, now).await,
+                None => start(ctx, claim, &record, &pending, now).await,
             }
         }
         (status, Some(_)) if status.is_terminal() => finished(ctx, claim, &record, &pending).await,
@@ -114,6 +114,7 @@ async fn start(
     ctx: &StepContext,
     claim: Claim,
     record: &RolloutRecord,
+    pending: &[PendingCommand],
     now: DateTime<Utc>,
 ) -> Result<StepOutcome, StepError> {
     let mut conn = ctx.pool.acquire().await?;
@@ -125,8 +126,8 @@ async fn start(
         queued.first() == Some(&record.id)
     };
     if busy || !my_turn {
-        leases::release(&mut conn, claim, Some(now + ctx.queue_recheck)).await?;
-        return Ok(StepOutcome::Waiting);
+        drop(conn);
+        return wait_in_queue(ctx, claim, record, pending, busy, now).await;
     }
     drop(conn);
 
@@ -149,9 +150,7 @@ async fn start(
             if constraint == "deployments_one_active_per_environment" =>
         {
             drop(tx);
-            let mut conn = ctx.pool.acquire().await?;
-            leases::release(&mut conn, claim, Some(now + ctx.queue_recheck)).await?;
-            return Ok(StepOutcome::Waiting);
+            return wait_in_queue(ctx, claim, record, pending, true, now).await;
         }
         other => other?,
     };
@@ -171,6 +170,27 @@ async fn start(
     leases::release(&mut tx, claim, Some(now)).await?;
     tx.commit().await?;
     Ok(StepOutcome::Advanced)
+}
+
+/// A queued deployment waits its turn: due again at the queue re-check, when the active
+/// deployment wakes the queue as it finishes, or when a command comes in. The active one may
+/// have finished after this step found the environment `busy`, its wake-up overwritten by this
+/// release: looked at again once the release is done, and then due at once.
+async fn wait_in_queue(
+    ctx: &StepContext,
+    claim: Claim,
+    record: &RolloutRecord,
+    pending: &[PendingCommand],
+    busy: bool,
+    now: DateTime<Utc>,
+) -> Result<StepOutcome, StepError> {
+    let mut tx = ctx.pool.begin().await?;
+    release_unless_woken(&mut tx, claim, Some(now + ctx.queue_recheck), pending).await?;
+    if busy && !rollouts::environment_busy(&mut tx, record.environment_id).await? {
+        leases::release(&mut tx, claim, Some(Utc::now())).await?;
+    }
+    tx.commit().await?;
+    Ok(StepOutcome::Waiting)
 }
 
 /// A queued deployment that was aborted before it started: cancelled.
@@ -242,7 +262,7 @@ async fn finished(
         }
         _ => {
             commands::consume(&mut tx, claim, &ids, "ignored: deployment finished").await?;
-            leases::release(&mut tx, claim, None).await?;
+            release_unless_woken(&mut tx, claim, None, pending).await?;
         }
     }
     tx.commit().await?;
@@ -337,7 +357,7 @@ async fn persist(
     } else {
         wake
     };
-    leases::release(&mut tx, claim, wake).await?;
+    release_unless_woken(&mut tx, claim, wake, pending).await?;
     tx.commit().await?;
     if decision.state.status.is_terminal() {
         let outcome = decision.state.outcome.map_or("none", Outcome::as_str);
@@ -354,6 +374,29 @@ async fn persist(
             .record(elapsed.as_secs_f64());
     }
     Ok(StepOutcome::Advanced)
+}
+
+/// Gives the lease back, due at `wake`, unless a command the step did not see (it read
+/// `seen`) was recorded while it ran: that command's insert made the deployment due at once,
+/// and the release must not push it back to the step's own schedule (up to a long pause, or
+/// never once finished). Checked after the release has locked the row, so a command committed
+/// later sets its own wake-up after this one.
+async fn release_unless_woken(
+    conn: &mut PgConnection,
+    claim: Claim,
+    wake: Option<DateTime<Utc>>,
+    seen: &[PendingCommand],
+) -> Result<(), StoreError> {
+    leases::release(conn, claim, wake).await?;
+    let now = Utc::now();
+    if wake.is_some_and(|w| w <= now) {
+        return Ok(());
+    }
+    let seen: Vec<_> = seen.iter().map(|c| c.id).collect();
+    if commands::any_pending_except(conn, claim.id, &seen).await? {
+        leases::release(conn, claim, Some(now)).await?;
+    }
+    Ok(())
 }
 
 /// A cluster call failed: retryable errors make the deployment wait with the reason shown;

@@ -1,0 +1,226 @@
+//! Commands sent over the real HTTP API, consumed by the engine.
+
+use std::net::SocketAddr;
+use std::sync::Once;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use slipway_api::{ApiSettings, AppState};
+use slipway_core::rollout::Track;
+use slipway_core::{DeploymentStatus, Outcome, ServingHealth};
+use slipway_store::PgPool;
+use uuid::Uuid;
+
+use crate::common::*;
+
+/// The API served on a loopback port; the server stops when this is dropped.
+struct Api {
+    base: String,
+    client: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Api {
+    async fn start(pool: &PgPool) -> Self {
+        static CRYPTO: Once = Once::new();
+        CRYPTO.call_once(|| {
+            // Another test may have installed it already: that is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
+        let app = slipway_api::app(AppState::new(pool.clone(), ApiSettings::default()));
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                panic!("serving the API failed: {e}");
+            }
+        });
+        let client = reqwest::Client::builder().build().expect("a client");
+        Self {
+            base: format!("http://{addr}"),
+            client,
+            server,
+        }
+    }
+
+    /// `POST /v1/deployments/{id}/{command}` with a reason; status and JSON body.
+    async fn command(&self, id: Uuid, command: &str) -> (StatusCode, Value, String) {
+        let resp = self
+            .client
+            .post(format!("{}/v1/deployments/{id}/{command}", self.base))
+            .json(&json!({"reason": format!("test {command}")}))
+            .send()
+            .await
+            .expect("send the command");
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        (status, body, content_type)
+    }
+
+    /// Sends a command that must be accepted; returns its id.
+    async fn accepted(&self, id: Uuid, command: &str) -> Uuid {
+        let (status, body, _) = self.command(id, command).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{command}: {body}");
+        assert_eq!(body["deployment"]["id"], id.to_string(), "{body}");
+        body["command_id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{command}: no command_id in {body}"))
+    }
+
+    /// Sends a command that must be refused with 409; returns the problem's `detail`.
+    async fn refused(&self, id: Uuid, command: &str) -> String {
+        let (status, body, content_type) = self.command(id, command).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{command}: {body}");
+        assert!(
+            content_type.starts_with("application/problem+json"),
+            "{content_type}"
+        );
+        assert_eq!(body["status"], 409, "{body}");
+        assert!(
+            body["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("/conflict")),
+            "{body}"
+        );
+        body["detail"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// `command` events of the log, as (command, actor).
+fn commands_seen(log: &[slipway_core::DeploymentEvent]) -> Vec<(String, String)> {
+    log.iter()
+        .filter(|e| e.kind == "command")
+        .map(|e| {
+            (
+                e.data["command"].as_str().unwrap_or_default().to_owned(),
+                e.actor.clone(),
+            )
+        })
+        .collect()
+}
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn commands_over_http_drive_a_canary(pool: PgPool) {
+    seed_app(&pool).await;
+    let strategy = json!({"type": "canary", "steps": [{"set_weight": 50}, {"pause": {}}]});
+    put_env(&pool, "prod", &env_spec("shop", strategy, json!({}))).await;
+    let sim = sim();
+    let engine = engine(&pool, &sim, settings("a"));
+    let api = Api::start(&pool).await;
+    deploy_ok(&engine, &pool, "prod", "1.0.0").await;
+
+    let id = deploy(&pool, "prod", "2.0.0").await;
+    let detail = api.refused(id, "pause").await;
+    assert!(detail.contains("queued"), "{detail}");
+    let (status, _, _) = api.command(Uuid::now_v7(), "pause").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Started: pause it.
+    drive_to(&engine, &pool, id, DeploymentStatus::Running).await;
+    let detail = api.refused(id, "retry").await;
+    assert!(detail.contains("running"), "{detail}");
+    api.accepted(id, "pause").await;
+    let d = drive(&engine, &pool, id, "paused by command", |d| {
+        d.status == DeploymentStatus::Paused
+    })
+    .await;
+    assert_eq!(d.phase.as_deref(), Some("canary_step"));
+    let log = events_of(&pool, id).await;
+    assert_eq!(
+        commands_seen(&log),
+        vec![("pause".to_owned(), "anonymous".to_owned())]
+    );
+    assert_eq!(first(&log, "command").data["reason"], "test pause");
+    assert_eq!(first(&log, "paused").message, "paused by anonymous");
+
+    // Paused by a command: promote makes no sense until it is resumed.
+    let detail = api.refused(id, "promote").await;
+    assert!(detail.contains("paused (canary_step)"), "{detail}");
+    assert!(detail.contains("resume it first"), "{detail}");
+    api.accepted(id, "resume").await;
+    let d = drive_to_phase(&engine, &pool, id, DeploymentStatus::Paused, "paused_step").await;
+    assert_eq!(d.step, Some(1));
+    assert_eq!(
+        sim.snapshot(&target("shop")).replicas(Track::Canary),
+        Some(2)
+    );
+
+    // At the pause step, resume is not the way on.
+    let detail = api.refused(id, "resume").await;
+    assert!(detail.contains("paused (paused_step)"), "{detail}");
+
+    // Abort: back to 1.0.0.
+    api.accepted(id, "abort").await;
+    let d = drive_to(&engine, &pool, id, DeploymentStatus::RolledBack).await;
+    assert_eq!(d.outcome, Some(Outcome::Aborted));
+    assert_eq!(d.serving.health, ServingHealth::Healthy);
+    assert_eq!(d.serving.version.as_deref(), Some("1.0.0"));
+    let snap = sim.snapshot(&target("shop"));
+    assert_eq!(snap.release(Track::Stable), Some(&release("1.0.0")));
+    assert_eq!(snap.replicas(Track::Stable), Some(REPLICAS));
+    assert_eq!(snap.replicas(Track::Canary), Some(0));
+    let detail = api.refused(id, "abort").await;
+    assert!(detail.contains("rolled_back"), "{detail}");
+
+    // Retry: queued again as attempt 2, then it runs again.
+    api.accepted(id, "retry").await;
+    let stepped = engine.run_once(4).await.expect("step");
+    assert!(stepped.iter().any(|(c, _)| c.id == id), "{stepped:?}");
+    let d = get(&pool, id).await;
+    assert_eq!(d.status, DeploymentStatus::Queued);
+    assert_eq!((d.outcome, d.reason), (None, None));
+    let attempt: i32 = sqlx::query_scalar("SELECT attempt FROM deployments WHERE id = $1")
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .expect("attempt");
+    assert_eq!(attempt, 2);
+    let retried = first(&events_of(&pool, id).await, "retried").clone();
+    assert_eq!(retried.data["attempt"], 2);
+    assert_eq!(retried.actor, "anonymous");
+
+    drive_to_phase(&engine, &pool, id, DeploymentStatus::Paused, "paused_step").await;
+    api.accepted(id, "promote").await;
+    let d = drive_to(&engine, &pool, id, DeploymentStatus::Succeeded).await;
+    assert_eq!(d.outcome, Some(Outcome::Promoted));
+    assert_eq!(d.serving.version.as_deref(), Some("2.0.0"));
+    let snap = sim.snapshot(&target("shop"));
+    assert_eq!(snap.release(Track::Stable), Some(&release("2.0.0")));
+    assert_eq!(snap.replicas(Track::Canary), Some(0));
+
+    let log = events_of(&pool, id).await;
+    let started: Vec<&Value> = log
+        .iter()
+        .filter(|e| e.kind == "started")
+        .map(|e| &e.data["attempt"])
+        .collect();
+    assert_eq!(started, vec![&json!(1), &json!(2)]);
+    let seen: Vec<String> = commands_seen(&log).into_iter().map(|(c, _)| c).collect();
+    // Retry is consumed by the engine's re-queue, not by the machine: no `command` event.
+    assert_eq!(seen, ["pause", "resume", "abort", "promote"]);
+    let unconsumed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM commands WHERE deployment_id = $1
+             AND (consumed_at IS NULL OR outcome <> 'applied')",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .expect("count commands");
+    assert_eq!(unconsumed, 0);
+    drop(api);
+}

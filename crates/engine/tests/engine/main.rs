@@ -1,0 +1,15 @@
+//! The engine against a real Postgres (one database per test) and the simulated cluster.
+
+#![expect(
+    clippy::expect_used,
+    reason = "helpers of the tests fail the test with a message, like the tests themselves"
+)]
+
+mod common;
+mod concurrency;
+mod failures;
+mod http;
+mod leases;
+mod queue;
+mod recovery;
+mod strategies;
