@@ -43,6 +43,11 @@ impl TestAppBuilder {
         self
     }
 
+    pub fn cors(mut self, origins: &[&str]) -> Self {
+        self.settings.cors_allowed_origins = origins.iter().map(|o| (*o).to_owned()).collect();
+        self
+    }
+
     pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
         self.settings.idempotency_ttl = ttl;
         self

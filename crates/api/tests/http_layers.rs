@@ -1,0 +1,82 @@
+//! What every request passes through: request ids, compression and CORS.
+
+mod common;
+
+use common::TestApp;
+use reqwest::Method;
+use sqlx::PgPool;
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn request_ids_are_kept_or_made(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let given = app
+        .send(
+            app.request(Method::GET, "/healthz")
+                .header("x-request-id", "ci-run-42"),
+        )
+        .await;
+    assert_eq!(given.header("x-request-id"), Some("ci-run-42"));
+    let made = app.get("/healthz").await;
+    let id = made.header("x-request-id").unwrap_or_default();
+    assert_eq!(id.len(), 36, "a UUID is made when none is sent: {id:?}");
+}
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn large_answers_are_gzipped_when_asked(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let zipped = app
+        .send(
+            app.request(Method::GET, "/openapi.json")
+                .header("accept-encoding", "gzip"),
+        )
+        .await;
+    assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+    let plain = app.get("/openapi.json").await;
+    assert_eq!(plain.header("content-encoding"), None);
+    assert!(plain.body["openapi"].is_string());
+}
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn cors_is_off_by_default_and_allows_configured_origins(pool: PgPool) {
+    let off = TestApp::spawn(pool.clone()).await;
+    let answer = off
+        .send(
+            off.request(Method::GET, "/v1/apps")
+                .header("origin", "https://dash.example"),
+        )
+        .await;
+    assert_eq!(answer.header("access-control-allow-origin"), None);
+
+    let on = TestApp::builder(pool)
+        .cors(&["https://dash.example"])
+        .start()
+        .await;
+    let preflight = on
+        .send(
+            on.request(Method::OPTIONS, "/v1/apps")
+                .header("origin", "https://dash.example")
+                .header("access-control-request-method", "POST")
+                .header(
+                    "access-control-request-headers",
+                    "content-type,idempotency-key",
+                ),
+        )
+        .await;
+    assert!(preflight.status.is_success(), "{}", preflight.status);
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("https://dash.example")
+    );
+    let allowed = preflight
+        .header("access-control-allow-headers")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("idempotency-key"), "{allowed}");
+    let other = on
+        .send(
+            on.request(Method::GET, "/v1/apps")
+                .header("origin", "https://evil.example"),
+        )
+        .await;
+    assert_eq!(other.header("access-control-allow-origin"), None);
+}
