@@ -1,5 +1,10 @@
 //! What every request passes through: request ids, compression and CORS.
 
+#![expect(
+    clippy::expect_used,
+    reason = "a failed expectation is the test failing"
+)]
+
 mod common;
 
 use common::TestApp;
