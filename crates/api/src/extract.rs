@@ -29,23 +29,31 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         if !is_json(req.headers().get(header::CONTENT_TYPE)) {
-            return Err(ApiError::new(
-                ProblemType::UnsupportedMediaType,
-                "the request body must be JSON: send Content-Type: application/json",
-            ));
+            return Err(not_json());
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    ProblemType::PayloadTooLarge,
-                    "the request body is too large",
-                )
-            } else {
-                ApiError::new(ProblemType::BadRequest, rejection.body_text())
-            }
-        })?;
-        parse(&bytes)
+        parse(&read_body(req, state).await?)
     }
+}
+
+fn not_json() -> ApiError {
+    ApiError::new(
+        ProblemType::UnsupportedMediaType,
+        "the request body must be JSON: send Content-Type: application/json",
+    )
+}
+
+/// The whole body, within the body limit (413 above it).
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ProblemType::PayloadTooLarge,
+                "the request body is too large",
+            )
+        } else {
+            ApiError::new(ProblemType::BadRequest, rejection.body_text())
+        }
+    })
 }
 
 /// Like [`JsonBody`], but an empty body (with or without a content type) stands for the
@@ -65,16 +73,7 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    ProblemType::PayloadTooLarge,
-                    "the request body is too large",
-                )
-            } else {
-                ApiError::new(ProblemType::BadRequest, rejection.body_text())
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self {
                 value: T::default(),
@@ -82,10 +81,7 @@ where
             });
         }
         if !is_json(content_type.as_ref()) {
-            return Err(ApiError::new(
-                ProblemType::UnsupportedMediaType,
-                "the request body must be JSON: send Content-Type: application/json",
-            ));
+            return Err(not_json());
         }
         let body = parse(&bytes)?;
         Ok(Self {

@@ -34,33 +34,6 @@ pub struct CommandAccepted {
     pub deployment: Deployment,
 }
 
-/// The commands, as they appear in the path.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CommandName {
-    Promote,
-    Approve,
-    Pause,
-    Resume,
-    Abort,
-    Rollback,
-    Retry,
-}
-
-impl From<CommandName> for CommandKind {
-    fn from(c: CommandName) -> Self {
-        match c {
-            CommandName::Promote => Self::Promote,
-            CommandName::Approve => Self::Approve,
-            CommandName::Pause => Self::Pause,
-            CommandName::Resume => Self::Resume,
-            CommandName::Abort => Self::Abort,
-            CommandName::Rollback => Self::Rollback,
-            CommandName::Retry => Self::Retry,
-        }
-    }
-}
-
 /// Send a command to a deployment.
 ///
 /// `promote` moves past a pause or promotion gate; `approve` gives a required approval (from
@@ -70,7 +43,7 @@ impl From<CommandName> for CommandKind {
 /// failed or rolled-back deployment again as a new attempt.
 #[utoipa::path(post, path = "/v1/deployments/{id}/{command}", tag = "deployments",
     params(("id" = String, Path, description = "Deployment id"),
-           ("command" = CommandName, Path, description = "The command"),
+           ("command" = CommandKind, Path, description = "The command"),
            ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a replay returns the stored response.")),
     request_body(content = Option<CommandRequest>, description = "Optional; `{}` or no body at all"),
     responses(
@@ -89,10 +62,10 @@ pub async fn send(
     body: OptionalJsonBody<CommandRequest>,
 ) -> Result<Response, ApiError> {
     let id: Uuid = id.parse().map_err(|_| ApiError::not_found("deployment"))?;
-    let kind: CommandKind =
-        serde_json::from_value::<CommandName>(serde_json::Value::String(command))
-            .map_err(|_| ApiError::not_found("command"))?
-            .into();
+    let kind = CommandKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == command)
+        .ok_or_else(|| ApiError::not_found("command"))?;
     let reason = body.value.reason;
     if reason
         .as_ref()
