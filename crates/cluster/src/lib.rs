@@ -11,8 +11,10 @@
 //! from a [`Clock`], so tests step it by hand with a [`ManualClock`].
 
 pub mod driver;
+pub mod kube;
 pub mod sim;
 
+pub use self::kube::KubeDriver;
 pub use driver::{BoxFuture, ClusterDriver, DriverError, Target};
 pub use sim::{
     ApiCalls, Clock, Fault, FaultKind, FaultScope, Faults, ManualClock, SimCluster, SimSettings,

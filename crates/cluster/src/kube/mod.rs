@@ -1,0 +1,353 @@
+//! The Kubernetes driver: kube-rs against a real API server.
+//!
+//! Writes are server-side applies with field manager `slipway` (forced, so Slipway wins
+//! conflicts on the fields it sets and leaves every other field alone). Every Deployment and
+//! Service Slipway creates carries `app.kubernetes.io/managed-by=slipway`,
+//! `app.kubernetes.io/name=<workload>` and, on Deployments and their pods,
+//! `slipway.dev/track=<track>`; a Deployment without the managed-by label is never changed or
+//! deleted (`not_managed`). The one exception is a Service a blue-green rollout is told to
+//! switch: when `<name>` or `<name>-preview` already exists and someone else created it, Slipway
+//! replaces only its `spec.selector` (so it picks the track's pods) and touches nothing else.
+//!
+//! Traffic: with the replica-ratio router the canary weight is the ratio of canary to stable
+//! pods, so `SetCanaryWeight` changes nothing and observations carry no weight. The Gateway API
+//! and NGINX routers are not implemented yet (`router_unsupported`).
+//!
+//! The [`kube::Client`] is built on first use (building one needs the Tokio runtime, and
+//! reading exec credentials is async) and then shared: one client per driver.
+
+mod error;
+pub mod objects;
+mod status;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use slipway_core::TrafficRouting;
+use slipway_core::rollout::{Action, Observation, ServiceRole, Track};
+use tokio::sync::OnceCell;
+
+use crate::driver::{BoxFuture, ClusterDriver, DriverError, Target};
+pub use error::{from_kube, from_status};
+use objects::{FIELD_MANAGER, SERVICE_ROLES};
+
+/// Time to open a connection to the API server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for one API call to answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+enum Source {
+    Kubeconfig {
+        path: PathBuf,
+        kubeconfig: Box<Kubeconfig>,
+        options: KubeConfigOptions,
+    },
+    InCluster,
+    Config(Box<Config>),
+}
+
+/// A [`ClusterDriver`] for one Kubernetes cluster.
+pub struct KubeDriver {
+    source: Source,
+    client: OnceCell<Client>,
+}
+
+impl std::fmt::Debug for KubeDriver {
+    // Kubeconfigs and configs hold credentials: only say where the driver connects from.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("KubeDriver");
+        match &self.source {
+            Source::Kubeconfig { path, options, .. } => d
+                .field("kubeconfig", path)
+                .field("context", &options.context),
+            Source::InCluster => d.field("in_cluster", &true),
+            Source::Config(c) => d.field("cluster_url", &c.cluster_url),
+        };
+        d.field("connected", &self.client.initialized()).finish()
+    }
+}
+
+impl KubeDriver {
+    /// A driver for the cluster of `context` (or the current context) in the kubeconfig at
+    /// `path`. The file is read and the context checked now; the connection is made on the
+    /// first call.
+    pub fn from_kubeconfig(
+        path: impl AsRef<Path>,
+        context: Option<&str>,
+    ) -> Result<Self, DriverError> {
+        let path = path.as_ref();
+        let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+            DriverError::permanent(
+                "invalid_kubeconfig",
+                format!("cannot read kubeconfig {}: {e}", path.display()),
+            )
+        })?;
+        let name = context
+            .map(str::to_owned)
+            .or_else(|| kubeconfig.current_context.clone())
+            .ok_or_else(|| {
+                DriverError::permanent(
+                    "invalid_kubeconfig",
+                    format!(
+                        "kubeconfig {} has no current context; name one",
+                        path.display()
+                    ),
+                )
+            })?;
+        if !kubeconfig.contexts.iter().any(|c| c.name == name) {
+            return Err(DriverError::permanent(
+                "invalid_kubeconfig",
+                format!("kubeconfig {} has no context {name:?}", path.display()),
+            ));
+        }
+        Ok(Self::new(Source::Kubeconfig {
+            path: path.to_owned(),
+            kubeconfig: Box::new(kubeconfig),
+            options: KubeConfigOptions {
+                context: Some(name),
+                ..KubeConfigOptions::default()
+            },
+        }))
+    }
+
+    /// A driver for the cluster this process runs in (its service account).
+    pub fn in_cluster() -> Self {
+        Self::new(Source::InCluster)
+    }
+
+    /// A driver for an explicit kube-rs configuration.
+    pub fn from_config(config: Config) -> Self {
+        Self::new(Source::Config(Box::new(config)))
+    }
+
+    fn new(source: Source) -> Self {
+        Self {
+            source,
+            client: OnceCell::new(),
+        }
+    }
+
+    /// The client, built on first use.
+    pub async fn client(&self) -> Result<&Client, DriverError> {
+        self.client.get_or_try_init(|| self.connect()).await
+    }
+
+    async fn connect(&self) -> Result<Client, DriverError> {
+        let invalid =
+            |e: &dyn std::fmt::Display| DriverError::permanent("invalid_kubeconfig", e.to_string());
+        let mut config = match &self.source {
+            Source::Kubeconfig {
+                kubeconfig,
+                options,
+                path,
+            } => Config::from_custom_kubeconfig((**kubeconfig).clone(), options)
+                .await
+                .map_err(|e| invalid(&format!("kubeconfig {}: {e}", path.display())))?,
+            Source::InCluster => Config::incluster().map_err(|e| invalid(&e))?,
+            Source::Config(c) => (**c).clone(),
+        };
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        config.read_timeout = Some(CALL_TIMEOUT);
+        config.write_timeout = Some(CALL_TIMEOUT);
+        Client::try_from(config).map_err(from_kube)
+    }
+
+    async fn observe_now(&self, target: &Target) -> Result<Observation, DriverError> {
+        let client = self.client().await?;
+        let name = &target.workload.name;
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &target.namespace);
+        let listed = deployments
+            .list(&ListParams::default().labels(&objects::managed_selector(name)))
+            .await
+            .map_err(from_kube)?;
+        let workloads = listed
+            .items
+            .iter()
+            .filter_map(|d| {
+                let track = status::deployment_track(d, name)?;
+                Some((
+                    track,
+                    status::workload_status(d, &target.workload.container),
+                ))
+            })
+            .collect();
+        let services_api: Api<Service> = Api::namespaced(client.clone(), &target.namespace);
+        let mut services = BTreeMap::new();
+        for role in SERVICE_ROLES {
+            let found = services_api
+                .get_opt(&objects::service_name(name, role))
+                .await
+                .map_err(from_kube)?;
+            if let Some(track) = found.as_ref().and_then(status::service_track) {
+                services.insert(role, track);
+            }
+        }
+        Ok(Observation {
+            workloads,
+            services,
+            canary_weight: None,
+        })
+    }
+
+    async fn apply_one(&self, target: &Target, action: &Action) -> Result<(), DriverError> {
+        let client = self.client().await?;
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &target.namespace);
+        let apply = PatchParams::apply(FIELD_MANAGER).force();
+        let name = &target.workload.name;
+        match action {
+            Action::ApplyWorkload {
+                track,
+                release,
+                replicas,
+                max_surge,
+                max_unavailable,
+            } => {
+                let object = objects::deployment_name(name, *track);
+                managed_deployment(&deployments, &object).await?;
+                let doc = objects::deployment(
+                    target,
+                    *track,
+                    release,
+                    *replicas,
+                    *max_surge,
+                    *max_unavailable,
+                );
+                deployments
+                    .patch(&object, &apply, &Patch::Apply(doc))
+                    .await
+                    .map_err(from_kube)?;
+            }
+            Action::ScaleWorkload { track, replicas } => {
+                let object = objects::deployment_name(name, *track);
+                if managed_deployment(&deployments, &object).await?.is_none() {
+                    return Err(DriverError::permanent(
+                        "workload_not_found",
+                        format!(
+                            "cannot scale the {} workload: Deployment {object} does not exist",
+                            track.as_str()
+                        ),
+                    ));
+                }
+                // A merge patch of the scale subresource: an apply without the rest of the
+                // spec would drop the fields the `slipway` manager owns.
+                let params = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                };
+                let doc = serde_json::json!({ "spec": { "replicas": replicas } });
+                deployments
+                    .patch_scale(&object, &params, &Patch::Merge(doc))
+                    .await
+                    .map_err(from_kube)?;
+            }
+            Action::SelectTrack { service, track } => {
+                self.select_track(client, target, *service, *track, &apply)
+                    .await?;
+            }
+            Action::SetCanaryWeight { canary_weight } => {
+                if *canary_weight > 100 {
+                    return Err(DriverError::permanent(
+                        "invalid_weight",
+                        format!("canary weight {canary_weight} is not between 0 and 100"),
+                    ));
+                }
+                match &target.traffic {
+                    TrafficRouting::Replicas => {}
+                    TrafficRouting::GatewayApi(_) | TrafficRouting::Nginx(_) => {
+                        return Err(DriverError::permanent(
+                            "router_unsupported",
+                            "the Kubernetes driver supports only the replica-ratio traffic router so far",
+                        ));
+                    }
+                }
+            }
+            Action::DeleteWorkload { track } => {
+                let object = objects::deployment_name(name, *track);
+                if managed_deployment(&deployments, &object).await?.is_some() {
+                    let params = DeleteParams {
+                        propagation_policy: Some(PropagationPolicy::Background),
+                        ..DeleteParams::default()
+                    };
+                    match deployments.delete(&object, &params).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 404 => {}
+                        Err(e) => return Err(from_kube(e)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn select_track(
+        &self,
+        client: &Client,
+        target: &Target,
+        role: ServiceRole,
+        track: Track,
+        apply: &PatchParams,
+    ) -> Result<(), DriverError> {
+        let services: Api<Service> = Api::namespaced(client.clone(), &target.namespace);
+        let object = objects::service_name(&target.workload.name, role);
+        let existing = services.get_opt(&object).await.map_err(from_kube)?;
+        let doc = match existing {
+            Some(s) if !objects::is_managed(s.metadata.labels.as_ref()) => {
+                tracing::info!(namespace = %target.namespace, service = %object, track = track.as_str(),
+                    "switching the selector of a Service Slipway does not manage");
+                objects::service_selector_only(target, role, track)
+            }
+            _ => objects::service(target, role, track),
+        };
+        services
+            .patch(&object, apply, &Patch::Apply(doc))
+            .await
+            .map_err(from_kube)?;
+        Ok(())
+    }
+}
+
+/// The Deployment `name` if it exists; an error if it exists and Slipway does not manage it.
+async fn managed_deployment(
+    api: &Api<Deployment>,
+    name: &str,
+) -> Result<Option<Deployment>, DriverError> {
+    match api.get_opt(name).await.map_err(from_kube)? {
+        Some(d) if !objects::is_managed(d.metadata.labels.as_ref()) => Err(DriverError::permanent(
+            "not_managed",
+            format!(
+                "Deployment {name} exists without the label {}={}; Slipway leaves it alone",
+                objects::MANAGED_BY_LABEL,
+                objects::MANAGED_BY_VALUE
+            ),
+        )),
+        found => Ok(found),
+    }
+}
+
+impl ClusterDriver for KubeDriver {
+    fn observe<'a>(
+        &'a self,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<Observation, DriverError>> {
+        Box::pin(self.observe_now(target))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        target: &'a Target,
+        actions: &'a [Action],
+    ) -> BoxFuture<'a, Result<(), DriverError>> {
+        Box::pin(async move {
+            for action in actions {
+                self.apply_one(target, action).await?;
+            }
+            Ok(())
+        })
+    }
+}

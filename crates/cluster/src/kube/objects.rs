@@ -1,0 +1,222 @@
+//! The Kubernetes objects Slipway writes, as server-side apply documents, and how their names
+//! and labels follow from a [`Target`].
+
+use serde_json::{Value, json};
+use slipway_core::rollout::{Release, ServiceRole, Track};
+
+use crate::driver::Target;
+
+/// The field manager of every write (`kubectl get --show-managed-fields` shows it).
+pub const FIELD_MANAGER: &str = "slipway";
+/// `app.kubernetes.io/managed-by=slipway` marks the objects Slipway owns.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "slipway";
+/// `app.kubernetes.io/name=<workload name>`.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// `slipway.dev/track=stable|canary|blue|green`, on Deployments and their pods.
+pub const TRACK_LABEL: &str = "slipway.dev/track";
+/// The release's version, on the Deployment and its pod template.
+pub const VERSION_ANNOTATION: &str = "slipway.dev/version";
+/// The name of the container port the Services target.
+pub const PORT_NAME: &str = "http";
+
+pub const TRACKS: [Track; 4] = [Track::Stable, Track::Canary, Track::Blue, Track::Green];
+pub const SERVICE_ROLES: [ServiceRole; 2] = [ServiceRole::Active, ServiceRole::Preview];
+
+/// The Deployment of a track: `<name>`, `<name>-canary`, `<name>-blue`, `<name>-green`.
+pub fn deployment_name(workload: &str, track: Track) -> String {
+    match track {
+        Track::Stable => workload.to_owned(),
+        other => format!("{workload}-{}", other.as_str()),
+    }
+}
+
+/// The Service of a role: `<name>` (active) or `<name>-preview`.
+pub fn service_name(workload: &str, role: ServiceRole) -> String {
+    match role {
+        ServiceRole::Active => workload.to_owned(),
+        ServiceRole::Preview => format!("{workload}-preview"),
+    }
+}
+
+pub fn parse_track(value: &str) -> Option<Track> {
+    TRACKS.into_iter().find(|t| t.as_str() == value)
+}
+
+/// `app.kubernetes.io/managed-by=slipway,app.kubernetes.io/name=<name>`: the workload's
+/// Deployments.
+pub fn managed_selector(workload: &str) -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{NAME_LABEL}={workload}")
+}
+
+/// Whether an object's labels say Slipway manages it.
+pub fn is_managed(labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+    labels
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == MANAGED_BY_VALUE)
+}
+
+/// The pod labels a track's Service selects (and the Deployment's immutable selector).
+fn selector(workload: &str, track: Track) -> Value {
+    json!({ NAME_LABEL: workload, TRACK_LABEL: track.as_str() })
+}
+
+fn labels(workload: &str, track: Option<Track>) -> Value {
+    let mut l = json!({ MANAGED_BY_LABEL: MANAGED_BY_VALUE, NAME_LABEL: workload });
+    if let (Some(track), Some(map)) = (track, l.as_object_mut()) {
+        map.insert(TRACK_LABEL.into(), track.as_str().into());
+    }
+    l
+}
+
+/// The apps/v1 Deployment of `track` at `release`. Kubernetes refuses a rolling-update budget
+/// of 0 and 0, so that becomes one unavailable pod (as the simulated cluster does).
+pub fn deployment(
+    target: &Target,
+    track: Track,
+    release: &Release,
+    replicas: u32,
+    max_surge: u32,
+    max_unavailable: u32,
+) -> Value {
+    let w = &target.workload;
+    let max_unavailable = if max_surge == 0 && max_unavailable == 0 {
+        1
+    } else {
+        max_unavailable
+    };
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(&w.name, track),
+            "namespace": target.namespace,
+            "labels": labels(&w.name, Some(track)),
+            "annotations": { VERSION_ANNOTATION: release.version },
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": selector(&w.name, track) },
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": { "maxSurge": max_surge, "maxUnavailable": max_unavailable },
+            },
+            "template": {
+                "metadata": {
+                    "labels": labels(&w.name, Some(track)),
+                    "annotations": { VERSION_ANNOTATION: release.version },
+                },
+                "spec": {
+                    "containers": [{
+                        "name": w.container,
+                        "image": release.image,
+                        "ports": [{ "name": PORT_NAME, "containerPort": w.port, "protocol": "TCP" }],
+                    }],
+                },
+            },
+        },
+    })
+}
+
+/// A Service Slipway creates (or already manages) for `role`, selecting `track`'s pods.
+pub fn service(target: &Target, role: ServiceRole, track: Track) -> Value {
+    let w = &target.workload;
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(&w.name, role),
+            "namespace": target.namespace,
+            "labels": labels(&w.name, None),
+        },
+        "spec": {
+            "selector": selector(&w.name, track),
+            "ports": [{
+                "name": PORT_NAME,
+                "port": w.port,
+                "targetPort": w.port,
+                "protocol": "TCP",
+            }],
+        },
+    })
+}
+
+/// Only the selector, for a Service someone else created: Slipway takes over `spec.selector`
+/// (an atomic map, so the whole selector is replaced) and leaves everything else alone.
+pub fn service_selector_only(target: &Target, role: ServiceRole, track: Track) -> Value {
+    let w = &target.workload;
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": service_name(&w.name, role), "namespace": target.namespace },
+        "spec": { "selector": selector(&w.name, track) },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            namespace: "prod".into(),
+            workload: slipway_core::Workload {
+                name: "web".into(),
+                container: "app".into(),
+                replicas: 3,
+                port: 8080,
+            },
+            traffic: slipway_core::TrafficRouting::Replicas,
+        }
+    }
+
+    #[test]
+    fn names_follow_the_tracks() {
+        assert_eq!(deployment_name("web", Track::Stable), "web");
+        assert_eq!(deployment_name("web", Track::Canary), "web-canary");
+        assert_eq!(deployment_name("web", Track::Blue), "web-blue");
+        assert_eq!(deployment_name("web", Track::Green), "web-green");
+        assert_eq!(service_name("web", ServiceRole::Active), "web");
+        assert_eq!(service_name("web", ServiceRole::Preview), "web-preview");
+        assert_eq!(parse_track("green"), Some(Track::Green));
+        assert_eq!(parse_track("purple"), None);
+    }
+
+    #[test]
+    fn deployment_carries_labels_release_and_budget() {
+        let release = Release {
+            image: "nginx:1.27".into(),
+            version: "v7".into(),
+        };
+        let d = deployment(&target(), Track::Canary, &release, 2, 0, 0);
+        assert_eq!(d["metadata"]["name"], "web-canary");
+        assert_eq!(d["metadata"]["labels"][MANAGED_BY_LABEL], "slipway");
+        assert_eq!(d["metadata"]["annotations"][VERSION_ANNOTATION], "v7");
+        assert_eq!(d["spec"]["selector"]["matchLabels"][TRACK_LABEL], "canary");
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["labels"][TRACK_LABEL],
+            "canary"
+        );
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["name"], "app");
+        assert_eq!(c["image"], "nginx:1.27");
+        assert_eq!(c["ports"][0]["containerPort"], 8080);
+        let ru = &d["spec"]["strategy"]["rollingUpdate"];
+        assert_eq!(
+            (ru["maxSurge"].as_u64(), ru["maxUnavailable"].as_u64()),
+            (Some(0), Some(1))
+        );
+    }
+
+    #[test]
+    fn services_select_a_track() {
+        let s = service(&target(), ServiceRole::Preview, Track::Green);
+        assert_eq!(s["metadata"]["name"], "web-preview");
+        assert_eq!(s["spec"]["selector"][TRACK_LABEL], "green");
+        assert_eq!(s["spec"]["ports"][0]["targetPort"], 8080);
+        let only = service_selector_only(&target(), ServiceRole::Active, Track::Blue);
+        assert!(only["metadata"].get("labels").is_none());
+        assert!(only["spec"].get("ports").is_none());
+        assert_eq!(only["spec"]["selector"][NAME_LABEL], "web");
+    }
+}

@@ -1,0 +1,470 @@
+//! The Kubernetes driver against a real API server (scripts/cluster: kube-apiserver, the
+//! controllers and kwok's fake kubelets). Run with
+//!
+//! ```sh
+//! scripts/cluster/build && eval "export $(scripts/cluster/start)"
+//! SLIPWAY_TEST_KUBECONFIG=$KUBECONFIG cargo test -p slipway-cluster --test kube_driver
+//! scripts/cluster/stop
+//! ```
+//!
+//! Each test works in its own namespace and deletes it at the end.
+
+#[path = "kube_driver/env.rs"]
+mod env;
+
+use std::time::{Duration, Instant};
+
+use env::{Env, apply_workload, kubeconfig, kubeconfig_with, poll, release};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use slipway_cluster::{ClusterDriver, KubeDriver, Target};
+use slipway_core::rollout::{Action, Observation, ServiceRole, Track};
+use slipway_core::{TrafficRouting, Workload};
+
+#[tokio::test]
+async fn applies_rolls_scales_and_deletes_a_workload() {
+    let env = Env::new("roll").await;
+    let t = env.target("web", 3);
+    assert_eq!(env.observe(&t).await, Observation::default());
+
+    env.apply(&t, &[apply_workload(Track::Stable, "v1", 3)])
+        .await;
+    let o = env
+        .observe_until(&t, "v1 complete", |o| {
+            o.workload(Track::Stable)
+                .is_some_and(|w| w.is_complete(&release("v1"), 3))
+        })
+        .await;
+    let first = o.workload(Track::Stable).unwrap().clone();
+    assert_eq!(first.generation, 1);
+    assert!(!first.progress_deadline_exceeded);
+
+    // Labels, annotation and the field manager on what was written.
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
+    let d = deployments.get("web").await.unwrap();
+    let labels = d.metadata.labels.clone().unwrap();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "slipway");
+    assert_eq!(labels["app.kubernetes.io/name"], "web");
+    assert_eq!(labels["slipway.dev/track"], "stable");
+    assert_eq!(
+        d.metadata.annotations.as_ref().unwrap()["slipway.dev/version"],
+        "v1"
+    );
+    let managers: Vec<_> = d
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(managers.iter().any(|m| m == "slipway"), "{managers:?}");
+    let ru = d
+        .spec
+        .strategy
+        .as_ref()
+        .unwrap()
+        .rolling_update
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        format!("{:?}/{:?}", ru.max_surge, ru.max_unavailable),
+        "Some(Int(1))/Some(Int(0))"
+    );
+
+    // Applying the same release again changes nothing.
+    env.apply(&t, &[apply_workload(Track::Stable, "v1", 3)])
+        .await;
+    assert_eq!(
+        env.observe(&t)
+            .await
+            .workload(Track::Stable)
+            .unwrap()
+            .generation,
+        1
+    );
+
+    // A new release rolls: a new generation, then every pod on v2 and the v1 pods gone.
+    env.apply(&t, &[apply_workload(Track::Stable, "v2", 3)])
+        .await;
+    let o = env.observe(&t).await;
+    let w = o.workload(Track::Stable).unwrap();
+    assert_eq!((w.generation, w.release.clone()), (2, Some(release("v2"))));
+    assert!(
+        !w.is_complete(&release("v2"), 3),
+        "complete before the controller saw it: {w:?}"
+    );
+    let o = env
+        .observe_until(&t, "v2 complete", |o| {
+            o.workload(Track::Stable)
+                .is_some_and(|w| w.is_complete(&release("v2"), 3))
+        })
+        .await;
+    assert_eq!(o.workload(Track::Stable).unwrap().old, 0);
+    poll("v1 pods gone", || async {
+        let pods = env.pods("web").await;
+        let versions: Vec<_> = pods
+            .iter()
+            .map(|p| {
+                p.metadata
+                    .annotations
+                    .as_ref()
+                    .map(|a| a["slipway.dev/version"].clone())
+            })
+            .collect();
+        versions
+            .iter()
+            .all(|v| v.as_deref() == Some("v2"))
+            .then_some(())
+    })
+    .await;
+
+    // Scale to zero: the pods go away.
+    env.apply(
+        &t,
+        &[Action::ScaleWorkload {
+            track: Track::Stable,
+            replicas: 0,
+        }],
+    )
+    .await;
+    env.observe_until(&t, "scaled to 0", |o| {
+        o.workload(Track::Stable)
+            .is_some_and(|w| w.desired == 0 && w.ready == 0 && w.old == 0 && w.updated == 0)
+    })
+    .await;
+    poll("no pods", || async {
+        env.pods("web").await.is_empty().then_some(())
+    })
+    .await;
+    // The scale kept the rest of the spec (an apply of replicas alone would have dropped it).
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(
+        d.spec.template.spec.as_ref().unwrap().containers[0]
+            .image
+            .as_deref(),
+        Some("registry.test/web:v2")
+    );
+
+    // Scaling a track that does not exist is permanent.
+    let e = env
+        .driver
+        .apply(
+            &t,
+            &[Action::ScaleWorkload {
+                track: Track::Canary,
+                replicas: 1,
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert!(!e.is_retryable());
+    assert_eq!(e.reason(), "workload_not_found");
+
+    // Delete, twice.
+    for _ in 0..2 {
+        env.apply(
+            &t,
+            &[Action::DeleteWorkload {
+                track: Track::Stable,
+            }],
+        )
+        .await;
+    }
+    assert!(env.observe(&t).await.workloads.is_empty());
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn select_track_points_services_at_a_color() {
+    let env = Env::new("bluegreen").await;
+    let t = env.target("web", 2);
+    env.apply(
+        &t,
+        &[
+            apply_workload(Track::Blue, "v1", 2),
+            apply_workload(Track::Green, "v2", 2),
+        ],
+    )
+    .await;
+    env.observe_until(&t, "blue and green complete", |o| {
+        o.workload(Track::Blue)
+            .is_some_and(|w| w.is_complete(&release("v1"), 2))
+            && o.workload(Track::Green)
+                .is_some_and(|w| w.is_complete(&release("v2"), 2))
+    })
+    .await;
+    let blue = env.ready_pod_ips("web", Track::Blue).await;
+    let green = env.ready_pod_ips("web", Track::Green).await;
+    assert_eq!((blue.len(), green.len()), (2, 2));
+    assert!(blue.is_disjoint(&green));
+
+    env.apply(
+        &t,
+        &[
+            Action::SelectTrack {
+                service: ServiceRole::Active,
+                track: Track::Blue,
+            },
+            Action::SelectTrack {
+                service: ServiceRole::Preview,
+                track: Track::Green,
+            },
+        ],
+    )
+    .await;
+    let o = env.observe(&t).await;
+    assert_eq!(o.services.get(&ServiceRole::Active), Some(&Track::Blue));
+    assert_eq!(o.services.get(&ServiceRole::Preview), Some(&Track::Green));
+    assert_eq!(o.canary_weight, None);
+    poll("web -> blue endpoints", || async {
+        (env.endpoint_ips("web").await == blue).then_some(())
+    })
+    .await;
+    poll("web-preview -> green endpoints", || async {
+        (env.endpoint_ips("web-preview").await == green).then_some(())
+    })
+    .await;
+
+    // The switch.
+    env.apply(
+        &t,
+        &[Action::SelectTrack {
+            service: ServiceRole::Active,
+            track: Track::Green,
+        }],
+    )
+    .await;
+    assert_eq!(
+        env.observe(&t).await.services.get(&ServiceRole::Active),
+        Some(&Track::Green)
+    );
+    let t0 = Instant::now();
+    poll("web -> green endpoints", || async {
+        (env.endpoint_ips("web").await == green).then_some(())
+    })
+    .await;
+    eprintln!(
+        "{}: endpoints followed the switch after {:.1?}",
+        env.namespace,
+        t0.elapsed()
+    );
+
+    // A Service someone else created: only its selector changes.
+    let services: Api<Service> = Api::namespaced(env.client.clone(), &env.namespace);
+    let foreign: Service = serde_json::from_value(json!({
+        "metadata": { "name": "shop", "labels": { "team": "shop" } },
+        "spec": { "selector": { "app": "shop" }, "ports": [{ "name": "web", "port": 80, "targetPort": 9000 }] },
+    })).unwrap();
+    services
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    let shop = env.target("shop", 1);
+    env.apply(
+        &shop,
+        &[Action::SelectTrack {
+            service: ServiceRole::Active,
+            track: Track::Blue,
+        }],
+    )
+    .await;
+    let s = services.get("shop").await.unwrap();
+    let spec = s.spec.unwrap();
+    assert_eq!(
+        format!("{:?}", spec.selector.unwrap()),
+        r#"{"app.kubernetes.io/name": "shop", "slipway.dev/track": "blue"}"#
+    );
+    assert_eq!(spec.ports.unwrap()[0].port, 80);
+    assert_eq!(
+        format!("{:?}", s.metadata.labels.unwrap()),
+        r#"{"team": "shop"}"#
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn reports_a_progress_deadline_and_refuses_unmanaged_deployments() {
+    let env = Env::new("stuck").await;
+    let t = env.target("web", 2);
+    env.apply(&t, &[apply_workload(Track::Stable, "v1", 2)])
+        .await;
+    env.observe_until(&t, "v1 complete", |o| {
+        o.workload(Track::Stable)
+            .is_some_and(|w| w.is_complete(&release("v1"), 2))
+    })
+    .await;
+    // kwok makes every scheduled pod Ready and the start script has no stage that keeps one
+    // unready, so the test makes the new pods unschedulable (a node selector no node has) and
+    // gives the Deployment a 2 s progress deadline, as another field manager.
+    env.apply(&t, &[apply_workload(Track::Stable, "v2", 2)])
+        .await;
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
+    let patch = json!({ "spec": { "progressDeadlineSeconds": 2,
+        "template": { "spec": { "nodeSelector": { "slipway.test/none": "nowhere" } } } } });
+    let params = PatchParams {
+        field_manager: Some("slipway-test".into()),
+        ..PatchParams::default()
+    };
+    deployments
+        .patch("web", &params, &Patch::Merge(patch))
+        .await
+        .unwrap();
+    let o = env
+        .observe_until(&t, "ProgressDeadlineExceeded", |o| {
+            o.workload(Track::Stable)
+                .is_some_and(|w| w.progress_deadline_exceeded)
+        })
+        .await;
+    let w = o.workload(Track::Stable).unwrap();
+    assert!(!w.is_complete(&release("v2"), 2));
+    assert_eq!(
+        (w.available, w.old),
+        (2, 2),
+        "the v1 pods keep serving: {w:?}"
+    );
+
+    // A Deployment without the managed-by label is left alone.
+    let foreign: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "api" },
+        "spec": {
+            "selector": { "matchLabels": { "app": "api" } },
+            "template": { "metadata": { "labels": { "app": "api" } },
+                          "spec": { "containers": [{ "name": "app", "image": "api:1" }] } },
+        },
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    let api = env.target("api", 1);
+    for action in [
+        apply_workload(Track::Stable, "v9", 1),
+        Action::ScaleWorkload {
+            track: Track::Stable,
+            replicas: 0,
+        },
+        Action::DeleteWorkload {
+            track: Track::Stable,
+        },
+    ] {
+        let e = env.driver.apply(&api, &[action]).await.unwrap_err();
+        assert_eq!(
+            (e.is_retryable(), e.reason()),
+            (false, "not_managed"),
+            "{e}"
+        );
+    }
+    assert!(env.observe(&api).await.workloads.is_empty());
+    assert_eq!(
+        deployments
+            .get("api")
+            .await
+            .unwrap()
+            .spec
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .image
+            .as_deref(),
+        Some("api:1")
+    );
+
+    // The API server's validation: permanent, with its message.
+    let bad = Target {
+        workload: Workload {
+            container: "Not_A_Name".into(),
+            ..t.workload.clone()
+        },
+        ..t.clone()
+    };
+    let e = env
+        .driver
+        .apply(&bad, &[apply_workload(Track::Canary, "v1", 1)])
+        .await
+        .unwrap_err();
+    assert_eq!((e.is_retryable(), e.reason()), (false, "invalid"), "{e}");
+    assert!(e.message().contains("Not_A_Name"), "{e}");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn errors_say_whether_to_retry() {
+    let t = Target {
+        namespace: "default".into(),
+        workload: Workload {
+            name: "web".into(),
+            container: "app".into(),
+            replicas: 1,
+            port: 80,
+        },
+        traffic: TrafficRouting::Replicas,
+    };
+
+    let path = kubeconfig_with("badtoken", |k| {
+        for u in &mut k.auth_infos {
+            if let Some(a) = u.auth_info.as_mut() {
+                a.token = Some("not-a-token".to_owned().into());
+            }
+        }
+    });
+    let e = KubeDriver::from_kubeconfig(&path, None)
+        .unwrap()
+        .observe(&t)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.is_retryable(), e.reason()),
+        (false, "unauthorized"),
+        "{e}"
+    );
+    std::fs::remove_file(&path).ok();
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = kubeconfig_with("closed", |k| {
+        for c in &mut k.clusters {
+            if let Some(c) = c.cluster.as_mut() {
+                c.server = Some(format!("https://127.0.0.1:{closed}"));
+            }
+        }
+    });
+    let driver = KubeDriver::from_kubeconfig(&path, None).unwrap();
+    let started = Instant::now();
+    let e = driver.observe(&t).await.unwrap_err();
+    assert_eq!(
+        (e.is_retryable(), e.reason()),
+        (true, "cluster_unreachable"),
+        "{e}"
+    );
+    let e = driver
+        .apply(&t, &[apply_workload(Track::Stable, "v1", 1)])
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), "cluster_unreachable", "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    std::fs::remove_file(&path).ok();
+
+    let e = KubeDriver::from_kubeconfig(kubeconfig(), Some("no-such-context")).unwrap_err();
+    assert_eq!(
+        (e.is_retryable(), e.reason()),
+        (false, "invalid_kubeconfig"),
+        "{e}"
+    );
+    let e = KubeDriver::from_kubeconfig("/nonexistent/kubeconfig", None).unwrap_err();
+    assert_eq!(
+        (e.is_retryable(), e.reason()),
+        (false, "invalid_kubeconfig"),
+        "{e}"
+    );
+}
