@@ -347,7 +347,9 @@ async fn persist(
     let actions = serde_json::to_value(&decision.actions).unwrap_or_default();
     journal::finished(&mut tx, claim, tick, &actions, decision.state.status).await?;
     // A changed state may have made new work possible at once; otherwise wait as decided.
-    let wake = if decision.state != *before {
+    // Actions that moved the machine on changed the cluster: look again at once. Otherwise the
+    // machine has gone as far as it can (it chains phases within a step) and says when to look.
+    let wake = if decision.state != *before && !decision.actions.is_empty() {
         Some(now)
     } else {
         decision.wake_at
@@ -394,7 +396,7 @@ async fn release_unless_woken(
     }
     let seen: Vec<_> = seen.iter().map(|c| c.id).collect();
     if commands::any_pending_except(conn, claim.id, &seen).await? {
-        leases::release(conn, claim, Some(now)).await?;
+        leases::release(conn, claim, Some(leases::URGENT)).await?;
     }
     Ok(())
 }

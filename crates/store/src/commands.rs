@@ -42,7 +42,8 @@ pub async fn insert(
     .bind(idempotency_key)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE deployments SET next_wake_at = now() WHERE id = $1")
+    // Due before any other work: claims take the earliest `next_wake_at` first.
+    sqlx::query("UPDATE deployments SET next_wake_at = 'epoch' WHERE id = $1")
         .bind(deployment_id)
         .execute(&mut *conn)
         .await?;

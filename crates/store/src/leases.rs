@@ -13,6 +13,10 @@ use uuid::Uuid;
 
 use crate::StoreError;
 
+/// The wake-up time of work that goes before everything else due (a new command): claims
+/// take the earliest `next_wake_at` first, and this is earlier than any timer.
+pub const URGENT: DateTime<Utc> = DateTime::UNIX_EPOCH;
+
 /// A deployment leased to one worker, at one fencing epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim {
