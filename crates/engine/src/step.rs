@@ -118,13 +118,16 @@ async fn start(
     now: DateTime<Utc>,
 ) -> Result<StepOutcome, StepError> {
     let mut conn = ctx.pool.acquire().await?;
-    let queued = rollouts::queued_in_environment(&mut conn, record.environment_id).await?;
+    let ends = rollouts::queue_ends(&mut conn, record.environment_id).await?;
     let busy = rollouts::environment_busy(&mut conn, record.environment_id).await?;
-    let my_turn = if record.supersede_queued {
-        queued.last() == Some(&record.id)
-    } else {
-        queued.first() == Some(&record.id)
-    };
+    let my_turn = ends.is_some_and(|(oldest, newest)| {
+        record.id
+            == if record.supersede_queued {
+                newest
+            } else {
+                oldest
+            }
+    });
     if busy || !my_turn {
         drop(conn);
         return wait_in_queue(ctx, claim, record, pending, busy, now).await;

@@ -128,17 +128,21 @@ pub async fn read(conn: &mut PgConnection, id: Uuid) -> Result<RolloutRecord, St
     row.ok_or(StoreError::NotFound("deployment"))?.try_into()
 }
 
-/// The queued deployments of an environment, oldest first.
-pub async fn queued_in_environment(
+/// The oldest and the newest queued deployment of an environment (ids are time-ordered).
+pub async fn queue_ends(
     conn: &mut PgConnection,
     environment_id: Uuid,
-) -> Result<Vec<Uuid>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT id FROM deployments WHERE environment_id = $1 AND status = 'queued' ORDER BY id",
+) -> Result<Option<(Uuid, Uuid)>, StoreError> {
+    let ends: (Option<Uuid>, Option<Uuid>) = sqlx::query_as(
+        "SELECT (SELECT id FROM deployments WHERE environment_id = $1 AND status = 'queued'
+                 ORDER BY id LIMIT 1),
+                (SELECT id FROM deployments WHERE environment_id = $1 AND status = 'queued'
+                 ORDER BY id DESC LIMIT 1)",
     )
     .bind(environment_id)
-    .fetch_all(conn)
-    .await?)
+    .fetch_one(conn)
+    .await?;
+    Ok(ends.0.zip(ends.1))
 }
 
 /// Whether a deployment of the environment is active.
