@@ -195,7 +195,18 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         }
         let drivers = drivers(&config);
         let shutdown = startup::shutdown_signal();
-        startup::run(Some(listener), true, pool, &config, drivers, shutdown).await
+        let ran = startup::run(
+            Some(listener),
+            true,
+            pool.clone(),
+            &config,
+            drivers,
+            shutdown,
+        )
+        .await;
+        // Close every connection before the private database stops under them.
+        pool.close().await;
+        ran
     }
     .await;
     if let Some(pg) = embedded {
