@@ -16,12 +16,6 @@ use slipway_store::{
     events, rollouts,
 };
 
-/// Who is acting, as recorded in the audit trail.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub principal: String,
-}
-
 /// An `If-Match` condition on a stored revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precondition {

@@ -8,6 +8,6 @@ pub mod step;
 pub mod worker;
 
 pub use drivers::Drivers;
-pub use intake::{Actor, IntakeError, Precondition};
+pub use intake::{IntakeError, Precondition};
 pub use step::StepOutcome;
 pub use worker::{Engine, EngineSettings};

@@ -70,10 +70,6 @@ impl Engine {
         }
     }
 
-    pub fn worker(&self) -> &str {
-        &self.settings.worker
-    }
-
     /// Claims what is due (up to `limit`) and runs each step to its end, one after the other.
     /// For deterministic tests; `run` is the production loop.
     pub async fn run_once(&self, limit: i64) -> Result<Vec<(Claim, StepOutcome)>, step::StepError> {
