@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
+use slipway_api::auth::{AuthSettings, BootstrapAdmins, TokenVerifier};
 use slipway_core::DurationSpec;
 
 /// A value that must never reach a log: `Debug` and `Display` print `***`.
@@ -72,6 +73,24 @@ pub struct Config {
     pub poll_interval_ms: u64,
     /// How long a pod of the simulated cluster takes to become ready.
     pub sim_ready_after: DurationSpec,
+    /// Require a bearer JWT on the API (`slipway dev` turns it off by default).
+    pub auth_enabled: bool,
+    /// The `iss` tokens must carry (and `slipway token issue` writes).
+    pub jwt_issuer: String,
+    /// The `aud` tokens must carry (and `slipway token issue` writes).
+    pub jwt_audience: String,
+    /// HS256 shared secret (at least 32 bytes); verifies tokens without a `kid`.
+    pub jwt_secret: Option<Secret>,
+    /// PEM public keys (RSA → RS256, P-256 → ES256), each selected by a `kid` equal to its
+    /// file name without extension (a list, or a comma-separated string).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub jwt_public_keys: Vec<String>,
+    /// A JWKS file (RFC 7517) of public keys, selected by their `kid`.
+    pub jwks_path: Option<PathBuf>,
+    /// Admins of everything: subjects, and groups written `group:NAME` (a list, or a
+    /// comma-separated string). Only they create apps and register clusters.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub bootstrap_admins: Vec<String>,
 }
 
 impl Default for Config {
@@ -91,11 +110,25 @@ impl Default for Config {
             lease_ttl: DurationSpec::from_secs(30),
             poll_interval_ms: 1_000,
             sim_ready_after: DurationSpec::from_secs(0),
+            auth_enabled: true,
+            jwt_issuer: "slipway".into(),
+            jwt_audience: "slipway".into(),
+            jwt_secret: None,
+            jwt_public_keys: Vec::new(),
+            jwks_path: None,
+            bootstrap_admins: Vec::new(),
         }
     }
 }
 
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 21] = [
+    "auth_enabled",
+    "jwt_issuer",
+    "jwt_audience",
+    "jwt_secret",
+    "jwt_public_keys",
+    "jwks_path",
+    "bootstrap_admins",
     "workers",
     "lease_ttl",
     "poll_interval_ms",
@@ -233,6 +266,24 @@ impl Config {
         if !(10..=60_000).contains(&self.poll_interval_ms) {
             return invalid("poll_interval_ms", "must be between 10 and 60000".into());
         }
+        if self
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().len() < slipway_api::auth::jwt::MIN_SECRET_LEN)
+        {
+            return invalid(
+                "jwt_secret",
+                format!(
+                    "must be at least {} bytes",
+                    slipway_api::auth::jwt::MIN_SECRET_LEN
+                ),
+            );
+        }
+        for (key, value) in [("jwt_issuer", &self.jwt_issuer), ("jwt_audience", &self.jwt_audience)] {
+            if value.trim().is_empty() {
+                return invalid(key, "must not be empty".into());
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return invalid("log_level", e.to_string());
         }
@@ -255,13 +306,73 @@ impl Config {
         }
     }
 
-    pub fn api_settings(&self) -> slipway_api::ApiSettings {
-        slipway_api::ApiSettings {
+    /// The API's settings; reads the configured key files, so it fails (naming the key) on
+    /// a key that cannot be used, or when authentication is on without any key.
+    pub fn api_settings(&self) -> Result<slipway_api::ApiSettings, ConfigError> {
+        Ok(slipway_api::ApiSettings {
             body_limit: self.body_limit,
             request_timeout: self.request_timeout.as_std(),
             idempotency_ttl: self.idempotency_ttl.as_std(),
             cors_allowed_origins: self.cors_allowed_origins.clone(),
+            auth: self.auth_settings()?,
+        })
+    }
+
+    /// How the API authenticates callers.
+    pub fn auth_settings(&self) -> Result<AuthSettings, ConfigError> {
+        if !self.auth_enabled {
+            return Ok(AuthSettings::disabled());
         }
+        let mut verifier = TokenVerifier::new(&self.jwt_issuer, &self.jwt_audience);
+        if let Some(secret) = &self.jwt_secret {
+            verifier = verifier
+                .with_secret(secret.expose().as_bytes())
+                .map_err(|e| ConfigError::Invalid {
+                    key: "jwt_secret",
+                    message: e.to_string(),
+                })?;
+        }
+        for path in &self.jwt_public_keys {
+            let invalid = |message: String| ConfigError::Invalid {
+                key: "jwt_public_keys",
+                message: format!("{path}: {message}"),
+            };
+            let path = Path::new(path);
+            let kid = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .ok_or_else(|| invalid("the file name (the key's kid) is not text".into()))?;
+            let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+            verifier = verifier
+                .with_pem(kid, &pem)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        if let Some(path) = &self.jwks_path {
+            let invalid = |message: String| ConfigError::Invalid {
+                key: "jwks_path",
+                message: format!("{}: {message}", path.display()),
+            };
+            let document = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+            verifier = verifier
+                .with_jwks(&document)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        if verifier.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "jwt_secret",
+                message: "authentication is on (auth_enabled) but no key is configured: set \
+                          jwt_secret (SLIPWAY_JWT_SECRET), jwt_public_keys or jwks_path, or set \
+                          auth_enabled = false (SLIPWAY_AUTH_ENABLED=false) to run without it"
+                    .into(),
+            });
+        }
+        let admins = BootstrapAdmins::parse(&self.bootstrap_admins);
+        if admins == BootstrapAdmins::default() {
+            tracing::warn!(
+                "no bootstrap_admins are configured: nobody can create apps, register clusters or bind roles"
+            );
+        }
+        Ok(AuthSettings::jwt(verifier, admins))
     }
 }
 
@@ -273,9 +384,38 @@ mod tests {
     fn secrets_do_not_print() {
         let config = Config {
             database_url: Some(Secret::new("postgres://u:hunter2@db/x")),
+            jwt_secret: Some(Secret::new("a-jwt-secret-that-is-long-enough-hunter3")),
             ..Config::default()
         };
         assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(!format!("{config:?}").contains("hunter3"));
+    }
+
+    #[test]
+    fn serving_without_a_key_names_the_key() {
+        let message = Config::default()
+            .auth_settings()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("`jwt_secret`"), "{message}");
+        let off = Config {
+            auth_enabled: false,
+            ..Config::default()
+        };
+        assert!(off.auth_settings().is_ok_and(|a| !a.enabled()));
+        let short = Config {
+            jwt_secret: Some(Secret::new("short")),
+            ..Config::default()
+        };
+        let message = short.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("`jwt_secret`"), "{message}");
+        let missing = Config {
+            jwks_path: Some("/nonexistent/jwks.json".into()),
+            ..Config::default()
+        };
+        let message = missing.auth_settings().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("`jwks_path`"), "{message}");
     }
 
     #[test]

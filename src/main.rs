@@ -44,6 +44,9 @@ enum Command {
     Migrate,
     /// Print the OpenAPI description of the API.
     Openapi,
+    /// Bearer tokens for the API.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run locally: a private PostgreSQL (unless DATABASE_URL is set), migrated, and the API.
     Dev {
         /// Address to listen on [default: 127.0.0.1:8080].
@@ -55,6 +58,22 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print an HS256 token signed with the configured jwt_secret (for local use and CI).
+    Issue {
+        /// The subject (`sub`) the token names.
+        #[arg(long)]
+        sub: String,
+        /// A group (`groups`) of the subject; repeat for several.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// How long the token is valid, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: slipway_core::DurationSpec,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Command::Openapi = cli.command {
@@ -63,6 +82,16 @@ fn main() -> anyhow::Result<()> {
             .context("rendering the OpenAPI document")?;
         let mut out = std::io::stdout().lock();
         return match writeln!(out, "{spec}") {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(()),
+        };
+    }
+    if let Command::Token(TokenCommand::Issue { sub, groups, ttl }) = &cli.command {
+        // No logging set up: stdout carries only the token.
+        let config = Config::load(cli.config.as_deref(), Config::default(), &Overrides::default())?;
+        let token = issue_token(&config, sub, groups, *ttl)?;
+        let mut out = std::io::stdout().lock();
+        return match writeln!(out, "{token}") {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
             _ => Ok(()),
         };
@@ -79,7 +108,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Openapi => Ok(()),
+        Command::Openapi | Command::Token(_) => Ok(()),
         Command::Migrate => {
             let config = load(&cli.config, Config::default(), &Overrides::default())?;
             let pool = startup::connect(database_url(&config)?, 2).await?;
@@ -98,6 +127,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Overrides::default()
             };
             let config = load(&cli.config, Config::default(), &overrides)?;
+            if !no_api {
+                // Fails here, before anything starts, on an unusable or missing key.
+                warn_if_open(&config.auth_settings()?);
+            }
             let pool =
                 startup::connect(database_url(&config)?, config.database_max_connections).await?;
             if migrate {
@@ -122,11 +155,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 log_format: LogFormat::Pretty,
                 // Pods of the simulated cluster take a moment, so a rollout can be watched.
                 sim_ready_after: slipway_core::DurationSpec::from_secs(2),
+                // A laptop sandbox: no tokens needed unless the configuration asks for them.
+                auth_enabled: false,
                 ..Config::default()
             };
             let config = load(&cli.config, defaults, &overrides)?;
+            warn_if_open(&config.auth_settings()?);
             dev(config).await
         }
+    }
+}
+
+fn issue_token(
+    config: &Config,
+    sub: &str,
+    groups: &[String],
+    ttl: slipway_core::DurationSpec,
+) -> anyhow::Result<String> {
+    let secret = config.jwt_secret.as_ref().context(
+        "configuration key `jwt_secret` is not set: set SLIPWAY_JWT_SECRET (or jwt_secret in \
+         slipway.toml) to the secret the server verifies tokens with",
+    )?;
+    anyhow::ensure!(!sub.trim().is_empty(), "--sub must not be empty");
+    anyhow::ensure!(ttl.as_secs() > 0, "--ttl must be longer than 0s");
+    Ok(slipway_api::auth::issue_hs256(
+        secret.expose().as_bytes(),
+        &config.jwt_issuer,
+        &config.jwt_audience,
+        sub,
+        groups,
+        ttl.as_std(),
+    )?)
+}
+
+/// Says, loudly, that the API answers anyone.
+fn warn_if_open(auth: &slipway_api::auth::AuthSettings) {
+    if !auth.enabled() {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF: every caller is an admin of everything. Never expose this \
+             server; set auth_enabled = true and a jwt_secret or public keys for real use"
+        );
     }
 }
 

@@ -139,7 +139,7 @@ pub async fn serve(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = slipway_api::AppState::new(pool.clone(), config.api_settings());
+    let state = slipway_api::AppState::new(pool.clone(), config.api_settings()?);
     let housekeeping = tokio::spawn(purge_expired_keys(pool));
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, "API listening");

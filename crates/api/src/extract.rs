@@ -243,17 +243,7 @@ pub fn etag(revision: i64) -> header::HeaderValue {
         .unwrap_or(header::HeaderValue::from_static("\"0\""))
 }
 
-/// Who is calling. Until authentication lands every caller is `anonymous`.
-#[derive(Debug, Clone)]
-pub struct Principal(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(Self("anonymous".to_owned()))
-    }
-}
+pub use crate::auth::Principal;
 
 #[cfg(test)]
 mod tests {

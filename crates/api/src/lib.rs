@@ -2,6 +2,7 @@
 //! passes through (request ids, tracing, timeouts, body limits, compression, CORS, metrics,
 //! problem documents).
 
+pub mod auth;
 pub mod event_hub;
 pub mod extract;
 pub mod idempotency;
@@ -35,7 +36,7 @@ pub use state::{ApiSettings, AppState};
 #[openapi(
     info(
         title = "Slipway",
-        description = "Deployment control plane: register clusters, apps and environments, and request deployments.\n\nErrors are RFC 9457 `application/problem+json` documents with a stable `type`; invalid input lists each bad field by JSON pointer.",
+        description = "Deployment control plane: register clusters, apps and environments, and request deployments.\n\nErrors are RFC 9457 `application/problem+json` documents with a stable `type`; invalid input lists each bad field by JSON pointer.\n\nEvery `/v1` route except webhooks takes `Authorization: Bearer <JWT>` (401 without a valid one). Roles `viewer < deployer < approver < admin` are bound per app (optionally per environment) through role bindings; objects of an app in which the caller holds no role answer 404.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
@@ -43,6 +44,7 @@ pub use state::{ApiSettings, AppState};
         (name = "apps", description = "Applications"),
         (name = "environments", description = "Where an app runs and the policy of deploying there"),
         (name = "deployments", description = "Deployment requests and their progress"),
+        (name = "access", description = "Role bindings and the audit trail"),
         (name = "ops", description = "Health and metrics"),
     )
 )]
@@ -72,11 +74,54 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::deployments::events))
         .routes(routes!(routes::commands::send))
         .routes(routes!(routes::streams::all))
+        .routes(routes!(
+            routes::role_bindings::create,
+            routes::role_bindings::list
+        ))
+        .routes(routes!(routes::role_bindings::delete))
+        .routes(routes!(routes::audit::list))
 }
 
 /// The OpenAPI document of the API, as `slipway openapi` prints it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, api) = openapi_router().split_for_parts();
+    with_security(api)
+}
+
+/// Declares the bearer scheme, and that every operation under a path that needs a token
+/// ([`auth::needs_token`]) requires it.
+fn with_security(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+    let components = api.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .build(),
+        ),
+    );
+    for (path, item) in &mut api.paths.paths {
+        if !auth::needs_token(path) {
+            continue;
+        }
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            operation.security = Some(vec![SecurityRequirement::new(
+                "bearer",
+                Vec::<String>::new(),
+            )]);
+        }
+    }
     api
 }
 
@@ -112,9 +157,18 @@ pub fn metrics_handle() -> PrometheusHandle {
 pub fn app(state: AppState) -> Router {
     let settings = state.settings.clone();
     let (router, api) = openapi_router().split_for_parts();
+    let api = with_security(api);
     let request_id = HeaderName::from_static("x-request-id");
     let mut router = router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::audit::record,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
         .layer(axum::middleware::from_fn(layers::not_found_for_nul_in_path))
         .layer(axum::middleware::from_fn(layers::record_metrics))

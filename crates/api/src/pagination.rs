@@ -59,6 +59,8 @@ pub enum CursorKind {
     Name,
     Deployment,
     Event,
+    RoleBinding,
+    Audit,
 }
 
 impl CursorKind {
@@ -67,6 +69,8 @@ impl CursorKind {
             Self::Name => "n1",
             Self::Deployment => "d1",
             Self::Event => "e1",
+            Self::RoleBinding => "r1",
+            Self::Audit => "a1",
         }
     }
 

@@ -33,6 +33,8 @@ pub enum ProblemType {
     Unavailable,
     Internal,
     BadRequest,
+    Unauthorized,
+    Forbidden,
 }
 
 impl ProblemType {
@@ -54,6 +56,8 @@ impl ProblemType {
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
             Self::BadRequest => "bad-request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
         }
     }
 
@@ -73,6 +77,8 @@ impl ProblemType {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 
@@ -89,6 +95,8 @@ impl ProblemType {
             StatusCode::NOT_ACCEPTABLE => Self::NotAcceptable,
             StatusCode::PRECONDITION_FAILED => Self::PreconditionFailed,
             StatusCode::CONFLICT => Self::Conflict,
+            StatusCode::UNAUTHORIZED => Self::Unauthorized,
+            StatusCode::FORBIDDEN => Self::Forbidden,
             s if s.is_server_error() => Self::Internal,
             _ => Self::BadRequest,
         }
@@ -254,6 +262,14 @@ pub fn problem_response(kind: ProblemType, detail: String, errors: Vec<InvalidFi
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        problem_response(self.kind, self.detail, self.errors)
+        let unauthorized = self.kind == ProblemType::Unauthorized;
+        let mut response = problem_response(self.kind, self.detail, self.errors);
+        if unauthorized {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="slipway""#),
+            );
+        }
+        response
     }
 }

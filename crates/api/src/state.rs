@@ -6,6 +6,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use slipway_store::PgPool;
 
+use crate::auth::AuthSettings;
 use crate::event_hub::EventHub;
 
 /// Tunables of the HTTP surface.
@@ -19,6 +20,8 @@ pub struct ApiSettings {
     pub idempotency_ttl: Duration,
     /// Origins allowed by CORS; empty turns CORS off.
     pub cors_allowed_origins: Vec<String>,
+    /// How callers are authenticated (off by default here; `slipway serve` turns it on).
+    pub auth: AuthSettings,
 }
 
 impl Default for ApiSettings {
@@ -28,6 +31,7 @@ impl Default for ApiSettings {
             request_timeout: Duration::from_secs(30),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             cors_allowed_origins: Vec::new(),
+            auth: AuthSettings::disabled(),
         }
     }
 }

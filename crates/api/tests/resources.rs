@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{DEPLOYMENTS, TestApp, canary_env, deployment_request};
+use common::{ADMIN, DEPLOYMENTS, TestApp, canary_env, deployment_request};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use slipway_core::DeploymentStatus;
@@ -217,7 +217,7 @@ async fn a_deployment_is_recorded_as_queued(pool: PgPool) {
         d["source"],
         json!({"kind": "api", "commit": "3f2a9c1", "repository": "acme/web", "user": "alice"})
     );
-    assert_eq!(d["created_by"], "anonymous");
+    assert_eq!(d["created_by"], ADMIN, "the token's subject asked");
     assert!(d["created_at"].is_string() && d["updated_at"].is_string());
 
     let got = app.get(&format!("/v1/deployments/{id}")).await;
@@ -344,7 +344,7 @@ async fn a_new_deployment_has_its_queued_event(pool: PgPool) {
     assert_eq!(first["seq"], 1);
     assert_eq!(first["kind"], "queued");
     assert_eq!(first["deployment_id"], id);
-    assert_eq!(first["actor"], "anonymous");
+    assert_eq!(first["actor"], ADMIN);
     assert!(
         first["message"]
             .as_str()

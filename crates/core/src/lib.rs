@@ -1,6 +1,7 @@
 //! Slipway's domain: clusters, environments, deployments and their strategies, with the rules
 //! that make a request valid. Pure: no I/O, no async, no database or HTTP types.
 
+pub mod access;
 pub mod app;
 pub mod cluster;
 pub mod deployment;
@@ -14,6 +15,7 @@ pub mod strategy;
 pub mod tagged;
 pub mod validation;
 
+pub use access::{Role, RoleBinding, NewRoleBinding};
 pub use app::{AppPatch, NewApp};
 pub use cluster::{ClusterKind, ClusterSpec};
 pub use deployment::{

@@ -70,6 +70,7 @@ impl From<StoreError> for IntakeError {
                 "clusters_name_key" => Self::AlreadyExists("cluster"),
                 "apps_name_key" => Self::AlreadyExists("app"),
                 "environments_app_name_key" => Self::AlreadyExists("environment"),
+                "role_bindings_unique" => Self::AlreadyExists("role binding"),
                 _ => Self::Store(StoreError::Constraint { constraint }),
             },
             StoreError::Conflict(msg) => Self::Conflict(msg),

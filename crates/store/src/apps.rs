@@ -5,6 +5,7 @@ use slipway_core::App;
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
+use crate::access::{self, Member};
 use crate::page::{Page, fetch_limit};
 use crate::{Revisioned, StoreError};
 
@@ -61,19 +62,25 @@ pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Revisioned<App>,
     Ok(row.ok_or(StoreError::NotFound("app"))?.into())
 }
 
-/// Apps by name, after the name `after`.
+/// Apps by name, after the name `after`; only those `visible_to` may see (all for `None`).
 #[tracing::instrument(skip_all)]
 pub async fn list(
     conn: &mut PgConnection,
     after: Option<&str>,
     limit: i64,
+    visible_to: Option<&Member<'_>>,
 ) -> Result<Page<App, String>, StoreError> {
+    let visible = access::app_visible_clause("apps.id", 3, 4);
     let sql = format!(
-        "SELECT {COLUMNS} FROM apps WHERE ($1::text IS NULL OR name > $1) ORDER BY name LIMIT $2"
+        "SELECT {COLUMNS} FROM apps WHERE ($1::text IS NULL OR name > $1) AND {visible}
+         ORDER BY name LIMIT $2"
     );
+    let (subject, groups) = access::binds(visible_to);
     let rows: Vec<AppRow> = sqlx::query_as(AssertSqlSafe(sql))
         .bind(after)
         .bind(fetch_limit(limit))
+        .bind(subject)
+        .bind(groups)
         .fetch_all(conn)
         .await?;
     let items = rows

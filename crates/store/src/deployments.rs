@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::StoreError;
 use slipway_core::rollout::RolloutSpec;
 
+use crate::access::{self, Member};
 use crate::codec::decode;
 use crate::environments::EnvironmentRef;
 use crate::page::{Page, fetch_limit};
@@ -150,28 +151,36 @@ pub struct DeploymentFilter {
 
 /// Deployments newest first (ids are time-ordered UUIDv7), after the id `after`.
 #[tracing::instrument(skip_all)]
+///
+/// Only deployments `visible_to` may see are listed (all for `None`).
 pub async fn list(
     conn: &mut PgConnection,
     filter: &DeploymentFilter,
     after: Option<Uuid>,
     limit: i64,
+    visible_to: Option<&Member<'_>>,
 ) -> Result<Page<Deployment, Uuid>, StoreError> {
+    let visible = access::visible_clause("e.app_id", "e.name", 6, 7);
     let sql = format!(
         "{SELECT}
          WHERE ($1::text IS NULL OR a.name = $1)
            AND ($2::text IS NULL OR e.name = $2)
            AND (cardinality($3::text[]) = 0 OR d.status::text = ANY($3))
            AND ($4::uuid IS NULL OR d.id < $4)
+           AND {visible}
          ORDER BY d.id DESC
          LIMIT $5"
     );
     let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+    let (subject, groups) = access::binds(visible_to);
     let rows: Vec<DeploymentRow> = sqlx::query_as(AssertSqlSafe(sql))
         .bind(&filter.app)
         .bind(&filter.environment)
         .bind(&statuses)
         .bind(after)
         .bind(fetch_limit(limit))
+        .bind(subject)
+        .bind(groups)
         .fetch_all(conn)
         .await?;
     let items = rows

@@ -2,10 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use slipway_core::DeploymentEvent;
-use sqlx::PgConnection;
+use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::access::{self, Member};
 use crate::page::{Page, fetch_limit};
 
 /// An event to append.
@@ -108,17 +109,37 @@ struct FeedRow {
 
 /// Events of every deployment after the feed position `after`, in position order, with
 /// their positions.
+///
+/// Only events of deployments `visible_to` may see are returned (all for `None`).
 pub async fn feed(
     conn: &mut PgConnection,
     after: i64,
     limit: i64,
+    visible_to: Option<&Member<'_>>,
 ) -> Result<Vec<(i64, DeploymentEvent)>, StoreError> {
-    let rows: Vec<FeedRow> = sqlx::query_as(
-        "SELECT position, seq, deployment_id, at, kind, actor, message, data
-         FROM deployment_events WHERE position > $1 ORDER BY position LIMIT $2",
-    )
-    .bind(after)
-    .bind(limit)
+    let sql = match visible_to {
+        None => "SELECT position, seq, deployment_id, at, kind, actor, message, data
+                 FROM deployment_events WHERE position > $1 ORDER BY position LIMIT $2"
+            .to_owned(),
+        Some(_) => format!(
+            "SELECT ev.position, ev.seq, ev.deployment_id, ev.at, ev.kind, ev.actor, ev.message,
+                    ev.data
+             FROM deployment_events ev
+             JOIN deployments d ON d.id = ev.deployment_id
+             JOIN environments e ON e.id = d.environment_id
+             WHERE ev.position > $1 AND {}
+             ORDER BY ev.position LIMIT $2",
+            access::visible_clause("e.app_id", "e.name", 3, 4)
+        ),
+    };
+    let mut query = sqlx::query_as::<_, FeedRow>(AssertSqlSafe(sql))
+        .bind(after)
+        .bind(limit);
+    if visible_to.is_some() {
+        let (subject, groups) = access::binds(visible_to);
+        query = query.bind(subject).bind(groups);
+    }
+    let rows: Vec<FeedRow> = query
     .fetch_all(conn)
     .await?;
     Ok(rows

@@ -1,7 +1,9 @@
 //! Slipway's Postgres store: one small function per query, each taking a connection or a
 //! transaction so the caller decides what commits together.
 
+pub mod access;
 pub mod apps;
+pub mod audit;
 pub mod clusters;
 mod codec;
 pub mod commands;
@@ -14,6 +16,7 @@ pub mod idempotency;
 pub mod journal;
 pub mod leases;
 pub mod page;
+pub mod role_bindings;
 pub mod rollouts;
 pub mod wake;
 

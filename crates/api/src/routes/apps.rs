@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use slipway_core::{App, AppPatch, NewApp};
+use slipway_core::{App, AppPatch, NewApp, Role};
 use slipway_engine::intake;
 use slipway_store::{Revisioned, apps};
 
@@ -28,10 +28,11 @@ use crate::state::AppState;
     ))]
 pub async fn create(
     State(state): State<AppState>,
-    Principal(principal): Principal,
+    principal: Principal,
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody<NewApp>,
 ) -> Result<Response, ApiError> {
+    principal.require_admin()?;
     let request = KeyedRequest {
         key: key.as_deref(),
         scope: format!("{principal} POST /v1/apps"),
@@ -60,12 +61,13 @@ pub async fn create(
     ))]
 pub async fn list(
     State(state): State<AppState>,
+    principal: Principal,
     Query(page): Query<PageParams>,
 ) -> Result<Json<List<App>>, ApiError> {
     let limit = page.limit()?;
     let after = page.after(CursorKind::Name)?;
     let mut conn = state.pool.acquire().await?;
-    let found = apps::list(&mut conn, after.as_deref(), limit).await?;
+    let found = apps::list(&mut conn, after.as_deref(), limit, principal.visible_to().as_ref()).await?;
     Ok(Json(List::from_page(found, CursorKind::Name)))
 }
 
@@ -79,7 +81,9 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    principal: Principal,
 ) -> Result<Response, ApiError> {
+    principal.require(&state, &name, None, Role::Viewer).await?;
     let mut conn = state.pool.acquire().await?;
     Ok(with_etag(
         StatusCode::OK,
@@ -103,9 +107,11 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    principal: Principal,
     IfMatch(condition): IfMatch,
     body: JsonBody<AppPatch>,
 ) -> Result<Response, ApiError> {
+    principal.require(&state, &name, None, Role::Admin).await?;
     let mut tx = state.pool.begin().await?;
     let app = intake::update_app(&mut tx, &name, &body.value, condition).await?;
     tx.commit().await?;
@@ -125,8 +131,10 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    principal: Principal,
     IfMatch(condition): IfMatch,
 ) -> Result<StatusCode, ApiError> {
+    principal.require(&state, &name, None, Role::Admin).await?;
     let mut tx = state.pool.begin().await?;
     intake::delete_app(&mut tx, &name, condition).await?;
     tx.commit().await?;

@@ -27,10 +27,11 @@ use crate::state::AppState;
     ))]
 pub async fn create(
     State(state): State<AppState>,
-    Principal(principal): Principal,
+    principal: Principal,
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody<ClusterSpec>,
 ) -> Result<Response, ApiError> {
+    principal.require_admin()?;
     let request = KeyedRequest {
         key: key.as_deref(),
         scope: format!("{principal} POST /v1/clusters"),
@@ -56,6 +57,7 @@ pub async fn create(
     ))]
 pub async fn list(
     State(state): State<AppState>,
+    _: Principal,
     Query(page): Query<PageParams>,
 ) -> Result<Json<List<Cluster>>, ApiError> {
     let limit = page.limit()?;
@@ -74,6 +76,7 @@ pub async fn list(
     ))]
 pub async fn get(
     State(state): State<AppState>,
+    _: Principal,
     Path(name): Path<String>,
 ) -> Result<Json<Cluster>, ApiError> {
     let mut conn = state.pool.acquire().await?;

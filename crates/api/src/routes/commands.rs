@@ -57,7 +57,7 @@ pub struct CommandAccepted {
 pub async fn send(
     State(state): State<AppState>,
     Path((id, command)): Path<(String, String)>,
-    Principal(principal): Principal,
+    principal: Principal,
     IdempotencyKey(key): IdempotencyKey,
     body: OptionalJsonBody<CommandRequest>,
 ) -> Result<Response, ApiError> {
@@ -66,6 +66,7 @@ pub async fn send(
         .into_iter()
         .find(|k| k.as_str() == command)
         .ok_or_else(|| ApiError::not_found("command"))?;
+    principal.require_command(&state, id, kind).await?;
     let reason = body.value.reason;
     if reason
         .as_ref()
@@ -88,7 +89,7 @@ pub async fn send(
                 conn,
                 id,
                 kind,
-                &principal,
+                principal.subject(),
                 reason.as_deref(),
                 idempotency_key.as_deref(),
             )

@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use slipway_core::{Deployment, DeploymentEvent, DeploymentRequest, DeploymentStatus};
+use slipway_core::{Deployment, DeploymentEvent, DeploymentRequest, DeploymentStatus, Role};
 use slipway_engine::intake;
 use slipway_store::deployments::{self, DeploymentFilter, Requester};
 use slipway_store::events;
@@ -38,11 +38,12 @@ use crate::state::AppState;
 pub async fn create(
     State(state): State<AppState>,
     Path((app, env)): Path<(String, String)>,
-    Principal(principal): Principal,
+    principal: Principal,
     IdempotencyKey(key): IdempotencyKey,
     headers: HeaderMap,
     body: JsonBody<DeploymentRequest>,
 ) -> Result<Response, ApiError> {
+    principal.require(&state, &app, Some(&env), Role::Deployer).await?;
     let traceparent = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
@@ -58,7 +59,7 @@ pub async fn create(
     idempotency::run(&state, request, move |conn| {
         Box::pin(async move {
             let by = Requester {
-                principal: &principal,
+                principal: principal.subject(),
                 idempotency_key: idempotency_key.as_deref(),
                 traceparent: traceparent.as_deref(),
             };
@@ -128,6 +129,7 @@ impl DeploymentQuery {
     ))]
 pub async fn list(
     State(state): State<AppState>,
+    principal: Principal,
     Query(query): Query<DeploymentQuery>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<List<Deployment>>, ApiError> {
@@ -139,7 +141,7 @@ pub async fn list(
         .map_err(|_| ApiError::invalid_parameter("cursor", "not a cursor this list issued"))?;
     let filter = query.filter()?;
     let mut conn = state.pool.acquire().await?;
-    let found = deployments::list(&mut conn, &filter, after, limit).await?;
+    let found = deployments::list(&mut conn, &filter, after, limit, principal.visible_to().as_ref()).await?;
     Ok(Json(List::from_page(found, CursorKind::Deployment)))
 }
 
@@ -157,8 +159,10 @@ fn deployment_id(raw: &str) -> Result<Uuid, ApiError> {
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    principal: Principal,
 ) -> Result<Json<Deployment>, ApiError> {
     let id = deployment_id(&id)?;
+    principal.require_deployment(&state, id, Role::Viewer).await?;
     let mut conn = state.pool.acquire().await?;
     Ok(Json(deployments::get(&mut conn, id).await?))
 }
@@ -178,6 +182,7 @@ pub async fn get(
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    principal: Principal,
     headers: HeaderMap,
     Query(page): Query<PageParams>,
 ) -> Result<Response, ApiError> {
@@ -200,11 +205,12 @@ pub async fn events(
         ));
     }
     let id = deployment_id(&id)?;
+    principal.require_deployment(&state, id, Role::Viewer).await?;
     if wants_stream {
         let after = streams::last_event_id(&headers)?.unwrap_or(0);
         let mut conn = state.pool.acquire().await?;
         deployments::get(&mut conn, id).await?;
-        let stream = streams::stream(&state, streams::Scope::Deployment(id), after);
+        let stream = streams::stream(&state, streams::Scope::Deployment(id), None, after);
         return Ok(stream.into_response());
     }
     let limit = page.limit()?;

@@ -4,11 +4,11 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use slipway_core::{Environment, EnvironmentSpec};
+use slipway_core::{Environment, EnvironmentSpec, Role};
 use slipway_engine::intake;
 use slipway_store::{apps, environments};
 
-use crate::extract::{IfMatch, JsonBody};
+use crate::extract::{IfMatch, JsonBody, Principal};
 use crate::pagination::{CursorKind, List, PageParams};
 use crate::problem::{ApiError, Problem};
 use crate::routes::apps::with_etag;
@@ -33,9 +33,11 @@ use crate::state::AppState;
 pub async fn put(
     State(state): State<AppState>,
     Path((app, name)): Path<(String, String)>,
+    principal: Principal,
     IfMatch(condition): IfMatch,
     body: JsonBody<EnvironmentSpec>,
 ) -> Result<Response, ApiError> {
+    principal.require(&state, &app, Some(&name), Role::Admin).await?;
     let mut tx = state.pool.begin().await?;
     let (env, created) =
         intake::put_environment(&mut tx, &app, &name, &body.value, condition).await?;
@@ -62,8 +64,10 @@ pub async fn put(
 pub async fn list(
     State(state): State<AppState>,
     Path(app): Path<String>,
+    principal: Principal,
     Query(page): Query<PageParams>,
 ) -> Result<Json<List<Environment>>, ApiError> {
+    principal.require(&state, &app, None, Role::Viewer).await?;
     let limit = page.limit()?;
     let after = page.after(CursorKind::Name)?;
     let mut conn = state.pool.acquire().await?;
@@ -83,7 +87,9 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     Path((app, name)): Path<(String, String)>,
+    principal: Principal,
 ) -> Result<Response, ApiError> {
+    principal.require(&state, &app, Some(&name), Role::Viewer).await?;
     let mut conn = state.pool.acquire().await?;
     let env = environments::get(&mut conn, &app, &name).await?;
     Ok(with_etag(StatusCode::OK, env).into_response())

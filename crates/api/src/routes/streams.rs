@@ -32,8 +32,12 @@ pub enum Scope {
     All,
 }
 
+/// Whose view of the feed a stream carries (`None`: everything).
+type Viewer = Option<crate::auth::Principal>;
+
 struct Cursor {
     scope: Scope,
+    viewer: Viewer,
     after: i64,
     pending: VecDeque<(i64, DeploymentEvent)>,
     signals: broadcast::Receiver<EventSignal>,
@@ -63,10 +67,12 @@ pub fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 pub fn stream(
     state: &AppState,
     scope: Scope,
+    viewer: Viewer,
     after: i64,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let cursor = Cursor {
         scope,
+        viewer,
         after,
         pending: VecDeque::new(),
         signals: state.events.subscribe(),
@@ -116,7 +122,10 @@ async fn fetch(c: &Cursor) -> Result<Vec<(i64, DeploymentEvent)>, slipway_store:
             let page = events::list(&mut conn, id, Some(c.after), PAGE).await?;
             Ok(page.items.into_iter().map(|e| (e.seq, e)).collect())
         }
-        Scope::All => events::feed(&mut conn, c.after, PAGE).await,
+        Scope::All => {
+            let visible_to = c.viewer.as_ref().and_then(|p| p.visible_to());
+            events::feed(&mut conn, c.after, PAGE, visible_to.as_ref()).await
+        }
     }
 }
 
@@ -139,6 +148,7 @@ fn sse_event(id: i64, event: &DeploymentEvent) -> Event {
     ))]
 pub async fn all(
     State(state): State<AppState>,
+    principal: crate::auth::Principal,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let after = match last_event_id(&headers)? {
@@ -148,5 +158,5 @@ pub async fn all(
             events::feed_head(&mut conn).await?
         }
     };
-    Ok(stream(&state, Scope::All, after))
+    Ok(stream(&state, Scope::All, Some(principal), after))
 }

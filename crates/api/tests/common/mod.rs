@@ -3,6 +3,10 @@
 //!
 //! Every response sent through the harness is checked never to be a 500: whatever a client
 //! sends, the API answers with a deliberate status.
+//!
+//! Authentication is on, with the HS256 secret [`SECRET`]; the harness sends a token of the
+//! bootstrap admin [`ADMIN`] by default. [`TestApp::as_user`] acts as someone else, and
+//! [`TestApp::without_token`] as nobody.
 
 #![allow(dead_code)]
 
@@ -10,9 +14,10 @@ use std::net::SocketAddr;
 use std::sync::Once;
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
+use slipway_api::auth::{AuthSettings, BootstrapAdmins, TokenVerifier, issue_hs256};
 use slipway_api::{ApiSettings, AppState};
 use sqlx::PgPool;
 
@@ -23,6 +28,52 @@ fn install_crypto_provider() {
         // Another test binary or crate may have installed one already: that is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// The HS256 secret the app under test verifies tokens with.
+pub const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
+/// The bootstrap admin the harness acts as by default.
+pub const ADMIN: &str = "admin";
+
+/// An HS256 token of the test secret for `sub` in `groups`, valid for an hour.
+pub fn token(sub: &str, groups: &[&str]) -> String {
+    let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+    issue_hs256(
+        SECRET,
+        "slipway",
+        "slipway",
+        sub,
+        &groups,
+        Duration::from_secs(3600),
+    )
+    .expect("issue a token")
+}
+
+/// The authentication of the app under test: the test secret, `admin` and the group
+/// `platform` as bootstrap admins.
+pub fn test_auth() -> AuthSettings {
+    let verifier = TokenVerifier::new("slipway", "slipway")
+        .with_secret(SECRET)
+        .expect("a valid secret");
+    AuthSettings::jwt(
+        verifier,
+        BootstrapAdmins::parse(&[ADMIN, "group:platform"]),
+    )
+}
+
+fn client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value"),
+        );
+    }
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .default_headers(headers)
+        .build()
+        .expect("build reqwest client")
 }
 
 /// Settings for the app under test; starts from the defaults.
@@ -48,6 +99,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Another way of authenticating (the harness still sends the admin's HS256 token).
+    pub fn auth(mut self, auth: AuthSettings) -> Self {
+        self.settings.auth = auth;
+        self
+    }
+
     pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
         self.settings.idempotency_ttl = ttl;
         self
@@ -66,15 +123,11 @@ impl TestAppBuilder {
         let server = tokio::spawn(async move {
             axum::serve(listener, router).await.expect("serve the API");
         });
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .build()
-            .expect("build reqwest client");
         TestApp {
             base: format!("http://{addr}"),
-            client,
+            client: client(Some(&token(ADMIN, &[]))),
             pool: self.pool,
-            server,
+            server: Some(server),
         }
     }
 }
@@ -85,12 +138,15 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub pool: PgPool,
-    server: tokio::task::JoinHandle<()>,
+    /// `None` for a view of another app's server as another caller.
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        self.server.abort();
+        if let Some(server) = &self.server {
+            server.abort();
+        }
     }
 }
 
@@ -193,8 +249,45 @@ impl TestApp {
     pub fn builder(pool: PgPool) -> TestAppBuilder {
         TestAppBuilder {
             pool,
-            settings: ApiSettings::default(),
+            settings: ApiSettings {
+                auth: test_auth(),
+                ..ApiSettings::default()
+            },
         }
+    }
+
+    /// The same server, called with `token` (or none): for as long as the app lives.
+    pub fn with_token(&self, token: Option<&str>) -> TestApp {
+        TestApp {
+            base: self.base.clone(),
+            client: client(token),
+            pool: self.pool.clone(),
+            server: None,
+        }
+    }
+
+    /// The same server, called as `sub` in `groups` (a token of the test secret).
+    pub fn as_user(&self, sub: &str, groups: &[&str]) -> TestApp {
+        self.with_token(Some(&token(sub, groups)))
+    }
+
+    /// The same server, called without an `Authorization` header.
+    pub fn without_token(&self) -> TestApp {
+        self.with_token(None)
+    }
+
+    /// Binds `role` to `subject` in `app` (app-wide, or in `environment`), as the admin.
+    pub async fn bind(&self, app: &str, subject: &str, role: &str, environment: Option<&str>) -> Value {
+        let mut body = json!({"subject": subject, "role": role});
+        if let Some(env) = environment {
+            body["environment"] = json!(env);
+        }
+        let admin = self.as_user(ADMIN, &[]);
+        let r = admin
+            .post_json(&format!("/v1/apps/{app}/role-bindings"), &body)
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "bind a role: {}", r.text);
+        r.body
     }
 
     /// The app with default settings.

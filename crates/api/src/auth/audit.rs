@@ -1,0 +1,47 @@
+//! The audit layer: every mutating request (POST, PUT, PATCH, DELETE) that passed
+//! authentication is recorded with its subject, path and answer, whatever the answer was
+//! (a refusal is worth auditing too). Unauthenticated requests (401) are not recorded: they
+//! name nobody, and recording them would let anyone fill the table.
+
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use slipway_store::audit::{self, NewAuditEntry};
+
+use super::Principal;
+use crate::state::AppState;
+
+pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mutating = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    let principal = req.extensions().get::<Principal>().cloned();
+    let (Some(principal), true) = (principal, mutating) else {
+        return next.run(req).await;
+    };
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let response = next.run(req).await;
+    let entry = NewAuditEntry {
+        subject: principal.subject(),
+        method: &method,
+        path: &path,
+        status: response.status().as_u16(),
+        request_id: request_id.as_deref(),
+    };
+    let written = match state.pool.acquire().await {
+        Ok(mut conn) => audit::append(&mut conn, &entry).await,
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = written {
+        tracing::error!(error = %e, subject = %principal, %method, %path, "writing the audit trail failed");
+    }
+    response
+}
