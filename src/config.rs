@@ -279,7 +279,10 @@ impl Config {
                 ),
             );
         }
-        for (key, value) in [("jwt_issuer", &self.jwt_issuer), ("jwt_audience", &self.jwt_audience)] {
+        for (key, value) in [
+            ("jwt_issuer", &self.jwt_issuer),
+            ("jwt_audience", &self.jwt_audience),
+        ] {
             if value.trim().is_empty() {
                 return invalid(key, "must not be empty".into());
             }
@@ -408,13 +411,21 @@ mod tests {
             jwt_secret: Some(Secret::new("short")),
             ..Config::default()
         };
-        let message = short.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        let message = short
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(message.contains("`jwt_secret`"), "{message}");
         let missing = Config {
             jwks_path: Some("/nonexistent/jwks.json".into()),
             ..Config::default()
         };
-        let message = missing.auth_settings().err().map(|e| e.to_string()).unwrap_or_default();
+        let message = missing
+            .auth_settings()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(message.contains("`jwks_path`"), "{message}");
     }
 

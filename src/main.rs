@@ -88,7 +88,11 @@ fn main() -> anyhow::Result<()> {
     }
     if let Command::Token(TokenCommand::Issue { sub, groups, ttl }) = &cli.command {
         // No logging set up: stdout carries only the token.
-        let config = Config::load(cli.config.as_deref(), Config::default(), &Overrides::default())?;
+        let config = Config::load(
+            cli.config.as_deref(),
+            Config::default(),
+            &Overrides::default(),
+        )?;
         let token = issue_token(&config, sub, groups, *ttl)?;
         let mut out = std::io::stdout().lock();
         return match writeln!(out, "{token}") {

@@ -91,7 +91,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Declares the bearer scheme, and that every operation under a path that needs a token
 /// ([`auth::needs_token`]) requires it.
 fn with_security(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
     let components = api.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "bearer",

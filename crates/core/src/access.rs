@@ -90,7 +90,10 @@ impl NewRoleBinding {
                 if value.trim().is_empty() {
                     v.add(pointer, "must not be empty");
                 } else if value.len() > MAX_PRINCIPAL_LEN {
-                    v.add(pointer, format!("must be at most {MAX_PRINCIPAL_LEN} bytes"));
+                    v.add(
+                        pointer,
+                        format!("must be at most {MAX_PRINCIPAL_LEN} bytes"),
+                    );
                 } else if value.chars().any(char::is_control) {
                     v.add(pointer, "must not contain control characters");
                 }
@@ -138,7 +141,11 @@ pub enum Access {
 /// environment counts only there. Any binding makes the app visible, so `viewer` app-wide is
 /// granted by a binding in any of its environments (its holder may read the app and its
 /// environment list).
-pub fn decide(bindings: &[(Role, Option<String>)], environment: Option<&str>, role: Role) -> Access {
+pub fn decide(
+    bindings: &[(Role, Option<String>)],
+    environment: Option<&str>,
+    role: Role,
+) -> Access {
     if bindings.is_empty() {
         return Access::Hidden;
     }
@@ -186,9 +193,18 @@ mod tests {
     #[test]
     fn environment_bindings_count_only_there() {
         let bindings = [b(Role::Deployer, Some("staging")), b(Role::Viewer, None)];
-        assert_eq!(decide(&bindings, Some("staging"), Role::Deployer), Access::Granted);
-        assert_eq!(decide(&bindings, Some("prod"), Role::Deployer), Access::Below);
-        assert_eq!(decide(&bindings, Some("prod"), Role::Viewer), Access::Granted);
+        assert_eq!(
+            decide(&bindings, Some("staging"), Role::Deployer),
+            Access::Granted
+        );
+        assert_eq!(
+            decide(&bindings, Some("prod"), Role::Deployer),
+            Access::Below
+        );
+        assert_eq!(
+            decide(&bindings, Some("prod"), Role::Viewer),
+            Access::Granted
+        );
         assert_eq!(decide(&bindings, None, Role::Deployer), Access::Below);
     }
 
@@ -203,7 +219,10 @@ mod tests {
     #[test]
     fn the_highest_role_wins() {
         let bindings = [b(Role::Viewer, None), b(Role::Admin, None)];
-        assert_eq!(decide(&bindings, Some("prod"), Role::Approver), Access::Granted);
+        assert_eq!(
+            decide(&bindings, Some("prod"), Role::Approver),
+            Access::Granted
+        );
     }
 
     #[test]
@@ -226,7 +245,10 @@ mod tests {
             environment: Some("Prod!".into()),
             ..both
         };
-        let err = bad_env.validate().err().map(|e| e.errors[0].pointer.clone());
+        let err = bad_env
+            .validate()
+            .err()
+            .map(|e| e.errors[0].pointer.clone());
         assert_eq!(err.as_deref(), Some("/environment"));
     }
 }

@@ -15,7 +15,7 @@ pub mod strategy;
 pub mod tagged;
 pub mod validation;
 
-pub use access::{Role, RoleBinding, NewRoleBinding};
+pub use access::{NewRoleBinding, Role, RoleBinding};
 pub use app::{AppPatch, NewApp};
 pub use cluster::{ClusterKind, ClusterSpec};
 pub use deployment::{

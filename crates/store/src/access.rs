@@ -17,7 +17,12 @@ pub struct Member<'a> {
 /// The SQL condition "a binding of the caller covers environment `{env}` of app `{app}`",
 /// with the subject as `${subject}` and the groups as `${groups}`; true for everyone when
 /// the subject parameter is NULL (an unrestricted caller). Values are always bound.
-pub(crate) fn visible_clause(app_id: &str, env_name: &str, subject: usize, groups: usize) -> String {
+pub(crate) fn visible_clause(
+    app_id: &str,
+    env_name: &str,
+    subject: usize,
+    groups: usize,
+) -> String {
     format!(
         "(${subject}::text IS NULL OR EXISTS (
              SELECT 1 FROM role_bindings rb
@@ -41,7 +46,10 @@ pub(crate) fn app_visible_clause(app_id: &str, subject: usize, groups: usize) ->
 pub(crate) fn binds<'a>(member: Option<&Member<'a>>) -> (Option<&'a str>, Vec<&'a str>) {
     match member {
         None => (None, Vec::new()),
-        Some(m) => (Some(m.subject), m.groups.iter().map(String::as_str).collect()),
+        Some(m) => (
+            Some(m.subject),
+            m.groups.iter().map(String::as_str).collect(),
+        ),
     }
 }
 

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use crate::page::{Page, fetch_limit};
 use crate::StoreError;
+use crate::page::{Page, fetch_limit};
 
 /// What an audit row records.
 #[derive(Debug, Clone)]

@@ -139,9 +139,7 @@ pub async fn feed(
         let (subject, groups) = access::binds(visible_to);
         query = query.bind(subject).bind(groups);
     }
-    let rows: Vec<FeedRow> = query
-    .fetch_all(conn)
-    .await?;
+    let rows: Vec<FeedRow> = query.fetch_all(conn).await?;
     Ok(rows
         .into_iter()
         .map(|r| (r.position, DeploymentEvent::from(r.event)))

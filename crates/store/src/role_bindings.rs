@@ -6,8 +6,8 @@ use slipway_core::{NewRoleBinding, Role, RoleBinding};
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
-use crate::page::{Page, fetch_limit};
 use crate::StoreError;
+use crate::page::{Page, fetch_limit};
 
 #[derive(sqlx::FromRow)]
 struct Row {

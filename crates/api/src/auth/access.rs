@@ -6,8 +6,8 @@
 
 use slipway_core::access::{Access, decide};
 use slipway_core::rollout::CommandKind;
-use slipway_store::access::{self as store_access, DeploymentPlace, Member};
 use slipway_store::StoreError;
+use slipway_store::access::{self as store_access, DeploymentPlace, Member};
 use uuid::Uuid;
 
 use super::{Principal, Role};
@@ -97,8 +97,14 @@ impl Principal {
         role: Role,
     ) -> Result<DeploymentPlace, ApiError> {
         let place = self.place(state, id).await?;
-        self.check(state, &place.app, Some(&place.environment), role, "deployment")
-            .await?;
+        self.check(
+            state,
+            &place.app,
+            Some(&place.environment),
+            role,
+            "deployment",
+        )
+        .await?;
         Ok(place)
     }
 
@@ -111,7 +117,9 @@ impl Principal {
         kind: CommandKind,
     ) -> Result<(), ApiError> {
         let place = self.require_deployment(state, id, role_for(kind)).await?;
-        if kind == CommandKind::Approve && place.distinct_approver && place.created_by == self.subject
+        if kind == CommandKind::Approve
+            && place.distinct_approver
+            && place.created_by == self.subject
         {
             return Err(ApiError::new(
                 ProblemType::Forbidden,

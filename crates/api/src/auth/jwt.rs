@@ -174,7 +174,11 @@ impl TokenVerifier {
                 {
                     Algorithm::ES256
                 }
-                _ => return Err(unusable("only RSA (RS256) and P-256 (ES256) keys are accepted")),
+                _ => {
+                    return Err(unusable(
+                        "only RSA (RS256) and P-256 (ES256) keys are accepted",
+                    ));
+                }
             };
             let key = DecodingKey::from_jwk(jwk).map_err(|e| unusable(&e.to_string()))?;
             self.insert(&kid, key, alg)?;
@@ -211,8 +215,8 @@ impl TokenVerifier {
             Some(kid) => self.by_kid.get(kid).ok_or(TokenError::UnknownKey)?,
             None => self.secret.as_ref().ok_or(TokenError::NoKeyId)?,
         };
-        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation)
-            .map_err(|e| match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation).map_err(
+            |e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                 ErrorKind::InvalidAudience => TokenError::WrongAudience,
@@ -223,7 +227,8 @@ impl TokenVerifier {
                 }
                 ErrorKind::MissingRequiredClaim(claim) => TokenError::MissingClaim(claim.clone()),
                 _ => TokenError::Malformed,
-            })?;
+            },
+        )?;
         if data.claims.sub.trim().is_empty() {
             return Err(TokenError::EmptySubject);
         }
@@ -287,8 +292,15 @@ mod tests {
             .with_secret(SECRET)
             .ok();
         let groups = vec!["ops".to_owned()];
-        let token = issue_hs256(SECRET, "slipway", "slipway", "alice", &groups, Duration::from_secs(60))
-            .ok();
+        let token = issue_hs256(
+            SECRET,
+            "slipway",
+            "slipway",
+            "alice",
+            &groups,
+            Duration::from_secs(60),
+        )
+        .ok();
         let claims = verifier.zip(token).map(|(v, t)| v.verify(&t));
         assert_eq!(
             claims,

@@ -134,7 +134,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
 /// Whether `path` needs a bearer token: everything under `/v1` except the routes that
 /// authenticate by their own signatures.
 pub fn needs_token(path: &str) -> bool {
-    path.starts_with("/v1/") && !path.starts_with("/v1/webhooks/") && !path.starts_with("/v1/chatops/")
+    path.starts_with("/v1/")
+        && !path.starts_with("/v1/webhooks/")
+        && !path.starts_with("/v1/chatops/")
 }
 
 /// The layer that authenticates a request and stores its [`Principal`] in its extensions.
@@ -176,7 +178,9 @@ fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, String> {
         .to_str()
         .map_err(|_| "the Authorization header is not readable text".to_owned())?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(token.trim())
         }
         _ => Err("the Authorization header must be: Bearer <JWT>".into()),
@@ -191,8 +195,9 @@ fn unauthorized(detail: String, token_sent: bool) -> Response {
     } else {
         r#"Bearer realm="slipway""#
     };
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     response.into_response()
 }

@@ -67,7 +67,13 @@ pub async fn list(
     let limit = page.limit()?;
     let after = page.after(CursorKind::Name)?;
     let mut conn = state.pool.acquire().await?;
-    let found = apps::list(&mut conn, after.as_deref(), limit, principal.visible_to().as_ref()).await?;
+    let found = apps::list(
+        &mut conn,
+        after.as_deref(),
+        limit,
+        principal.visible_to().as_ref(),
+    )
+    .await?;
     Ok(Json(List::from_page(found, CursorKind::Name)))
 }
 

@@ -43,7 +43,9 @@ pub async fn create(
     headers: HeaderMap,
     body: JsonBody<DeploymentRequest>,
 ) -> Result<Response, ApiError> {
-    principal.require(&state, &app, Some(&env), Role::Deployer).await?;
+    principal
+        .require(&state, &app, Some(&env), Role::Deployer)
+        .await?;
     let traceparent = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
@@ -141,7 +143,14 @@ pub async fn list(
         .map_err(|_| ApiError::invalid_parameter("cursor", "not a cursor this list issued"))?;
     let filter = query.filter()?;
     let mut conn = state.pool.acquire().await?;
-    let found = deployments::list(&mut conn, &filter, after, limit, principal.visible_to().as_ref()).await?;
+    let found = deployments::list(
+        &mut conn,
+        &filter,
+        after,
+        limit,
+        principal.visible_to().as_ref(),
+    )
+    .await?;
     Ok(Json(List::from_page(found, CursorKind::Deployment)))
 }
 
@@ -162,7 +171,9 @@ pub async fn get(
     principal: Principal,
 ) -> Result<Json<Deployment>, ApiError> {
     let id = deployment_id(&id)?;
-    principal.require_deployment(&state, id, Role::Viewer).await?;
+    principal
+        .require_deployment(&state, id, Role::Viewer)
+        .await?;
     let mut conn = state.pool.acquire().await?;
     Ok(Json(deployments::get(&mut conn, id).await?))
 }
@@ -205,7 +216,9 @@ pub async fn events(
         ));
     }
     let id = deployment_id(&id)?;
-    principal.require_deployment(&state, id, Role::Viewer).await?;
+    principal
+        .require_deployment(&state, id, Role::Viewer)
+        .await?;
     if wants_stream {
         let after = streams::last_event_id(&headers)?.unwrap_or(0);
         let mut conn = state.pool.acquire().await?;

@@ -37,7 +37,9 @@ pub async fn put(
     IfMatch(condition): IfMatch,
     body: JsonBody<EnvironmentSpec>,
 ) -> Result<Response, ApiError> {
-    principal.require(&state, &app, Some(&name), Role::Admin).await?;
+    principal
+        .require(&state, &app, Some(&name), Role::Admin)
+        .await?;
     let mut tx = state.pool.begin().await?;
     let (env, created) =
         intake::put_environment(&mut tx, &app, &name, &body.value, condition).await?;
@@ -89,7 +91,9 @@ pub async fn get(
     Path((app, name)): Path<(String, String)>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
-    principal.require(&state, &app, Some(&name), Role::Viewer).await?;
+    principal
+        .require(&state, &app, Some(&name), Role::Viewer)
+        .await?;
     let mut conn = state.pool.acquire().await?;
     let env = environments::get(&mut conn, &app, &name).await?;
     Ok(with_etag(StatusCode::OK, env).into_response())

@@ -99,7 +99,9 @@ pub async fn delete(
     principal: Principal,
 ) -> Result<StatusCode, ApiError> {
     principal.require(&state, &app, None, Role::Admin).await?;
-    let id: Uuid = id.parse().map_err(|_| ApiError::not_found("role binding"))?;
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| ApiError::not_found("role binding"))?;
     let mut conn = state.pool.acquire().await?;
     role_bindings::delete(&mut conn, &app, id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -55,10 +55,7 @@ pub fn test_auth() -> AuthSettings {
     let verifier = TokenVerifier::new("slipway", "slipway")
         .with_secret(SECRET)
         .expect("a valid secret");
-    AuthSettings::jwt(
-        verifier,
-        BootstrapAdmins::parse(&[ADMIN, "group:platform"]),
-    )
+    AuthSettings::jwt(verifier, BootstrapAdmins::parse(&[ADMIN, "group:platform"]))
 }
 
 fn client(token: Option<&str>) -> reqwest::Client {
@@ -277,7 +274,13 @@ impl TestApp {
     }
 
     /// Binds `role` to `subject` in `app` (app-wide, or in `environment`), as the admin.
-    pub async fn bind(&self, app: &str, subject: &str, role: &str, environment: Option<&str>) -> Value {
+    pub async fn bind(
+        &self,
+        app: &str,
+        subject: &str,
+        role: &str,
+        environment: Option<&str>,
+    ) -> Value {
         let mut body = json!({"subject": subject, "role": role});
         if let Some(env) = environment {
             body["environment"] = json!(env);
