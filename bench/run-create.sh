@@ -62,6 +62,12 @@ if [[ ${BENCH_SKIP_BUILD:-} != 1 ]]; then
 fi
 [[ -x $slipway ]] || die "$slipway is missing: build it with cargo build --release -p slipway"
 [[ -x $load ]] || die "$load is missing: build it with cargo build --release -p slipway-load"
+# Authentication is on in `slipway serve`: a throwaway secret for this run, the bench user as
+# bootstrap admin, and its token for the drivers (they read SLIPWAY_TOKEN).
+export SLIPWAY_JWT_SECRET=${SLIPWAY_JWT_SECRET:-$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')}
+export SLIPWAY_BOOTSTRAP_ADMINS=bench
+SLIPWAY_TOKEN=$("$slipway" token issue --sub bench --ttl 1d) || die "slipway token issue failed"
+export SLIPWAY_TOKEN
 
 # A PostgreSQL of its own (scripts/lib/pg.sh's test instance, on another port and in another
 # directory): the shared test instance carries other databases, whose backends, locks, WAL

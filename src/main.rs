@@ -131,12 +131,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Overrides::default()
             };
             let config = load(&cli.config, Config::default(), &overrides)?;
+            let url = database_url(&config)?;
             if !no_api {
                 // Fails here, before anything starts, on an unusable or missing key.
                 warn_if_open(&config.auth_settings()?);
             }
-            let pool =
-                startup::connect(database_url(&config)?, config.database_max_connections).await?;
+            let pool = startup::connect(url, config.database_max_connections).await?;
             if migrate {
                 startup::migrate(&pool).await?;
             }
@@ -164,7 +164,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Config::default()
             };
             let config = load(&cli.config, defaults, &overrides)?;
-            warn_if_open(&config.auth_settings()?);
+            // Fails before the private database starts on an unusable key.
+            config.auth_settings()?;
             dev(config).await
         }
     }
@@ -265,6 +266,7 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         for line in slipway::demo::walkthrough(&addr.to_string()).lines() {
             tracing::info!("{line}");
         }
+        warn_if_open(&config.auth_settings()?);
         let drivers = drivers(&config);
         let shutdown = startup::shutdown_signal();
         let ran = startup::run(

@@ -85,6 +85,22 @@ fn configuration_errors_name_the_key() {
     let stderr = run_failing(slipway().arg("serve"));
     assert!(stderr.contains("`database_url` is not set"), "{stderr}");
 
+    // Authentication is on by default: serving without any key says which key to set.
+    let stderr = run_failing(
+        slipway()
+            .arg("serve")
+            .env("DATABASE_URL", "postgres://127.0.0.1:1/none"),
+    );
+    assert!(stderr.contains("`jwt_secret`"), "{stderr}");
+    assert!(stderr.contains("SLIPWAY_JWT_SECRET"), "{stderr}");
+    let stderr = run_failing(
+        slipway()
+            .arg("serve")
+            .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
+            .env("SLIPWAY_JWKS_PATH", "/nonexistent/jwks.json"),
+    );
+    assert!(stderr.contains("`jwks_path`"), "{stderr}");
+
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("slipway.toml");
     std::fs::write(&file, "listen = \"127.0.0.1:9\"\nrequest_timout = \"5s\"\n").expect("write");
@@ -108,6 +124,7 @@ fn secrets_stay_out_of_the_logs() {
             "DATABASE_URL",
             "postgres://slipway:hunter2-secret@127.0.0.1:1/none",
         )
+        .env("SLIPWAY_JWT_SECRET", SECRET)
         .env("SLIPWAY_LOG_LEVEL", "debug")
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())
@@ -129,6 +146,114 @@ fn secrets_stay_out_of_the_logs() {
         .read_to_string(&mut logs)
         .expect("read");
     assert!(!logs.contains("hunter2-secret"), "{logs}");
+    assert!(!logs.contains(SECRET), "{logs}");
+}
+
+/// The HS256 secret of the tests that serve with authentication on.
+const SECRET: &str = "cli-test-secret-cli-test-secret-0123";
+
+/// `slipway token issue` with the test secret; the printed token.
+fn issue(args: &[&str]) -> String {
+    let out = slipway()
+        .args(["token", "issue"])
+        .args(args)
+        .env("SLIPWAY_JWT_SECRET", SECRET)
+        .output()
+        .expect("run slipway token issue");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).expect("UTF-8");
+    let token = token.trim().to_owned();
+    assert_eq!(
+        token.split('.').count(),
+        3,
+        "one JWT and nothing else: {token:?}"
+    );
+    token
+}
+
+#[test]
+fn token_issue_needs_the_secret() {
+    let stderr = run_failing(slipway().args(["token", "issue", "--sub", "alice"]));
+    assert!(stderr.contains("`jwt_secret`"), "{stderr}");
+    let stderr = run_failing(
+        slipway()
+            .args(["token", "issue", "--sub", "alice", "--ttl", "soon"])
+            .env("SLIPWAY_JWT_SECRET", SECRET),
+    );
+    assert!(stderr.contains("--ttl"), "{stderr}");
+}
+
+fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> String {
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    http(
+        addr,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn issued_tokens_are_accepted_by_the_server() {
+    let url = fresh_database();
+    let migrated = slipway()
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .status()
+        .expect("migrate");
+    assert!(migrated.success());
+    let mut server = start(
+        slipway()
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-workers"])
+            .env("DATABASE_URL", &url)
+            .env("SLIPWAY_JWT_SECRET", SECRET)
+            .env("SLIPWAY_BOOTSTRAP_ADMINS", "root,group:platform"),
+        "addr",
+    );
+    let app = r#"{"name":"web"}"#;
+    let answer = request(&server.addr, "POST", "/v1/apps", None, app);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        answer.to_lowercase().contains("www-authenticate: bearer"),
+        "{answer}"
+    );
+    // A token of a bootstrap admin group creates the app, and its subject is audited.
+    let admin = issue(&["--sub", "pat", "--group", "platform", "--ttl", "10m"]);
+    let answer = request(&server.addr, "POST", "/v1/apps", Some(&admin), app);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let trail = request(&server.addr, "GET", "/v1/audit", Some(&admin), "");
+    assert!(trail.contains(r#""subject":"pat""#), "{trail}");
+    // Someone else's token is valid but grants nothing.
+    let stranger = issue(&["--sub", "sam"]);
+    let answer = request(
+        &server.addr,
+        "POST",
+        "/v1/apps",
+        Some(&stranger),
+        r#"{"name":"x"}"#,
+    );
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let answer = request(&server.addr, "GET", "/v1/apps/web", Some(&stranger), "");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    // A token signed with another secret is refused.
+    let out = slipway()
+        .args(["token", "issue", "--sub", "root"])
+        .env(
+            "SLIPWAY_JWT_SECRET",
+            "another-secret-another-secret-0123456",
+        )
+        .output()
+        .expect("issue");
+    let forged = String::from_utf8(out.stdout).expect("UTF-8");
+    let answer = request(&server.addr, "GET", "/v1/apps", Some(forged.trim()), "");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    sigterm(&server.child);
+    assert!(wait_exit(&mut server.child).success());
 }
 
 /// A fresh database on the test server, migrated by `slipway migrate`.
@@ -251,9 +376,12 @@ fn serve_answers_and_drains_in_flight_requests_on_sigterm() {
     let mut server = start(
         slipway()
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("DATABASE_URL", &url),
+            .env("DATABASE_URL", &url)
+            .env("SLIPWAY_JWT_SECRET", SECRET)
+            .env("SLIPWAY_BOOTSTRAP_ADMINS", "root"),
         "addr",
     );
+    let token = issue(&["--sub", "root"]);
     let ready = get(&server.addr, "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
 
@@ -264,7 +392,7 @@ fn serve_answers_and_drains_in_flight_requests_on_sigterm() {
         .expect("timeout");
     write!(
         slow,
-        "POST /v1/apps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        "POST /v1/apps HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         body.len(),
         &body[..10]
     )
@@ -304,6 +432,16 @@ fn dev_runs_its_own_database_and_stops_it_on_exit() {
     );
     let ready = get(&dev.addr, "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    // Authentication is off in dev, and the log says so loudly.
+    let apps = get(&dev.addr, "/v1/apps");
+    assert!(apps.starts_with("HTTP/1.1 200"), "{apps}");
+    let early: Vec<String> = dev.lines.try_iter().collect();
+    assert!(
+        early
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("AUTHENTICATION IS OFF")),
+        "{early:?}"
+    );
     let pid_file = dir.path().join("pgdata/postmaster.pid");
     assert!(
         pid_file.exists(),

@@ -41,6 +41,9 @@ pub struct LatencyArgs {
     /// What this run is, copied into the summary.
     #[arg(long, default_value = "latency")]
     label: String,
+    /// Bearer token for the API (`slipway token issue --sub bench`).
+    #[arg(long, env = "SLIPWAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 const PARKED: &str = "SELECT d.id FROM deployments d
@@ -154,7 +157,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         bail!("--spacing-ms must be between 1 and 10000");
     }
     let pool = connect(&args.database_url, 4).await?;
-    let client = http_client(args.burst.max(4))?;
+    let client = http_client(args.burst.max(4), args.token.as_deref())?;
     let timeout = Duration::from_secs(args.timeout_s);
     let run_id = Uuid::new_v4().simple().to_string();
     let tag = format!("{}-{}", args.tag, &run_id[..8]);

@@ -61,8 +61,19 @@ pub(crate) fn loopback(url: &str) -> anyhow::Result<String> {
     Ok(url.trim_end_matches('/').to_owned())
 }
 
-pub(crate) fn http_client(connections: usize) -> anyhow::Result<reqwest::Client> {
+/// A client for the API; with a token, every request carries it as a bearer token.
+pub(crate) fn http_client(
+    connections: usize,
+    token: Option<&str>,
+) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .context("--token is not a valid header value")?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(connections)
         .tcp_nodelay(true)
         .timeout(std::time::Duration::from_secs(30))

@@ -48,6 +48,9 @@ pub struct SeedArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout_s: u64,
+    /// Bearer token for the API (`slipway token issue --sub bench`).
+    #[arg(long, env = "SLIPWAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -102,7 +105,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
         bail!("at most 8 --image per environment");
     }
     let strategy: Value = serde_json::from_str(&args.strategy).context("--strategy is not JSON")?;
-    let client = http_client(args.concurrency)?;
+    let client = http_client(args.concurrency, args.token.as_deref())?;
     ensure(
         &client,
         format!("{api}/v1/clusters"),

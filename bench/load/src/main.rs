@@ -69,6 +69,10 @@ struct Cli {
     /// Print the result as one JSON document instead of text.
     #[arg(long)]
     json: bool,
+    /// Bearer token sent with every request (`slipway token issue --sub bench`); its subject
+    /// must be a bootstrap admin for --setup.
+    #[arg(long, env = "SLIPWAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {
@@ -329,7 +333,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(rate) if rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0 => Some(1.0 / rate),
         Some(_) => bail!("--rate must be a positive number of requests per second"),
     };
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &cli.token {
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .context("--token is not a valid header value")?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(cli.concurrency as usize)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))

@@ -94,6 +94,7 @@ fn with_security(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi 
     use utoipa::openapi::security::{
         HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
     };
+    use utoipa::openapi::{Content, Ref, ResponseBuilder};
     let components = api.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "bearer",
@@ -122,6 +123,23 @@ fn with_security(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi 
                 "bearer",
                 Vec::<String>::new(),
             )]);
+            for (status, description) in [
+                ("401", "No valid bearer token (see `WWW-Authenticate`)"),
+                ("403", "The caller's role does not allow this"),
+            ] {
+                let problem = ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        problem::PROBLEM_JSON,
+                        Content::new(Some(Ref::from_schema_name("Problem"))),
+                    )
+                    .build();
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem.into());
+            }
         }
     }
     api
