@@ -345,6 +345,16 @@ async fn public_endpoints_need_no_token(pool: PgPool) {
     for path in ["/v1/apps", "/v1/clusters", "/v1/deployments", "/v1/audit"] {
         assert_unauthorized(&nobody.get(path).await, path);
     }
+    // Spellings of a path that skip the layer's prefix check reach no handler.
+    for path in ["//v1/apps", "/v1/webhooks/../apps", "/v1//apps", "/V1/apps"] {
+        let r = nobody.get(path).await;
+        assert!(
+            matches!(r.status.as_u16(), 401 | 404),
+            "{path}: {} {}",
+            r.status,
+            r.text
+        );
+    }
     // The OpenAPI document says which operations take the bearer token.
     let doc = nobody.get("/openapi.json").await.body;
     assert_eq!(
