@@ -26,6 +26,8 @@ use crate::env::{Env, apply_workload, kubeconfig_e2e, kubeconfig_with_base, rele
 #[derive(Debug, Clone)]
 struct Injected {
     method: Method,
+    /// Only requests whose path ends so (any path when empty).
+    path_suffix: &'static str,
     code: u16,
     reason: &'static str,
     message: &'static str,
@@ -90,10 +92,23 @@ impl Proxy {
         reason: &'static str,
         message: &'static str,
     ) {
+        self.inject_at(n, method, "", code, reason, message);
+    }
+
+    fn inject_at(
+        &self,
+        n: usize,
+        method: Method,
+        path_suffix: &'static str,
+        code: u16,
+        reason: &'static str,
+        message: &'static str,
+    ) {
         let mut q = self.state.injected.lock().unwrap();
         for _ in 0..n {
             q.push_back(Injected {
                 method: method.clone(),
+                path_suffix,
                 code,
                 reason,
                 message,
@@ -137,7 +152,7 @@ async fn forward(
     let injected = {
         let mut q = state.injected.lock().unwrap();
         match q.front() {
-            Some(i) if i.method == method => q.pop_front(),
+            Some(i) if i.method == method && uri.path().ends_with(i.path_suffix) => q.pop_front(),
             _ => None,
         }
     };
@@ -385,4 +400,66 @@ async fn the_client_keeps_to_its_rate_limit() {
     }
     let version = driver.probe().await.unwrap().unwrap();
     assert!(version.starts_with("v1."), "{version}");
+}
+
+#[tokio::test]
+async fn a_route_edited_between_read_and_write_is_read_again() {
+    let env = Env::new("route409").await;
+    let proxy = Proxy::start("route409").await;
+    let driver = proxy.driver(fast());
+    let t = env.routed(
+        "web",
+        1,
+        slipway_core::TrafficRouting::GatewayApi(slipway_core::strategy::GatewayApiRoute {
+            http_route: "shop".into(),
+        }),
+    );
+    let gvk = kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "httproutes");
+    let routes: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(env.client.clone(), &env.namespace, &resource);
+    let route: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": { "name": "shop" },
+        "spec": { "rules": [{ "backendRefs": [{ "name": "web", "port": 8080 }] }] },
+    }))
+    .unwrap();
+    routes
+        .create(&kube::api::PostParams::default(), &route)
+        .await
+        .unwrap();
+
+    // The route's write answers 409 once, as it does when someone edits the route between
+    // Slipway's read and write: the action is tried again from a fresh read.
+    let on_route = |seen: Vec<(String, Instant)>| -> usize {
+        seen.iter()
+            .filter(|(p, _)| p.ends_with("/httproutes/shop"))
+            .count()
+    };
+    let (gets, patches) = (
+        on_route(proxy.seen(&Method::GET)),
+        on_route(proxy.seen(&Method::PATCH)),
+    );
+    proxy.inject_at(
+        1,
+        Method::PATCH,
+        "/httproutes/shop",
+        409,
+        "Conflict",
+        "Operation cannot be fulfilled: the object has been modified",
+    );
+    driver
+        .apply(&t, &[Action::SetCanaryWeight { canary_weight: 30 }])
+        .await
+        .unwrap();
+    assert_eq!(on_route(proxy.seen(&Method::PATCH)) - patches, 2);
+    assert_eq!(on_route(proxy.seen(&Method::GET)) - gets, 2);
+    let r = routes.get("shop").await.unwrap();
+    let refs = &r.data["spec"]["rules"][0]["backendRefs"];
+    assert_eq!(
+        (refs[0]["weight"].as_u64(), refs[1]["weight"].as_u64()),
+        (Some(70), Some(30))
+    );
+    assert_eq!(driver.observe(&t).await.unwrap().canary_weight, Some(30));
+    env.finish().await;
 }
