@@ -72,6 +72,10 @@ pub struct Config {
     pub poll_interval_ms: u64,
     /// How long a pod of the simulated cluster takes to become ready.
     pub sim_ready_after: DurationSpec,
+    /// Client-side rate limit of each Kubernetes cluster's client: requests per second on
+    /// average, and how many may go at once (docs/kubernetes.md).
+    pub kube_qps: u32,
+    pub kube_burst: u32,
 }
 
 impl Default for Config {
@@ -91,11 +95,15 @@ impl Default for Config {
             lease_ttl: DurationSpec::from_secs(30),
             poll_interval_ms: 1_000,
             sim_ready_after: DurationSpec::from_secs(0),
+            kube_qps: slipway_cluster::KubeSettings::default().qps,
+            kube_burst: slipway_cluster::KubeSettings::default().burst,
         }
     }
 }
 
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 16] = [
+    "kube_qps",
+    "kube_burst",
     "workers",
     "lease_ttl",
     "poll_interval_ms",
@@ -233,6 +241,12 @@ impl Config {
         if !(10..=60_000).contains(&self.poll_interval_ms) {
             return invalid("poll_interval_ms", "must be between 10 and 60000".into());
         }
+        if !(1..=10_000).contains(&self.kube_qps) {
+            return invalid("kube_qps", "must be between 1 and 10000".into());
+        }
+        if !(1..=10_000).contains(&self.kube_burst) {
+            return invalid("kube_burst", "must be between 1 and 10000".into());
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return invalid("log_level", e.to_string());
         }
@@ -300,5 +314,15 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(message.contains("`database_url`"), "{message}");
+        let bad = Config {
+            kube_qps: 0,
+            ..Config::default()
+        };
+        let message = bad
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("`kube_qps`"), "{message}");
     }
 }
