@@ -5,9 +5,10 @@
 //! Service Slipway creates carries `app.kubernetes.io/managed-by=slipway`,
 //! `app.kubernetes.io/name=<workload>` and, on Deployments and their pods,
 //! `slipway.dev/track=<track>`; a Deployment without the managed-by label is never changed or
-//! deleted (`not_managed`). The one exception is a Service a blue-green rollout is told to
-//! switch: when `<name>` or `<name>-preview` already exists and someone else created it, Slipway
-//! replaces only its `spec.selector` (so it picks the track's pods) and touches nothing else.
+//! deleted (`not_managed`). The exceptions are what Slipway is told to use: a Service it is to
+//! point at a track (blue-green's `<name>` and `<name>-preview`, a router's stable `<name>`) that
+//! someone else created gets only its `spec.selector` replaced, and a Gateway API router's
+//! HTTPRoute only its backend weights ([`traffic`]).
 //!
 //! Traffic: with the replica-ratio router the canary weight is the ratio of canary to stable
 //! pods, so `SetCanaryWeight` changes nothing and observations carry no weight. With the
