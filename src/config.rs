@@ -91,6 +91,10 @@ pub struct Config {
     /// comma-separated string). Only they create apps and register clusters.
     #[serde(deserialize_with = "list_or_csv")]
     pub bootstrap_admins: Vec<String>,
+    /// Client-side rate limit of each Kubernetes cluster's client: requests per second on
+    /// average, and how many may go at once (docs/kubernetes.md).
+    pub kube_qps: u32,
+    pub kube_burst: u32,
 }
 
 impl Default for Config {
@@ -117,11 +121,13 @@ impl Default for Config {
             jwt_public_keys: Vec::new(),
             jwks_path: None,
             bootstrap_admins: Vec::new(),
+            kube_qps: slipway_cluster::KubeSettings::default().qps,
+            kube_burst: slipway_cluster::KubeSettings::default().burst,
         }
     }
 }
 
-const KEYS: [&str; 21] = [
+const KEYS: [&str; 23] = [
     "auth_enabled",
     "jwt_issuer",
     "jwt_audience",
@@ -129,6 +135,8 @@ const KEYS: [&str; 21] = [
     "jwt_public_keys",
     "jwks_path",
     "bootstrap_admins",
+    "kube_qps",
+    "kube_burst",
     "workers",
     "lease_ttl",
     "poll_interval_ms",
@@ -286,6 +294,12 @@ impl Config {
             if value.trim().is_empty() {
                 return invalid(key, "must not be empty".into());
             }
+        }
+        if !(1..=10_000).contains(&self.kube_qps) {
+            return invalid("kube_qps", "must be between 1 and 10000".into());
+        }
+        if !(1..=10_000).contains(&self.kube_burst) {
+            return invalid("kube_burst", "must be between 1 and 10000".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return invalid("log_level", e.to_string());
@@ -451,5 +465,15 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(message.contains("`database_url`"), "{message}");
+        let bad = Config {
+            kube_qps: 0,
+            ..Config::default()
+        };
+        let message = bad
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("`kube_qps`"), "{message}");
     }
 }

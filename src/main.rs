@@ -218,7 +218,7 @@ fn database_url(config: &Config) -> anyhow::Result<&slipway::config::Secret> {
 }
 
 /// The cluster drivers of this process: one simulated cluster for every cluster registered
-/// as `simulated`.
+/// as `simulated`, and one rate-limited client per Kubernetes cluster.
 fn drivers(config: &Config) -> slipway_engine::Drivers {
     let settings = slipway_cluster::SimSettings {
         ready_after: config.sim_ready_after.as_std(),
@@ -228,7 +228,12 @@ fn drivers(config: &Config) -> slipway_engine::Drivers {
         std::sync::Arc::new(slipway_cluster::SystemClock),
         settings,
     );
-    slipway_engine::Drivers::new(std::sync::Arc::new(sim))
+    let kube = slipway_cluster::KubeSettings {
+        qps: config.kube_qps,
+        burst: config.kube_burst,
+        ..slipway_cluster::KubeSettings::default()
+    };
+    slipway_engine::Drivers::new(std::sync::Arc::new(sim)).with_kube_settings(kube)
 }
 
 async fn bind(config: &Config) -> anyhow::Result<TcpListener> {

@@ -87,11 +87,12 @@ pub async fn run(
     tokio::spawn(signal);
     let api = {
         let pool = pool.clone();
+        let drivers = drivers.clone();
         let rx = stop_rx.clone();
         let config = config.clone();
         async move {
             match listener {
-                Some(listener) => serve(listener, pool, &config, stopped(rx)).await,
+                Some(listener) => serve(listener, pool, &config, drivers, stopped(rx)).await,
                 None => {
                     stopped(rx).await;
                     Ok(())
@@ -137,9 +138,12 @@ pub async fn serve(
     listener: TcpListener,
     pool: sqlx::PgPool,
     config: &Config,
+    drivers: slipway_engine::Drivers,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = slipway_api::AppState::new(pool.clone(), config.api_settings()?);
+    // The engine's drivers: one client per cluster in the process.
+    let state =
+        slipway_api::AppState::new(pool.clone(), config.api_settings()?).with_drivers(drivers);
     let housekeeping = tokio::spawn(purge_expired_keys(pool));
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, "API listening");

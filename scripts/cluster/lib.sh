@@ -32,3 +32,9 @@ cluster_pid_alive() {
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
   [[ ${exe% (deleted)} == */"$name" ]]
 }
+
+# --- addons (scripts/cluster/addons): Gateway API CRDs and Slipway's RBAC ----------------------
+# The CRDs come from the Go module sigs.k8s.io/gateway-api (config/crd/standard/*.yaml), fetched
+# through the Go module proxy and copied to a directory keyed by the version. v1.7.0 wants Go 1.27.
+GATEWAY_API_VERSION=v1.6.3
+GATEWAY_API_CRDS=$CLUSTER_CACHE/k8s/gateway-api-$GATEWAY_API_VERSION

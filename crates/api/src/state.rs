@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use slipway_engine::Drivers;
 use slipway_store::PgPool;
 
 use crate::auth::AuthSettings;
@@ -43,6 +44,9 @@ pub struct AppState {
     pub settings: Arc<ApiSettings>,
     pub metrics: PrometheusHandle,
     pub events: EventHub,
+    /// The cluster drivers (`GET /v1/clusters/{cluster}` asks them for reachability); share
+    /// the engine's with [`AppState::with_drivers`] so a process has one client per cluster.
+    pub drivers: Drivers,
 }
 
 impl AppState {
@@ -53,6 +57,14 @@ impl AppState {
             pool,
             settings: Arc::new(settings),
             metrics: crate::metrics_handle(),
+            drivers: Drivers::default(),
         }
+    }
+
+    /// The same state, using these cluster drivers.
+    #[must_use]
+    pub fn with_drivers(mut self, drivers: Drivers) -> Self {
+        self.drivers = drivers;
+        self
     }
 }

@@ -62,12 +62,151 @@ async fn clusters_are_registered_read_and_listed(pool: PgPool) {
 
     let got = app.get("/v1/clusters/local").await;
     assert_eq!(got.status, StatusCode::OK);
-    assert_eq!(got.body, created.body);
+    let mut registered = got.body.clone();
+    registered.as_object_mut().expect("object").remove("status");
+    assert_eq!(registered, created.body);
+    // A simulated cluster is always there, and has no version to report.
+    assert_eq!(got.body["status"]["reachable"], true);
+    assert_eq!(got.body["status"]["server_version"], Value::Null);
+    assert_eq!(got.body["status"]["error"], Value::Null);
+    assert!(got.body["status"]["checked_at"].is_string());
 
     let list = app.get("/v1/clusters").await;
     assert_eq!(list.status, StatusCode::OK);
     assert_eq!(names(&list.body), ["local", "prod-eu"]);
     assert_eq!(list.body["next_cursor"], Value::Null);
+}
+
+/// The test cluster's kubeconfig (scripts/cluster/start; `scripts/test` sets the variable).
+fn test_kubeconfig() -> String {
+    std::fs::read_to_string(std::env::var("SLIPWAY_TEST_KUBECONFIG").expect(
+        "SLIPWAY_TEST_KUBECONFIG is not set: this test needs the test cluster \
+         (scripts/cluster/start, docs/test-cluster.md)",
+    ))
+    .expect("read the test kubeconfig")
+}
+
+/// Writes `text` as a kubeconfig file for one test; returns its path.
+fn kubeconfig_file(name: &str, text: &str) -> String {
+    let path = std::env::temp_dir().join(format!(
+        "slipway-api-{name}-{}-{}.yaml",
+        std::process::id(),
+        Uuid::new_v4().simple()
+    ));
+    std::fs::write(&path, text).expect("write kubeconfig");
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
+/// The kubeconfig with each line starting (after indentation) with `key:` replaced.
+fn with_line(text: &str, key: &str, value: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.trim_start().starts_with(&format!("{key}:")) {
+                let indent = &l[..l.len() - l.trim_start().len()];
+                format!("{indent}{key}: {value}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_cluster_reports_whether_it_answers_and_its_version(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let real = test_kubeconfig();
+    let token = real
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("token:"))
+        .expect("a token in the test kubeconfig")
+        .trim()
+        .to_owned();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            open.push(s);
+        }
+    });
+    let files = [
+        ("up", kubeconfig_file("up", &real)),
+        (
+            "down",
+            kubeconfig_file(
+                "down",
+                &with_line(&real, "server", &format!("https://127.0.0.1:{closed}")),
+            ),
+        ),
+        (
+            "silent",
+            kubeconfig_file(
+                "silent",
+                &with_line(&real, "server", &format!("http://127.0.0.1:{silent_port}")),
+            ),
+        ),
+        (
+            "badtoken",
+            kubeconfig_file("badtoken", &with_line(&real, "token", "not-a-token")),
+        ),
+        ("nofile", "/nonexistent/slipway/kubeconfig".to_owned()),
+    ];
+    for (name, path) in &files {
+        let created = app
+            .post_json(
+                "/v1/clusters",
+                &json!({"name": name, "kind": "kubernetes", "kubeconfig_path": path}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    }
+
+    let up = app.get("/v1/clusters/up").await;
+    assert_eq!(up.status, StatusCode::OK, "{}", up.text);
+    let status = &up.body["status"];
+    assert_eq!(status["reachable"], true, "{status}");
+    let version = status["server_version"].as_str().expect("a version");
+    assert!(version.starts_with("v1."), "{version}");
+    assert_eq!(status["error"], Value::Null);
+    assert!(!up.text.contains(&token), "the response holds the token");
+
+    for (name, code) in [
+        ("down", "cluster_unreachable"),
+        ("silent", "timeout"),
+        ("badtoken", "unauthorized"),
+        ("nofile", "invalid_kubeconfig"),
+    ] {
+        let started = std::time::Instant::now();
+        let got = app.get(&format!("/v1/clusters/{name}")).await;
+        let took = started.elapsed();
+        assert_eq!(got.status, StatusCode::OK, "{name}: {}", got.text);
+        let status = &got.body["status"];
+        assert_eq!(status["reachable"], false, "{name}: {status}");
+        assert_eq!(status["server_version"], Value::Null, "{name}");
+        assert_eq!(status["error"]["code"], code, "{name}: {status}");
+        assert!(status["error"]["message"].is_string(), "{name}");
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "{name} took {took:?}"
+        );
+        assert!(
+            !got.text.contains(&token),
+            "{name}: the response holds the token"
+        );
+    }
+    held.abort();
+    for (_, path) in &files {
+        std::fs::remove_file(path).ok();
+    }
 }
 
 #[sqlx::test(migrator = "slipway_store::MIGRATOR")]

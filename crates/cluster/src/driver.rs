@@ -24,6 +24,13 @@ pub trait ClusterDriver: Send + Sync + std::fmt::Debug {
         target: &'a Target,
         actions: &'a [Action],
     ) -> BoxFuture<'a, Result<(), DriverError>>;
+
+    /// Whether the cluster answers now, and its server version when it has one (Kubernetes:
+    /// `GET /version`, e.g. `v1.36.3`). Callers bound it with their own timeout. The default,
+    /// for clusters without an API server to ask, is reachable without a version.
+    fn probe(&self) -> BoxFuture<'_, Result<Option<String>, DriverError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// Why a driver call failed, and whether trying again can help.

@@ -14,7 +14,7 @@ pub mod driver;
 pub mod kube;
 pub mod sim;
 
-pub use self::kube::KubeDriver;
+pub use self::kube::{KubeDriver, KubeSettings};
 pub use driver::{BoxFuture, ClusterDriver, DriverError, Target};
 pub use sim::{
     ApiCalls, Clock, Fault, FaultKind, FaultScope, Faults, ManualClock, SimCluster, SimSettings,

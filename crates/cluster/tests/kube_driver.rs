@@ -7,14 +7,20 @@
 //! scripts/cluster/stop
 //! ```
 //!
-//! Each test works in its own namespace and deletes it at the end.
+//! Each test works in its own namespace and deletes it at the end. The driver under test
+//! authenticates as `slipway-e2e`, bound in that namespace to exactly deploy/rbac's role; the
+//! tests set up and check with the admin's client.
 
 #[path = "kube_driver/env.rs"]
 mod env;
+#[path = "kube_driver/faults.rs"]
+mod faults;
+#[path = "kube_driver/routers.rs"]
+mod routers;
 
 use std::time::{Duration, Instant};
 
-use env::{Env, apply_workload, kubeconfig, kubeconfig_with, poll, release};
+use env::{Env, apply_workload, kubeconfig, kubeconfig_e2e, kubeconfig_with, poll, release};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -467,4 +473,67 @@ async fn errors_say_whether_to_retry() {
         (false, "invalid_kubeconfig"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn rbac_allows_exactly_what_deploy_rbac_grants() {
+    let env = Env::new("rbac").await;
+    let e2e = env.driver.client().await.unwrap().clone();
+
+    // A Secret in the bound namespace: not in the role, a permanent 403 with the API's words.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(e2e.clone(), &env.namespace);
+    let e = slipway_cluster::kube::from_kube(secrets.get("anything").await.unwrap_err());
+    assert_eq!((e.is_retryable(), e.reason()), (false, "forbidden"), "{e}");
+    assert!(
+        e.message()
+            .contains(r#"User "slipway-e2e" cannot get resource "secrets""#),
+        "{e}"
+    );
+
+    // A namespace without the binding: the driver is refused, for good, with the API's message.
+    let bare = format!("{}-unbound", env.namespace);
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({ "metadata": { "name": bare } })).unwrap();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client.clone());
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let t = Target {
+        namespace: bare.clone(),
+        ..env.target("web", 1)
+    };
+    let e = env
+        .driver
+        .apply(&t, &[apply_workload(Track::Stable, "v1", 1)])
+        .await
+        .unwrap_err();
+    assert_eq!((e.is_retryable(), e.reason()), (false, "forbidden"), "{e}");
+    assert!(
+        e.message().contains(&format!(
+            r#"User "slipway-e2e" cannot get resource "deployments" in API group "apps" in the namespace "{bare}""#
+        )),
+        "{e}"
+    );
+    let e = env.driver.observe(&t).await.unwrap_err();
+    assert_eq!((e.is_retryable(), e.reason()), (false, "forbidden"), "{e}");
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &bare);
+    assert!(deployments.get_opt("web").await.unwrap().is_none());
+    namespaces
+        .delete(&bare, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+
+    // Cluster-scoped reads are not granted either; the version is (every authenticated user).
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(e2e);
+    let e = slipway_cluster::kube::from_kube(nodes.list(&Default::default()).await.unwrap_err());
+    assert_eq!(e.reason(), "forbidden", "{e}");
+    let version = KubeDriver::from_kubeconfig(kubeconfig_e2e(), None)
+        .unwrap()
+        .server_version()
+        .await
+        .unwrap();
+    assert!(version.starts_with("v1."), "{version}");
+    env.finish().await;
 }

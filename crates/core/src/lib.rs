@@ -25,6 +25,8 @@ pub use deployment::{
 pub use duration::DurationSpec;
 pub use environment::{ApprovalPolicy, EnvironmentSpec, Workload};
 pub use image::ImageRef;
-pub use resources::{App, Cluster, Deployment, DeploymentEvent, Environment};
+pub use resources::{
+    App, Cluster, ClusterDetail, ClusterStatus, Deployment, DeploymentEvent, Environment,
+};
 pub use strategy::{CanaryStep, StrategySpec, TrafficRouting};
 pub use validation::{FieldError, ValidationError, Violations};

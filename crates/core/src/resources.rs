@@ -23,6 +23,29 @@ pub struct Cluster {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A registered cluster with whether it answers, as `GET /v1/clusters/{cluster}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClusterDetail {
+    #[serde(flatten)]
+    pub cluster: Cluster,
+    pub status: ClusterStatus,
+}
+
+/// Whether a cluster's API server answered just now (with a short timeout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClusterStatus {
+    pub reachable: bool,
+    /// The API server's version (`GET /version`), e.g. `v1.36.3`; null for a simulated cluster
+    /// or when it did not answer.
+    pub server_version: Option<String>,
+    pub checked_at: DateTime<Utc>,
+    /// Why it is not reachable (`cluster_unreachable`, `timeout`, `unauthorized`,
+    /// `invalid_kubeconfig`, ...); null when it is.
+    pub error: Option<FailureReason>,
+}
+
 /// An application: a set of environments deployed together.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

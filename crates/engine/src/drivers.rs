@@ -2,18 +2,31 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use slipway_cluster::{ClusterDriver, DriverError, KubeDriver, SimCluster};
-use slipway_core::ClusterKind;
+use slipway_cluster::{ClusterDriver, DriverError, KubeDriver, KubeSettings, SimCluster};
+use slipway_core::{ClusterKind, ClusterStatus, FailureReason};
 use slipway_store::rollouts::ClusterRef;
 use uuid::Uuid;
 
+/// How long `GET /v1/clusters/{cluster}` waits for a cluster to say its version.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The drivers of this process: one simulated cluster shared by every cluster registered as
-/// `simulated`, and one [`KubeDriver`] (so one API client) per registered Kubernetes cluster.
+/// `simulated`, and one [`KubeDriver`] (so one API client, with its rate limit) per registered
+/// Kubernetes cluster. Clones share the same drivers.
 #[derive(Debug, Clone)]
 pub struct Drivers {
     sim: Arc<SimCluster>,
     kube: Arc<Mutex<HashMap<Uuid, KubeEntry>>>,
+    kube_settings: KubeSettings,
+}
+
+impl Default for Drivers {
+    /// A default simulated cluster and default Kubernetes client settings.
+    fn default() -> Self {
+        Self::new(Arc::new(SimCluster::default()))
+    }
 }
 
 /// A cached Kubernetes driver and the connection settings it was built from: a cluster whose
@@ -39,6 +52,51 @@ impl Drivers {
         Self {
             sim,
             kube: Arc::default(),
+            kube_settings: KubeSettings::default(),
+        }
+    }
+
+    /// The same, with these client settings (timeouts, rate limit, retries) for every
+    /// Kubernetes cluster's driver built from now on.
+    #[must_use]
+    pub fn with_kube_settings(mut self, settings: KubeSettings) -> Self {
+        self.kube_settings = settings;
+        self
+    }
+
+    /// Whether `cluster` answers now, and its server version, within [`PROBE_TIMEOUT`]. Uses
+    /// (and so warms) the cluster's cached driver.
+    pub async fn status(&self, cluster: &ClusterRef) -> ClusterStatus {
+        let answer = match self.for_cluster(cluster) {
+            Ok(driver) => match tokio::time::timeout(PROBE_TIMEOUT, driver.probe()).await {
+                Ok(answer) => answer,
+                Err(_) => Err(DriverError::retryable(
+                    "timeout",
+                    format!(
+                        "cluster {:?} did not answer within {PROBE_TIMEOUT:?}",
+                        cluster.name
+                    ),
+                )),
+            },
+            Err(e) => Err(e),
+        };
+        let checked_at = chrono::Utc::now();
+        match answer {
+            Ok(server_version) => ClusterStatus {
+                reachable: true,
+                server_version,
+                checked_at,
+                error: None,
+            },
+            Err(e) => ClusterStatus {
+                reachable: false,
+                server_version: None,
+                checked_at,
+                error: Some(FailureReason {
+                    code: e.reason().to_owned(),
+                    message: e.message().to_owned(),
+                }),
+            },
         }
     }
 
@@ -58,7 +116,7 @@ impl Drivers {
         if let Some(entry) = cache.get(&cluster.id).filter(|e| e.matches(cluster)) {
             return Ok(entry.driver.clone());
         }
-        let driver = Arc::new(build_kube(cluster)?);
+        let driver = Arc::new(build_kube(cluster)?.with_settings(self.kube_settings));
         cache.insert(
             cluster.id,
             KubeEntry {
@@ -133,6 +191,54 @@ mod tests {
             d.for_cluster(&cluster(ClusterKind::Simulated, None, None))
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn status_says_whether_a_cluster_answers() {
+        let d = drivers();
+        let sim = d.status(&cluster(ClusterKind::Simulated, None, None)).await;
+        assert!(sim.reachable);
+        assert_eq!((sim.server_version, sim.error), (None, None));
+
+        let missing = d
+            .status(&cluster(
+                ClusterKind::Kubernetes,
+                Some("/nonexistent/kubeconfig"),
+                None,
+            ))
+            .await;
+        assert!(!missing.reachable);
+        assert_eq!(
+            missing.error.map(|e| e.code).as_deref(),
+            Some("invalid_kubeconfig")
+        );
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let path = std::env::temp_dir().join(format!(
+            "slipway-drivers-status-{}.yaml",
+            std::process::id()
+        ));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'https://127.0.0.1:{closed}'}}\n\
+                 users:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: a\n  context: {{cluster: c, user: u}}\n\
+                 current-context: a\n"
+            ),
+        )
+        .unwrap();
+        let down = d
+            .status(&cluster(ClusterKind::Kubernetes, path.to_str(), None))
+            .await;
+        assert!(!down.reachable);
+        let error = down.error.unwrap();
+        assert_eq!(error.code, "cluster_unreachable", "{error:?}");
+        assert!(!error.message.contains("token"), "{error:?}");
+        std::fs::remove_file(&path).ok();
     }
 
     #[test]

@@ -3,9 +3,10 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use slipway_core::{Cluster, ClusterSpec};
+use slipway_core::{Cluster, ClusterDetail, ClusterSpec};
 use slipway_engine::intake;
 use slipway_store::clusters;
+use slipway_store::rollouts::ClusterRef;
 
 use crate::extract::{IdempotencyKey, JsonBody, Principal};
 use crate::idempotency::{self, KeyedRequest, Written};
@@ -67,18 +68,35 @@ pub async fn list(
     Ok(Json(List::from_page(found, CursorKind::Name)))
 }
 
-/// Get a cluster.
+/// Get a cluster, with whether it answers now.
+///
+/// `status` comes from asking the cluster's API server for its version (Kubernetes
+/// `GET /version`) with a 3 s timeout; a simulated cluster is always reachable and has no
+/// version. Credentials are never part of the answer.
 #[utoipa::path(get, path = "/v1/clusters/{cluster}", tag = "clusters",
     params(("cluster" = String, Path, description = "Cluster name")),
     responses(
-        (status = 200, description = "The cluster", body = Cluster),
+        (status = 200, description = "The cluster and its reachability", body = ClusterDetail),
         (status = 404, description = "No such cluster", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get(
     State(state): State<AppState>,
     _: Principal,
     Path(name): Path<String>,
-) -> Result<Json<Cluster>, ApiError> {
-    let mut conn = state.pool.acquire().await?;
-    Ok(Json(clusters::get(&mut conn, &name).await?))
+) -> Result<Json<ClusterDetail>, ApiError> {
+    let (cluster, id) = {
+        let mut conn = state.pool.acquire().await?;
+        let cluster = clusters::get(&mut conn, &name).await?;
+        let id = clusters::id_of(&mut conn, &name).await?;
+        (cluster, id)
+    };
+    let reference = ClusterRef {
+        id,
+        name: cluster.name.clone(),
+        kind: cluster.kind,
+        kubeconfig_path: cluster.kubeconfig_path.clone(),
+        context: cluster.context.clone(),
+    };
+    let status = state.drivers.status(&reference).await;
+    Ok(Json(ClusterDetail { cluster, status }))
 }

@@ -5,24 +5,32 @@
 //! Service Slipway creates carries `app.kubernetes.io/managed-by=slipway`,
 //! `app.kubernetes.io/name=<workload>` and, on Deployments and their pods,
 //! `slipway.dev/track=<track>`; a Deployment without the managed-by label is never changed or
-//! deleted (`not_managed`). The one exception is a Service a blue-green rollout is told to
-//! switch: when `<name>` or `<name>-preview` already exists and someone else created it, Slipway
-//! replaces only its `spec.selector` (so it picks the track's pods) and touches nothing else.
+//! deleted (`not_managed`). The exceptions are what Slipway is told to use: a Service it is to
+//! point at a track (blue-green's `<name>` and `<name>-preview`, a router's stable `<name>`) that
+//! someone else created gets only its `spec.selector` replaced, and a Gateway API router's
+//! HTTPRoute only its backend weights ([`traffic`]).
 //!
 //! Traffic: with the replica-ratio router the canary weight is the ratio of canary to stable
-//! pods, so `SetCanaryWeight` changes nothing and observations carry no weight. The Gateway API
-//! and NGINX routers are not implemented yet (`router_unsupported`).
+//! pods, so `SetCanaryWeight` changes nothing and observations carry no weight. With the
+//! Gateway API and NGINX routers ([`traffic`]) the weight is written to the route or canary
+//! Ingress, read back from the object, and reported in every observation; Slipway then also
+//! applies the Services the router sends traffic to: `<name>` for the stable pods (only its
+//! selector, if someone else created it) and `<name>-canary`.
 //!
 //! The [`kube::Client`] is built on first use (building one needs the Tokio runtime, and
-//! reading exec credentials is async) and then shared: one client per driver.
+//! reading exec credentials is async) and then shared: one client per driver, behind a
+//! client-side rate limit ([`KubeSettings`]). An action or observation the API server answers
+//! with 409, 429 or 5xx is tried again after a doubling backoff, a few times, before the error
+//! goes back to the engine; an unreachable server or a timeout goes back at once.
 
 mod error;
 pub mod objects;
+mod settings;
 mod status;
+pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
@@ -36,11 +44,7 @@ use tokio::sync::OnceCell;
 use crate::driver::{BoxFuture, ClusterDriver, DriverError, Target};
 pub use error::{from_kube, from_status};
 use objects::{FIELD_MANAGER, SERVICE_ROLES};
-
-/// Time to open a connection to the API server.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time for one API call to answer.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub use settings::KubeSettings;
 
 enum Source {
     Kubeconfig {
@@ -55,6 +59,7 @@ enum Source {
 /// A [`ClusterDriver`] for one Kubernetes cluster.
 pub struct KubeDriver {
     source: Source,
+    settings: KubeSettings,
     client: OnceCell<Client>,
 }
 
@@ -129,7 +134,52 @@ impl KubeDriver {
     fn new(source: Source) -> Self {
         Self {
             source,
+            settings: KubeSettings::default(),
             client: OnceCell::new(),
+        }
+    }
+
+    /// The same driver with other connection settings (before its first call).
+    #[must_use]
+    pub fn with_settings(mut self, settings: KubeSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    pub fn settings(&self) -> &KubeSettings {
+        &self.settings
+    }
+
+    /// The API server's version (`GET /version`, open to every authenticated user), e.g.
+    /// `v1.36.3`. One attempt, no retries: it answers "is the cluster reachable now".
+    pub async fn server_version(&self) -> Result<String, DriverError> {
+        let info = self
+            .client()
+            .await?
+            .apiserver_version()
+            .await
+            .map_err(from_kube)?;
+        Ok(info.git_version)
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or has been tried `settings.attempts`
+    /// times; only answers that say "try again" (409, 429, 5xx) are retried here.
+    async fn with_retries<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, DriverError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, DriverError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Err(e) if attempt < self.settings.attempts && retry_here(&e) => {
+                    let wait = self.settings.backoff_before(attempt);
+                    tracing::debug!(%e, attempt, ?wait, what, "Kubernetes API asks to retry");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -152,10 +202,18 @@ impl KubeDriver {
             Source::InCluster => Config::incluster().map_err(|e| invalid(&e))?,
             Source::Config(c) => (**c).clone(),
         };
-        config.connect_timeout = Some(CONNECT_TIMEOUT);
-        config.read_timeout = Some(CALL_TIMEOUT);
-        config.write_timeout = Some(CALL_TIMEOUT);
-        Client::try_from(config).map_err(from_kube)
+        config.connect_timeout = Some(self.settings.connect_timeout);
+        config.read_timeout = Some(self.settings.call_timeout);
+        config.write_timeout = Some(self.settings.call_timeout);
+        // kube-rs would otherwise retry 429/503/504 itself, up to 15 times with a backoff
+        // growing to minutes, under the rate limit and out of sight: retries are the driver's
+        // (`with_retries`), bounded by `KubeSettings`.
+        config.default_retry = false;
+        let (burst, window) = self.settings.rate_window();
+        let builder = kube::client::ClientBuilder::try_from(config).map_err(from_kube)?;
+        Ok(builder
+            .with_layer(&tower::limit::RateLimitLayer::new(burst, window))
+            .build())
     }
 
     async fn observe_now(&self, target: &Target) -> Result<Observation, DriverError> {
@@ -188,10 +246,17 @@ impl KubeDriver {
                 services.insert(role, track);
             }
         }
+        let canary_weight = match &target.traffic {
+            TrafficRouting::Replicas => None,
+            TrafficRouting::GatewayApi(r) => {
+                traffic::route_weight(client, target, &r.http_route).await?
+            }
+            TrafficRouting::Nginx(n) => traffic::ingress_weight(client, target, &n.ingress).await?,
+        };
         Ok(Observation {
             workloads,
             services,
-            canary_weight: None,
+            canary_weight,
         })
     }
 
@@ -222,6 +287,9 @@ impl KubeDriver {
                     .patch(&object, &apply, &Patch::Apply(doc))
                     .await
                     .map_err(from_kube)?;
+                if routed(target) && matches!(track, Track::Stable | Track::Canary) {
+                    self.apply_track_service(client, target, *track).await?;
+                }
             }
             Action::ScaleWorkload { track, replicas } => {
                 let object = objects::deployment_name(name, *track);
@@ -257,13 +325,20 @@ impl KubeDriver {
                         format!("canary weight {canary_weight} is not between 0 and 100"),
                     ));
                 }
+                if routed(target) {
+                    for track in [Track::Stable, Track::Canary] {
+                        self.apply_track_service(client, target, track).await?;
+                    }
+                }
                 match &target.traffic {
                     TrafficRouting::Replicas => {}
-                    TrafficRouting::GatewayApi(_) | TrafficRouting::Nginx(_) => {
-                        return Err(DriverError::permanent(
-                            "router_unsupported",
-                            "the Kubernetes driver supports only the replica-ratio traffic router so far",
-                        ));
+                    TrafficRouting::GatewayApi(r) => {
+                        traffic::set_route_weight(client, target, &r.http_route, *canary_weight)
+                            .await?;
+                    }
+                    TrafficRouting::Nginx(n) => {
+                        traffic::set_ingress_weight(client, target, &n.ingress, *canary_weight)
+                            .await?;
                     }
                 }
             }
@@ -293,23 +368,57 @@ impl KubeDriver {
         track: Track,
         apply: &PatchParams,
     ) -> Result<(), DriverError> {
-        let services: Api<Service> = Api::namespaced(client.clone(), &target.namespace);
         let object = objects::service_name(&target.workload.name, role);
-        let existing = services.get_opt(&object).await.map_err(from_kube)?;
-        let doc = match existing {
-            Some(s) if !objects::is_managed(s.metadata.labels.as_ref()) => {
-                tracing::info!(namespace = %target.namespace, service = %object, track = track.as_str(),
-                    "switching the selector of a Service Slipway does not manage");
-                objects::service_selector_only(target, role, track)
-            }
-            _ => objects::service(target, role, track),
-        };
-        services
-            .patch(&object, apply, &Patch::Apply(doc))
-            .await
-            .map_err(from_kube)?;
-        Ok(())
+        point_service(client, target, &object, track, apply).await
     }
+
+    /// The Service a traffic router sends `track`'s share to (`<name>`, `<name>-canary`).
+    async fn apply_track_service(
+        &self,
+        client: &Client,
+        target: &Target,
+        track: Track,
+    ) -> Result<(), DriverError> {
+        let object = objects::track_service_name(&target.workload.name, track);
+        let apply = PatchParams::apply(FIELD_MANAGER).force();
+        point_service(client, target, &object, track, &apply).await
+    }
+}
+
+fn routed(target: &Target) -> bool {
+    !matches!(target.traffic, TrafficRouting::Replicas)
+}
+
+/// Whether to retry an error within the call: the API server answered and asked to try again
+/// (409, 429, 5xx). An unreachable server or a timeout goes back to the engine at once.
+fn retry_here(e: &DriverError) -> bool {
+    e.is_retryable() && !matches!(e.reason(), "cluster_unreachable" | "timeout")
+}
+
+/// Applies Service `object` selecting `track`'s pods; of a Service someone else created, only
+/// the selector.
+async fn point_service(
+    client: &Client,
+    target: &Target,
+    object: &str,
+    track: Track,
+    apply: &PatchParams,
+) -> Result<(), DriverError> {
+    let services: Api<Service> = Api::namespaced(client.clone(), &target.namespace);
+    let existing = services.get_opt(object).await.map_err(from_kube)?;
+    let doc = match existing {
+        Some(s) if !objects::is_managed(s.metadata.labels.as_ref()) => {
+            tracing::info!(namespace = %target.namespace, service = %object, track = track.as_str(),
+                "switching the selector of a Service Slipway does not manage");
+            objects::named_selector_only(target, object, track)
+        }
+        _ => objects::named_service(target, object, track),
+    };
+    services
+        .patch(object, apply, &Patch::Apply(doc))
+        .await
+        .map_err(from_kube)?;
+    Ok(())
 }
 
 /// The Deployment `name` if it exists; an error if it exists and Slipway does not manage it.
@@ -335,7 +444,7 @@ impl ClusterDriver for KubeDriver {
         &'a self,
         target: &'a Target,
     ) -> BoxFuture<'a, Result<Observation, DriverError>> {
-        Box::pin(self.observe_now(target))
+        Box::pin(self.with_retries("observe", || self.observe_now(target)))
     }
 
     fn apply<'a>(
@@ -345,9 +454,14 @@ impl ClusterDriver for KubeDriver {
     ) -> BoxFuture<'a, Result<(), DriverError>> {
         Box::pin(async move {
             for action in actions {
-                self.apply_one(target, action).await?;
+                self.with_retries("apply", || self.apply_one(target, action))
+                    .await?;
             }
             Ok(())
         })
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<Option<String>, DriverError>> {
+        Box::pin(async move { self.server_version().await.map(Some) })
     }
 }

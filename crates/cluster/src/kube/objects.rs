@@ -39,6 +39,12 @@ pub fn service_name(workload: &str, role: ServiceRole) -> String {
     }
 }
 
+/// The Service of a track for the traffic routers (Gateway API, NGINX): `<name>` selects the
+/// stable pods, `<name>-canary` the canary's (blue and green use [`service_name`]).
+pub fn track_service_name(workload: &str, track: Track) -> String {
+    deployment_name(workload, track)
+}
+
 pub fn parse_track(value: &str) -> Option<Track> {
     TRACKS.into_iter().find(|t| t.as_str() == value)
 }
@@ -61,7 +67,7 @@ fn selector(workload: &str, track: Track) -> Value {
     json!({ NAME_LABEL: workload, TRACK_LABEL: track.as_str() })
 }
 
-fn labels(workload: &str, track: Option<Track>) -> Value {
+pub fn labels(workload: &str, track: Option<Track>) -> Value {
     let mut l = json!({ MANAGED_BY_LABEL: MANAGED_BY_VALUE, NAME_LABEL: workload });
     if let (Some(track), Some(map)) = (track, l.as_object_mut()) {
         map.insert(TRACK_LABEL.into(), track.as_str().into());
@@ -120,12 +126,17 @@ pub fn deployment(
 
 /// A Service Slipway creates (or already manages) for `role`, selecting `track`'s pods.
 pub fn service(target: &Target, role: ServiceRole, track: Track) -> Value {
+    named_service(target, &service_name(&target.workload.name, role), track)
+}
+
+/// A Service Slipway creates (or already manages) named `name`, selecting `track`'s pods.
+pub fn named_service(target: &Target, name: &str, track: Track) -> Value {
     let w = &target.workload;
     json!({
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": service_name(&w.name, role),
+            "name": name,
             "namespace": target.namespace,
             "labels": labels(&w.name, None),
         },
@@ -144,11 +155,16 @@ pub fn service(target: &Target, role: ServiceRole, track: Track) -> Value {
 /// Only the selector, for a Service someone else created: Slipway takes over `spec.selector`
 /// (an atomic map, so the whole selector is replaced) and leaves everything else alone.
 pub fn service_selector_only(target: &Target, role: ServiceRole, track: Track) -> Value {
+    named_selector_only(target, &service_name(&target.workload.name, role), track)
+}
+
+/// [`service_selector_only`] for the Service `name`.
+pub fn named_selector_only(target: &Target, name: &str, track: Track) -> Value {
     let w = &target.workload;
     json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": { "name": service_name(&w.name, role), "namespace": target.namespace },
+        "metadata": { "name": name, "namespace": target.namespace },
         "spec": { "selector": selector(&w.name, track) },
     })
 }

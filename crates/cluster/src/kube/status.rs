@@ -22,7 +22,8 @@ fn count(n: Option<i32>) -> u32 {
 }
 
 /// What a Deployment says about its rollout. `old` counts pods of older ReplicaSets
-/// (`status.replicas - status.updatedReplicas`).
+/// (`status.replicas - status.updatedReplicas`) and pods still terminating
+/// (`status.terminatingReplicas`, beta since Kubernetes 1.35; absent counts as none).
 pub fn workload_status(d: &Deployment, container: &str) -> WorkloadStatus {
     let status = d.status.as_ref();
     let total = count(status.and_then(|s| s.replicas));
@@ -36,7 +37,9 @@ pub fn workload_status(d: &Deployment, container: &str) -> WorkloadStatus {
         updated,
         ready: count(status.and_then(|s| s.ready_replicas)),
         available: count(status.and_then(|s| s.available_replicas)),
-        old: total.saturating_sub(updated),
+        old: total
+            .saturating_sub(updated)
+            .saturating_add(count(status.and_then(|s| s.terminating_replicas))),
         progress_deadline_exceeded: status
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| {
@@ -111,7 +114,7 @@ mod tests {
             },
             "status": {
                 "observedGeneration": 2, "replicas": 6, "updatedReplicas": 2,
-                "readyReplicas": 5, "availableReplicas": 4,
+                "readyReplicas": 5, "availableReplicas": 4, "terminatingReplicas": 1,
                 "conditions": [{ "type": "Progressing", "status": "False",
                                  "reason": "ProgressDeadlineExceeded" }],
             },
@@ -132,7 +135,7 @@ mod tests {
                 updated: 2,
                 ready: 5,
                 available: 4,
-                old: 4,
+                old: 5,
                 progress_deadline_exceeded: true,
             }
         );

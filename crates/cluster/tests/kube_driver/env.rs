@@ -12,13 +12,59 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
 use serde_json::json;
 use slipway_cluster::{ClusterDriver, KubeDriver, Target};
 use slipway_core::rollout::{Action, Observation, Release, Track};
 use slipway_core::{TrafficRouting, Workload};
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The kubeconfig of user `slipway-e2e`, who may do only what deploy/rbac grants:
+/// `SLIPWAY_K8S_KUBECONFIG_E2E`, else `kubeconfig-e2e` beside the admin kubeconfig (as
+/// scripts/cluster/start writes them).
+pub fn kubeconfig_e2e() -> PathBuf {
+    match std::env::var_os("SLIPWAY_K8S_KUBECONFIG_E2E") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => kubeconfig().with_file_name("kubeconfig-e2e"),
+    }
+}
+
+/// The user the e2e kubeconfig authenticates as.
+pub const E2E_USER: &str = "slipway-e2e";
+
+/// Applies deploy/rbac: the ClusterRole, and its RoleBinding to `E2E_USER` in `namespace`.
+pub async fn grant_e2e(admin: &Client, namespace: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rbac");
+    for file in ["clusterrole.yaml", "rolebinding.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let text = text
+            .replace("namespace: NAMESPACE", &format!("namespace: {namespace}"))
+            .replace("name: SUBJECT", &format!("name: {E2E_USER}"));
+        let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        let object: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+        let types = object.types.clone().unwrap();
+        let (group, version) = types.api_version.split_once('/').unwrap();
+        let gvk = GroupVersionKind::gvk(group, version, &types.kind);
+        let plural = format!("{}s", types.kind.to_lowercase());
+        let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
+        let api: Api<DynamicObject> = match object.metadata.namespace.as_deref() {
+            Some(ns) => Api::namespaced_with(admin.clone(), ns, &resource),
+            None => Api::all_with(admin.clone(), &resource),
+        };
+        let name = object.metadata.name.clone().unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("slipway-tests").force(),
+            &Patch::Apply(doc),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {file}: {e}"));
+    }
+}
 
 pub fn kubeconfig() -> PathBuf {
     match std::env::var_os("SLIPWAY_TEST_KUBECONFIG") {
@@ -31,7 +77,8 @@ pub fn kubeconfig() -> PathBuf {
     }
 }
 
-/// A driver on the test cluster, and a fresh namespace that `finish` deletes.
+/// A driver on the test cluster as `slipway-e2e`, bound to deploy/rbac's role in a fresh
+/// namespace that `finish` deletes; `client` is the admin's, for setting up and checking.
 pub struct Env {
     pub driver: KubeDriver,
     pub client: Client,
@@ -42,8 +89,9 @@ pub struct Env {
 impl Env {
     pub async fn new(test: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
-        let driver = KubeDriver::from_kubeconfig(kubeconfig(), None).expect("driver");
-        let client = driver.client().await.expect("client").clone();
+        let admin = KubeDriver::from_kubeconfig(kubeconfig(), None).expect("admin driver");
+        let client = admin.client().await.expect("client").clone();
+        let driver = KubeDriver::from_kubeconfig(kubeconfig_e2e(), None).expect("e2e driver");
         let namespace = format!(
             "slipway-{test}-{}-{}",
             std::process::id(),
@@ -62,11 +110,26 @@ impl Env {
             sa.get_opt("default").await.ok().flatten()
         })
         .await;
+        grant_e2e(&client, &namespace).await;
+        // The authorizer sees a new RoleBinding a moment later.
+        let e2e = driver.client().await.expect("e2e client").clone();
+        let mine: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(e2e, &namespace);
+        poll("the RoleBinding in effect", || async {
+            mine.list(&ListParams::default()).await.ok().map(|_| ())
+        })
+        .await;
         Self {
             driver,
             client,
             namespace,
             started: Instant::now(),
+        }
+    }
+
+    pub fn routed(&self, name: &str, replicas: u32, traffic: TrafficRouting) -> Target {
+        Target {
+            traffic,
+            ..self.target(name, replicas)
         }
     }
 
@@ -198,10 +261,33 @@ pub fn apply_workload(track: Track, version: &str, replicas: u32) -> Action {
 
 /// A copy of the test kubeconfig with another server or token.
 pub fn kubeconfig_with(name: &str, edit: impl FnOnce(&mut kube::config::Kubeconfig)) -> PathBuf {
-    let mut k = kube::config::Kubeconfig::read_from(kubeconfig()).unwrap();
+    kubeconfig_with_base(&kubeconfig(), name, edit)
+}
+
+/// A copy of the kubeconfig at `base`, edited.
+pub fn kubeconfig_with_base(
+    base: &std::path::Path,
+    name: &str,
+    edit: impl FnOnce(&mut kube::config::Kubeconfig),
+) -> PathBuf {
+    let mut k = kube::config::Kubeconfig::read_from(base).unwrap();
     edit(&mut k);
     let path =
         std::env::temp_dir().join(format!("slipway-kube-{name}-{}.yaml", std::process::id()));
     std::fs::write(&path, serde_json::to_string(&k).unwrap()).unwrap();
     path
+}
+
+/// A target in `default` (for clusters that are not reached).
+pub fn plain_target() -> Target {
+    Target {
+        namespace: "default".into(),
+        workload: Workload {
+            name: "web".into(),
+            container: "app".into(),
+            replicas: 1,
+            port: 80,
+        },
+        traffic: TrafficRouting::Replicas,
+    }
 }
