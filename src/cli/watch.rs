@@ -1,0 +1,224 @@
+//! Following a deployment to its end: its event stream (resumed with `Last-Event-ID` after a
+//! lost connection) says when to look again, and a re-read every few seconds covers a stream
+//! that stays quiet. Nothing is held in memory but the last event seen and the last state.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::progress::Observer;
+use super::view;
+use crate::client::{Client, ClientError, SseParser};
+
+/// Re-read the deployment at least this often, whatever the stream says.
+const REFRESH: Duration = Duration::from_secs(5);
+/// The server sends a keep-alive every 15 s: this much silence means the stream is dead.
+const SILENCE: Duration = Duration::from_secs(45);
+const TICK: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How a watch ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The deployment reached a terminal status (the document is its last state).
+    Finished(Value),
+    /// The deadline passed first (the last state seen; null when none was).
+    TimedOut(Value),
+}
+
+/// Follows deployment `id` until it ends or `deadline` passes, telling `observer` each event
+/// (from the first, or after `after_seq`) and each state read.
+pub async fn watch(
+    client: &Client,
+    id: Uuid,
+    deadline: Option<Instant>,
+    observer: &mut dyn Observer,
+) -> Result<Ended, ClientError> {
+    let mut w = Watch {
+        client,
+        deployment_path: format!("v1/deployments/{id}"),
+        events_path: format!("v1/deployments/{id}/events"),
+        deadline,
+        last_seq: 0,
+        observer,
+    };
+    w.run().await
+}
+
+struct Watch<'a> {
+    client: &'a Client,
+    deployment_path: String,
+    events_path: String,
+    deadline: Option<Instant>,
+    last_seq: i64,
+    observer: &'a mut dyn Observer,
+}
+
+/// What a look at the deployment found.
+enum Look {
+    Going(Value),
+    Ended(Value),
+}
+
+impl Watch<'_> {
+    async fn run(&mut self) -> Result<Ended, ClientError> {
+        let mut d = match self
+            .within(self.client.get(&self.deployment_path, &[]))
+            .await
+        {
+            Some(got) => got?,
+            None => return Ok(Ended::TimedOut(Value::Null)),
+        };
+        self.observer.deployment(&d);
+        if view::is_terminal(&d) {
+            self.drain().await?;
+            return Ok(Ended::Finished(d));
+        }
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            if self.expired() {
+                return Ok(Ended::TimedOut(d));
+            }
+            let last = (self.last_seq > 0).then(|| self.last_seq.to_string());
+            let opened = self
+                .within(self.client.stream(&self.events_path, last.as_deref()))
+                .await;
+            let mut resp = match opened {
+                None => return Ok(Ended::TimedOut(d)),
+                Some(Ok(resp)) => resp,
+                Some(Err(e)) if e.is_retryable() => {
+                    self.observer
+                        .trouble(&format!("{e}; reconnecting in {}s", backoff.as_secs()));
+                    self.sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+                Some(Err(e)) => return Err(e),
+            };
+            backoff = Duration::from_secs(1);
+            let mut parser = SseParser::new();
+            let mut heard = Instant::now();
+            let mut refreshed = Instant::now();
+            loop {
+                let wait = self.remaining().map_or(TICK, |r| r.min(TICK));
+                let mut changed = false;
+                match tokio::time::timeout(wait, resp.chunk()).await {
+                    Ok(Ok(Some(bytes))) => {
+                        heard = Instant::now();
+                        for sse in parser.push(&bytes) {
+                            let Ok(event) = serde_json::from_str::<Value>(&sse.data) else {
+                                continue;
+                            };
+                            let seq = sse
+                                .id
+                                .and_then(|id| id.parse::<i64>().ok())
+                                .or_else(|| event.get("seq").and_then(Value::as_i64))
+                                .unwrap_or(self.last_seq + 1);
+                            if seq <= self.last_seq {
+                                continue;
+                            }
+                            self.last_seq = seq;
+                            self.observer.event(&event);
+                            changed = true;
+                        }
+                    }
+                    Ok(Ok(None)) => {
+                        self.observer
+                            .trouble("the event stream ended; reconnecting");
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        self.observer.trouble(&format!(
+                            "the event stream broke ({}); reconnecting",
+                            crate::client::chain(&e)
+                        ));
+                        break;
+                    }
+                    Err(_) => self.observer.tick(),
+                }
+                if changed || refreshed.elapsed() >= REFRESH {
+                    refreshed = Instant::now();
+                    match self.look(d).await? {
+                        Look::Ended(end) => return Ok(Ended::Finished(end)),
+                        Look::Going(now) => d = now,
+                    }
+                }
+                if self.expired() {
+                    return Ok(Ended::TimedOut(d));
+                }
+                if heard.elapsed() >= SILENCE {
+                    self.observer
+                        .trouble("no keep-alive from the event stream; reconnecting");
+                    break;
+                }
+            }
+            // Whatever ended the stream, the deployment may have ended meanwhile.
+            match self.look(d).await? {
+                Look::Ended(end) => return Ok(Ended::Finished(end)),
+                Look::Going(now) => d = now,
+            }
+        }
+    }
+
+    /// Re-reads the deployment; keeps `last` when the server cannot be reached right now.
+    async fn look(&mut self, last: Value) -> Result<Look, ClientError> {
+        let read = self
+            .within(self.client.get(&self.deployment_path, &[]))
+            .await;
+        let d = match read {
+            None => return Ok(Look::Going(last)),
+            Some(Ok(d)) => d,
+            Some(Err(e)) if e.is_retryable() => {
+                self.observer.trouble(&e.to_string());
+                return Ok(Look::Going(last));
+            }
+            Some(Err(e)) => return Err(e),
+        };
+        self.observer.deployment(&d);
+        if view::is_terminal(&d) {
+            self.drain().await?;
+            return Ok(Look::Ended(d));
+        }
+        Ok(Look::Going(d))
+    }
+
+    /// Tells the events written up to the end that the stream has not delivered yet: they
+    /// were committed with the terminal status, so the JSON pages have them.
+    async fn drain(&mut self) -> Result<(), ClientError> {
+        let events = self.client.list_all(&self.events_path, &[], None).await?;
+        for e in events {
+            let seq = e.get("seq").and_then(Value::as_i64).unwrap_or(0);
+            if seq > self.last_seq {
+                self.last_seq = seq;
+                self.observer.event(&e);
+            }
+        }
+        Ok(())
+    }
+
+    fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    fn expired(&self) -> bool {
+        self.remaining().is_some_and(|r| r.is_zero())
+    }
+
+    /// `fut`, or `None` when the deadline passes first.
+    async fn within<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
+        match self.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, fut).await.ok(),
+            None => Some(fut.await),
+        }
+    }
+
+    async fn sleep(&self, d: Duration) {
+        let until = Instant::now() + d;
+        let until = self.deadline.map_or(until, |dl| dl.min(until));
+        tokio::time::sleep_until(until).await;
+    }
+}
