@@ -820,3 +820,126 @@ async fn an_unreachable_server_exits_5_after_retrying() {
     run.expect_code(5);
     assert!(run.stderr.contains("--idempotency-key k-1"), "{run:?}");
 }
+
+/// A fake deployment whose event stream breaks after two events.
+#[derive(Debug, Default)]
+struct BreakingStream {
+    /// Events sent so far; the deployment has succeeded once all three were.
+    published: Vec<Value>,
+    /// The `Last-Event-ID` of each stream request.
+    last_event_ids: Vec<Option<String>>,
+}
+
+const STUB_ID: &str = "0193d1e2-0000-7000-8000-000000000000";
+
+fn stub_event(seq: i64, kind: &str) -> Value {
+    json!({"seq": seq, "deployment_id": STUB_ID, "at": "2026-11-28T23:00:00Z", "kind": kind,
+           "actor": "slipway", "message": format!("event {seq}"), "data": {}})
+}
+
+impl BreakingStream {
+    fn deployment(&self) -> Value {
+        let status = if self.published.len() == 3 {
+            "succeeded"
+        } else {
+            "running"
+        };
+        json!({"id": STUB_ID, "app": "a", "environment": "b", "image": "i:1", "version": "1",
+               "status": status, "serving": {"health": "healthy", "version": "1"}})
+    }
+
+    /// The JSON page of events published so far, or a stream: events 1 and 2 on the first
+    /// connection (then it ends), event 3 on the next.
+    fn events(&mut self, headers: &HeaderMap) -> ([(&'static str, &'static str); 1], String) {
+        let accept = headers
+            .get("accept")
+            .and_then(|a| a.to_str().ok())
+            .unwrap_or("");
+        if !accept.contains("text/event-stream") {
+            let page = json!({"items": self.published, "next_cursor": null});
+            return ([("content-type", "application/json")], page.to_string());
+        }
+        let last = headers
+            .get("last-event-id")
+            .map(|v| v.to_str().unwrap().to_owned());
+        self.last_event_ids.push(last);
+        let send = if self.last_event_ids.len() == 1 {
+            vec![stub_event(1, "queued"), stub_event(2, "started")]
+        } else {
+            vec![stub_event(3, "promoted")]
+        };
+        let mut body = String::from(": keep-alive\n\n");
+        for e in send {
+            body.push_str(&format!(
+                "id: {}\nevent: {}\ndata: {e}\n\n",
+                e["seq"], e["kind"]
+            ));
+            self.published.push(e);
+        }
+        ([("content-type", "text/event-stream")], body)
+    }
+}
+
+/// `events --follow` reconnects after a broken stream with `Last-Event-ID`, prints every
+/// event once, and exits with the deployment's outcome.
+#[tokio::test]
+async fn events_follow_resumes_after_a_broken_stream() {
+    let stub: Arc<Mutex<BreakingStream>> = Arc::default();
+    let (s1, s2) = (stub.clone(), stub.clone());
+    let app = axum::Router::new()
+        .route(
+            "/v1/deployments/{id}",
+            axum::routing::get(move || {
+                let d = s1.lock().unwrap().deployment();
+                async move { axum::Json(d) }
+            }),
+        )
+        .route(
+            "/v1/deployments/{id}/events",
+            axum::routing::get(move |headers: HeaderMap| {
+                let answer = s2.lock().unwrap().events(&headers);
+                async move { answer }
+            }),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let run = slipway(&[
+        "events",
+        STUB_ID,
+        "--follow",
+        "--timeout",
+        "30s",
+        "--url",
+        &url,
+        "-o",
+        "json",
+    ])
+    .await;
+    run.expect_code(0);
+    let seqs: Vec<i64> = run
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("a JSON line")["seq"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, [1, 2, 3], "each event once, in order: {run:?}");
+    let ids = stub.lock().unwrap().last_event_ids.clone();
+    assert_eq!(
+        ids,
+        [None, Some("2".to_owned())],
+        "resumed after the last event seen"
+    );
+}
+
+/// `slipway dev` seeds its demo at every start: a second run over the same database must
+/// not fail (a failed INSERT used to abort the seeding transaction).
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn the_demo_seed_runs_again_over_its_own_objects(pool: PgPool) {
+    slipway::demo::seed(&pool).await.expect("first seed");
+    slipway::demo::seed(&pool).await.expect("second seed");
+}
