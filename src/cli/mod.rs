@@ -252,10 +252,11 @@ async fn send(kind: &str, a: CommandArgs) -> Result<Exit, Failure> {
         OutputFormat::Human => {
             let d = accepted.get("deployment").unwrap_or(&Value::Null);
             out(&format!(
-                "{kind} recorded for deployment {} (command {}); it was {}",
+                "{kind} recorded for deployment {} (command {}); the engine applies it \
+                 (the deployment was {})",
                 a.id,
                 view::text(&accepted, "command_id"),
-                view::state_line(d)
+                view::status(d)
             ));
         }
     }

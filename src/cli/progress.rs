@@ -37,6 +37,9 @@ pub struct Progress {
     style: Style,
     started: Instant,
     state: String,
+    /// What a paused deployment waits for: shown instead of the detail, so it fits.
+    waiting: Option<String>,
+    status: String,
     message: String,
     trouble: Option<String>,
     drawn: bool,
@@ -48,6 +51,8 @@ impl Progress {
             style,
             started: Instant::now(),
             state: String::new(),
+            waiting: None,
+            status: String::new(),
             message: String::new(),
             trouble: None,
             drawn: false,
@@ -65,10 +70,16 @@ impl Progress {
     }
 
     fn draw(&mut self) {
-        let mut line = format!("[{}] {}", elapsed(self.started), self.state);
+        if self.state.is_empty() {
+            return;
+        }
+        let mut line = match &self.waiting {
+            Some(waiting) => format!("[{}] {} · {waiting}", elapsed(self.started), self.status),
+            None => format!("[{}] {}", elapsed(self.started), self.state),
+        };
         if let Some(trouble) = &self.trouble {
             line.push_str(&format!(" · {trouble}"));
-        } else if !self.message.is_empty() {
+        } else if !self.message.is_empty() && self.waiting.is_none() {
             line.push_str(&format!(" · {}", self.message));
         }
         let width = terminal_width().saturating_sub(1);
@@ -85,6 +96,8 @@ impl Observer for Progress {
         let state = view::state_line(d);
         let changed = state != self.state;
         self.state = state;
+        self.waiting = view::waiting_for(d);
+        self.status = view::status(d).to_owned();
         self.trouble = None;
         match self.style {
             Style::Live => self.draw(),

@@ -21,18 +21,42 @@ pub fn is_terminal(d: &Value) -> bool {
     )
 }
 
-/// `step 2/4` for a canary (steps counted from 1), else nothing.
+/// `step 1: pause 10s` while a canary works through its steps (indexed from 0, as the
+/// engine's events count them), else nothing.
 fn step(d: &Value) -> Option<String> {
-    let step = d.get("step").and_then(Value::as_u64)?;
-    let total = d
+    if !matches!(text(d, "phase"), "canary_step" | "paused_step") {
+        return None;
+    }
+    let index = d.get("step").and_then(Value::as_u64)?;
+    let steps = d
         .get("strategy")
         .and_then(|s| s.get("steps"))
-        .and_then(Value::as_array)
-        .map(Vec::len);
-    Some(match total {
-        Some(total) => format!("step {}/{total}", step + 1),
-        None => format!("step {}", step + 1),
+        .and_then(Value::as_array);
+    let what = steps
+        .and_then(|steps| steps.get(usize::try_from(index).ok()?))
+        .map(describe_step);
+    Some(match (what, steps) {
+        (Some(what), Some(steps)) if index + 1 == steps.len() as u64 => {
+            format!("step {index} (last): {what}")
+        }
+        (Some(what), _) => format!("step {index}: {what}"),
+        (None, _) => format!("step {index}"),
     })
+}
+
+/// `set_weight 25`, `pause 10s`, `pause until promoted`, `analysis`.
+fn describe_step(step: &Value) -> String {
+    let Some((kind, arg)) = step.as_object().and_then(|o| o.iter().next()) else {
+        return step.to_string();
+    };
+    match (kind.as_str(), arg) {
+        ("set_weight", w) => format!("set_weight {w}"),
+        ("pause", p) => match p.get("duration").and_then(Value::as_str) {
+            Some(d) => format!("pause {d}"),
+            None => "pause until promoted".to_owned(),
+        },
+        (other, _) => other.to_owned(),
+    }
 }
 
 /// What a paused deployment waits for, and the command that moves it on.
@@ -213,7 +237,13 @@ mod tests {
         let d = canary("paused", "paused_step", 1);
         assert_eq!(
             state_line(&d),
-            "paused · paused_step · step 2/2 · awaiting promotion: slipway promote d1"
+            "paused · paused_step · step 1 (last): pause until promoted · awaiting promotion: \
+             slipway promote d1"
+        );
+        let d = canary("running", "canary_step", 0);
+        assert_eq!(
+            state_line(&d),
+            "running · canary_step · step 0: set_weight 25"
         );
         let d = canary("paused", "awaiting_approval", 1);
         assert!(state_line(&d).ends_with("awaiting approval: slipway approve d1"));

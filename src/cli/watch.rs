@@ -65,16 +65,14 @@ enum Look {
 
 impl Watch<'_> {
     async fn run(&mut self) -> Result<Ended, ClientError> {
-        let mut d = match self
-            .within(self.client.get(&self.deployment_path, &[]))
-            .await
-        {
+        let mut d = match within(self.deadline, self.client.get(&self.deployment_path, &[])).await {
             Some(got) => got?,
             None => return Ok(Ended::TimedOut(Value::Null)),
         };
+        // The log so far, then the state it led to; the stream carries on after it.
+        self.drain().await?;
         self.observer.deployment(&d);
         if view::is_terminal(&d) {
-            self.drain().await?;
             return Ok(Ended::Finished(d));
         }
         let mut backoff = Duration::from_secs(1);
@@ -83,9 +81,11 @@ impl Watch<'_> {
                 return Ok(Ended::TimedOut(d));
             }
             let last = (self.last_seq > 0).then(|| self.last_seq.to_string());
-            let opened = self
-                .within(self.client.stream(&self.events_path, last.as_deref()))
-                .await;
+            let opened = within(
+                self.deadline,
+                self.client.stream(&self.events_path, last.as_deref()),
+            )
+            .await;
             let mut resp = match opened {
                 None => return Ok(Ended::TimedOut(d)),
                 Some(Ok(resp)) => resp,
@@ -98,8 +98,8 @@ impl Watch<'_> {
                 }
                 Some(Err(e)) => return Err(e),
             };
-            backoff = Duration::from_secs(1);
             let mut parser = SseParser::new();
+            let mut delivered = false;
             let mut heard = Instant::now();
             let mut refreshed = Instant::now();
             loop {
@@ -123,6 +123,7 @@ impl Watch<'_> {
                             self.last_seq = seq;
                             self.observer.event(&event);
                             changed = true;
+                            delivered = true;
                         }
                     }
                     Ok(Ok(None)) => {
@@ -160,14 +161,21 @@ impl Watch<'_> {
                 Look::Ended(end) => return Ok(Ended::Finished(end)),
                 Look::Going(now) => d = now,
             }
+            // A stream that ends before it delivers anything is not hammered.
+            if delivered {
+                backoff = Duration::from_secs(1);
+            } else {
+                self.sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
         }
     }
 
     /// Re-reads the deployment; keeps `last` when the server cannot be reached right now.
+    /// When its state moved, the events that moved it are told first (the stream may not
+    /// have delivered them yet), so a log reads in order.
     async fn look(&mut self, last: Value) -> Result<Look, ClientError> {
-        let read = self
-            .within(self.client.get(&self.deployment_path, &[]))
-            .await;
+        let read = within(self.deadline, self.client.get(&self.deployment_path, &[])).await;
         let d = match read {
             None => return Ok(Look::Going(last)),
             Some(Ok(d)) => d,
@@ -177,16 +185,26 @@ impl Watch<'_> {
             }
             Some(Err(e)) => return Err(e),
         };
-        self.observer.deployment(&d);
+        let moved = ["status", "phase", "step"]
+            .iter()
+            .any(|k| d.get(k) != last.get(k));
         if view::is_terminal(&d) {
             self.drain().await?;
+            self.observer.deployment(&d);
             return Ok(Look::Ended(d));
         }
+        if moved {
+            match within(self.deadline, self.drain()).await {
+                Some(Err(e)) if !e.is_retryable() => return Err(e),
+                _ => {}
+            }
+        }
+        self.observer.deployment(&d);
         Ok(Look::Going(d))
     }
 
-    /// Tells the events written up to the end that the stream has not delivered yet: they
-    /// were committed with the terminal status, so the JSON pages have them.
+    /// Tells the events after the last one told, read from the JSON pages: they hold every
+    /// event committed so far, which the stream may not have delivered yet.
     async fn drain(&mut self) -> Result<(), ClientError> {
         let events = self.client.list_all(&self.events_path, &[], None).await?;
         for e in events {
@@ -208,17 +226,17 @@ impl Watch<'_> {
         self.remaining().is_some_and(|r| r.is_zero())
     }
 
-    /// `fut`, or `None` when the deadline passes first.
-    async fn within<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
-        match self.deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, fut).await.ok(),
-            None => Some(fut.await),
-        }
-    }
-
     async fn sleep(&self, d: Duration) {
         let until = Instant::now() + d;
         let until = self.deadline.map_or(until, |dl| dl.min(until));
         tokio::time::sleep_until(until).await;
+    }
+}
+
+/// `fut`, or `None` when `deadline` passes first.
+async fn within<T>(deadline: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, fut).await.ok(),
+        None => Some(fut.await),
     }
 }
