@@ -72,6 +72,18 @@ struct Server {
     url: String,
     sim: Arc<SimCluster>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Sends the shutdown signal; true when the server stopped within `limit`.
+    async fn stop_within(&mut self, limit: Duration) -> bool {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(limit, task).await.is_ok()
+    }
 }
 
 impl Drop for Server {
@@ -83,17 +95,22 @@ impl Drop for Server {
 }
 
 async fn serve(pool: PgPool) -> Server {
-    slipway::demo::seed(&pool).await.expect("seed the demo");
     let sim = Arc::new(SimCluster::new(Arc::new(SystemClock)));
+    serve_at(pool, sim, "127.0.0.1:0").await
+}
+
+/// A server at `addr` driving `sim` (a restarted server keeps its simulated cluster).
+async fn serve_at(pool: PgPool, sim: Arc<SimCluster>, addr: &str) -> Server {
+    slipway::demo::seed(&pool).await.expect("seed the demo");
     let drivers = slipway_engine::Drivers::new(sim.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = TcpListener::bind(addr).await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("address"));
     let config = slipway::config::Config {
         poll_interval_ms: 200,
         ..slipway::config::Config::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let shutdown = async {
             let _ = stopped.await;
         };
@@ -105,6 +122,7 @@ async fn serve(pool: PgPool) -> Server {
         url,
         sim,
         stop: Some(stop),
+        task: Some(task),
     }
 }
 
@@ -942,4 +960,95 @@ async fn events_follow_resumes_after_a_broken_stream() {
 async fn the_demo_seed_runs_again_over_its_own_objects(pool: PgPool) {
     slipway::demo::seed(&pool).await.expect("first seed");
     slipway::demo::seed(&pool).await.expect("second seed");
+}
+
+/// A follower of a live stream sees the server shut down (promptly: an open stream must not
+/// hold up the drain), reconnects to its successor on the same address, and prints every
+/// event exactly once to the end.
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_follower_rides_out_a_server_restart(pool: PgPool) {
+    use tokio::io::AsyncBufReadExt;
+
+    let sim = Arc::new(SimCluster::new(Arc::new(SystemClock)));
+    let mut first = serve_at(pool.clone(), sim.clone(), "127.0.0.1:0").await;
+    let url = first.url.clone();
+    slipway(&[
+        "deploy",
+        "--url",
+        &url,
+        "--app",
+        "demo",
+        "--env",
+        "prod",
+        "--image",
+        "ghcr.io/acme/web:1.0.0",
+        "--wait",
+        "--timeout",
+        "60s",
+    ])
+    .await
+    .expect_code(0);
+    let run = slipway(&[
+        "deploy", "--url", &url, "--app", "demo", "--env", "prod",
+        "--image", "ghcr.io/acme/web:1.1.0", "-o", "json", "--strategy",
+        r#"{"type": "canary", "steps": [{"set_weight": 50}, {"pause": {}}], "traffic": {"router": "replicas"}}"#,
+    ])
+    .await;
+    let id = run.expect_code(0).json()["id"].as_str().unwrap().to_owned();
+    status_until(&url, &id, "paused", |d| d["status"] == "paused").await;
+
+    let mut follower = tokio::process::Command::new(BIN)
+        .args([
+            "events",
+            &id,
+            "--follow",
+            "--timeout",
+            "90s",
+            "--url",
+            &url,
+            "-o",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the follower");
+    let mut lines = tokio::io::BufReader::new(follower.stdout.take().unwrap()).lines();
+    let mut seen: Vec<Value> = Vec::new();
+    while !seen.iter().any(|e| e["kind"] == "paused") {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("events within 30 s")
+            .expect("read")
+            .expect("a line");
+        seen.push(serde_json::from_str(&line).expect("a JSON line"));
+    }
+    // Let the follower open its live stream, then restart the server under it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        first.stop_within(Duration::from_secs(10)).await,
+        "an open event stream held up the server's shutdown"
+    );
+    let addr = url.trim_start_matches("http://").to_owned();
+    let _second = serve_at(pool.clone(), sim, &addr).await;
+    slipway(&["promote", &id, "--url", &url])
+        .await
+        .expect_code(0);
+
+    let status = tokio::time::timeout(Duration::from_secs(60), follower.wait())
+        .await
+        .expect("the follower ends with the deployment")
+        .expect("wait");
+    while let Some(line) = lines.next_line().await.expect("read") {
+        seen.push(serde_json::from_str(&line).expect("a JSON line"));
+    }
+    assert_eq!(status.code(), Some(0), "succeeded: {seen:?}");
+    let seqs: Vec<i64> = seen.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "each event once"
+    );
+    assert_eq!(seen.last().unwrap()["kind"], "promoted", "{seen:?}");
 }
