@@ -236,6 +236,24 @@ async fn deploy_wait_exits_0_on_success_and_1_on_rollback(pool: PgPool) {
     let d = run.expect_code(1).json();
     assert_eq!(d["status"], "rolled_back");
     assert_eq!(d["reason"]["code"], "progress_deadline_exceeded");
+
+    // Fixed: `retry --wait` waits for the new attempt, not the old attempt's end.
+    server.sim.faults().clear_all();
+    let run = slipway(&[
+        "retry",
+        id,
+        "--wait",
+        "--timeout",
+        "60s",
+        "--url",
+        url,
+        "-o",
+        "json",
+    ])
+    .await;
+    let d = run.expect_code(0).json();
+    assert_eq!(d["status"], "succeeded", "{d}");
+    assert_eq!(d["serving"]["version"], "2.0.0");
 }
 
 #[sqlx::test(migrator = "slipway_store::MIGRATOR")]

@@ -135,6 +135,13 @@ pub struct CommandArgs {
     /// Makes the command safe to repeat (default: a new random key).
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Then wait until the deployment ends (after `retry`: the new attempt); the exit code
+    /// tells how.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long `--wait` waits.
+    #[arg(long, default_value = "15m", requires = "wait")]
+    pub timeout: DurationSpec,
 }
 
 #[derive(Debug, Args)]

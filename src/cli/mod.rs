@@ -179,13 +179,13 @@ async fn deploy(a: Box<DeployArgs>) -> Result<Exit, Failure> {
         out(&view::created_line(&d));
     }
     let id = deployment_id(&d)?;
-    wait_for(&client, id, a.timeout, format, false).await
+    wait_for(&client, id, a.timeout, format, 0, false).await
 }
 
 async fn status(a: StatusArgs) -> Result<Exit, Failure> {
     let client = client(&a.conn)?;
     if a.watch {
-        return wait_for(&client, a.id, a.timeout, a.conn.output, true).await;
+        return wait_for(&client, a.id, a.timeout, a.conn.output, 0, true).await;
     }
     let d = client.get(&format!("v1/deployments/{}", a.id), &[]).await?;
     match a.conn.output {
@@ -201,6 +201,7 @@ async fn wait_for(
     id: Uuid,
     timeout: slipway_core::DurationSpec,
     format: OutputFormat,
+    min_seq: i64,
     full_summary: bool,
 ) -> Result<Exit, Failure> {
     let style = match format {
@@ -210,7 +211,7 @@ async fn wait_for(
     };
     let mut progress = Progress::new(style);
     let deadline = Instant::now() + timeout.as_std();
-    let ended = watch::watch(client, id, Some(deadline), &mut progress).await;
+    let ended = watch::watch(client, id, Some(deadline), min_seq, &mut progress).await;
     progress.finish();
     match ended? {
         Ended::Finished(d) => {
@@ -245,8 +246,21 @@ async fn send(kind: &str, a: CommandArgs) -> Result<Exit, Failure> {
     let key = a
         .idempotency_key
         .unwrap_or_else(|| Uuid::new_v4().to_string());
+    // A retried deployment is still at its old end until the engine requeues it, which it
+    // logs: the wait is for an end after that.
+    let min_seq = if a.wait && kind == "retry" {
+        watch::last_seq(&client, a.id).await?
+    } else {
+        0
+    };
     let path = format!("v1/deployments/{}/{kind}", a.id);
     let accepted = keyed(client.post(&path, &body, &key).await, &key)?;
+    if a.wait {
+        if a.conn.output == OutputFormat::Human {
+            out(&format!("{kind} recorded for deployment {}", a.id));
+        }
+        return wait_for(&client, a.id, a.timeout, a.conn.output, min_seq, false).await;
+    }
     match a.conn.output {
         OutputFormat::Json => document(&accepted),
         OutputFormat::Human => {
@@ -281,7 +295,7 @@ async fn events(a: EventsArgs) -> Result<Exit, Failure> {
     }
     let deadline = a.timeout.map(|t| Instant::now() + t.as_std());
     let mut printer = EventPrinter { json };
-    match watch::watch(&client, a.id, deadline, &mut printer).await? {
+    match watch::watch(&client, a.id, deadline, 0, &mut printer).await? {
         Ended::Finished(d) => Ok(Exit::of_status(view::status(&d))),
         Ended::TimedOut(_) => {
             eprintln!("stopped following deployment {}: timed out", a.id);

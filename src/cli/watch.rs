@@ -30,11 +30,13 @@ pub enum Ended {
 }
 
 /// Follows deployment `id` until it ends or `deadline` passes, telling `observer` each event
-/// (from the first, or after `after_seq`) and each state read.
+/// and each state read. A terminal status counts as the end only once the log has grown
+/// past `min_seq`: after a `retry`, the previous attempt's end is not the one waited for.
 pub async fn watch(
     client: &Client,
     id: Uuid,
     deadline: Option<Instant>,
+    min_seq: i64,
     observer: &mut dyn Observer,
 ) -> Result<Ended, ClientError> {
     let mut w = Watch {
@@ -43,9 +45,22 @@ pub async fn watch(
         events_path: format!("v1/deployments/{id}/events"),
         deadline,
         last_seq: 0,
+        min_seq,
         observer,
     };
     w.run().await
+}
+
+/// The `seq` of the last event of deployment `id` so far (0 when none).
+pub async fn last_seq(client: &Client, id: Uuid) -> Result<i64, ClientError> {
+    let events = client
+        .list_all(&format!("v1/deployments/{id}/events"), &[], None)
+        .await?;
+    Ok(events
+        .iter()
+        .filter_map(|e| e.get("seq").and_then(Value::as_i64))
+        .max()
+        .unwrap_or(0))
 }
 
 struct Watch<'a> {
@@ -54,6 +69,7 @@ struct Watch<'a> {
     events_path: String,
     deadline: Option<Instant>,
     last_seq: i64,
+    min_seq: i64,
     observer: &'a mut dyn Observer,
 }
 
@@ -72,7 +88,7 @@ impl Watch<'_> {
         // The log so far, then the state it led to; the stream carries on after it.
         self.drain().await?;
         self.observer.deployment(&d);
-        if view::is_terminal(&d) {
+        if self.ended(&d) {
             return Ok(Ended::Finished(d));
         }
         let mut backoff = Duration::from_secs(1);
@@ -191,7 +207,10 @@ impl Watch<'_> {
         if view::is_terminal(&d) {
             self.drain().await?;
             self.observer.deployment(&d);
-            return Ok(Look::Ended(d));
+            if self.ended(&d) {
+                return Ok(Look::Ended(d));
+            }
+            return Ok(Look::Going(d));
         }
         if moved {
             match within(self.deadline, self.drain()).await {
@@ -215,6 +234,10 @@ impl Watch<'_> {
             }
         }
         Ok(())
+    }
+
+    fn ended(&self, d: &Value) -> bool {
+        view::is_terminal(d) && self.last_seq > self.min_seq
     }
 
     fn remaining(&self) -> Option<Duration> {
