@@ -31,6 +31,11 @@ enum Failure {
     /// Arguments the server was never asked about.
     Usage(String),
     Client(ClientError),
+    /// A keyed request got no usable answer: it may or may not have been recorded.
+    Unanswered {
+        error: ClientError,
+        key: String,
+    },
 }
 
 impl From<ClientError> for Failure {
@@ -59,6 +64,14 @@ pub async fn run(command: ClientCommand) -> ExitCode {
                 eprintln!("hint: pass a token with --token or SLIPWAY_TOKEN");
             }
             exit
+        }
+        Err(Failure::Unanswered { error, key }) => {
+            eprintln!("error: {error}");
+            eprintln!(
+                "the request may or may not have been recorded; repeating it with \
+                 --idempotency-key {key} is safe"
+            );
+            Exit::of_error(&error)
         }
     };
     exit.into()
@@ -389,16 +402,17 @@ fn print_list(
     }
 }
 
-/// The answer to a keyed POST; when there was none, says how to repeat it safely.
+/// The answer to a keyed POST; without one, the failure carries the key to repeat it with.
 fn keyed(answer: Result<Value, ClientError>, key: &str) -> Result<Value, Failure> {
-    answer.map_err(|e| {
-        if Exit::of_error(&e) == Exit::Unavailable {
-            eprintln!(
-                "note: the request may or may not have been recorded; repeating it with \
-                 --idempotency-key {key} is safe"
-            );
+    answer.map_err(|error| {
+        if Exit::of_error(&error) == Exit::Unavailable {
+            Failure::Unanswered {
+                error,
+                key: key.to_owned(),
+            }
+        } else {
+            Failure::Client(error)
         }
-        Failure::Client(e)
     })
 }
 

@@ -45,7 +45,11 @@ impl Problem {
 impl fmt::Display for Problem {
     /// `title: detail`, then one indented line per field error (`/strategy/steps/1: ...`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.title, &self.detail) {
+        // A detail that only sums up the field errors listed below is left out.
+        let detail = self.detail.as_ref().filter(|d| {
+            self.errors.is_empty() || !self.errors.iter().all(|e| d.contains(&e.detail))
+        });
+        match (&self.title, detail) {
             (Some(title), Some(detail)) if !detail.is_empty() && detail != title => {
                 write!(f, "{title}: {detail}")?;
             }
@@ -83,6 +87,24 @@ mod tests {
         assert_eq!(
             p.to_string(),
             "Invalid request: 2 fields are invalid\n  /image: must not be empty\n  ?limit: must be 1-500"
+        );
+    }
+
+    #[test]
+    fn a_detail_that_repeats_the_field_errors_is_left_out() {
+        let p = Problem {
+            title: Some("Unprocessable Entity".into()),
+            detail: Some("invalid request: /image: must pin a version".into()),
+            errors: vec![InvalidField {
+                pointer: Some("/image".into()),
+                parameter: None,
+                detail: "must pin a version".into(),
+            }],
+            ..Problem::default()
+        };
+        assert_eq!(
+            p.to_string(),
+            "Unprocessable Entity\n  /image: must pin a version"
         );
     }
 
