@@ -258,8 +258,15 @@ impl Client {
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
         }
-        // No overall timeout: the stream lasts; its reader times out idle reads instead.
-        checked(&what, req.send().await).await
+        // No overall timeout: the stream lasts, and its reader times out idle reads. Only
+        // the wait for the response head is bounded.
+        match tokio::time::timeout(REQUEST_TIMEOUT, req.send()).await {
+            Ok(sent) => checked(&what, sent).await,
+            Err(_) => Err(ClientError::Transport {
+                what,
+                message: format!("no response within {}s", REQUEST_TIMEOUT.as_secs()),
+            }),
+        }
     }
 
     async fn send_retrying(
