@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use slipway_core::{ClusterKind, ClusterSpec, EnvironmentSpec, NewApp};
-use slipway_engine::{IntakeError, Precondition, intake};
+use slipway_engine::{Precondition, intake};
 
 const PROD: &str = r#"{
   "cluster": "local", "namespace": "demo",
@@ -39,9 +39,9 @@ pub async fn seed(pool: &sqlx::PgPool) -> anyhow::Result<()> {
         name: "demo".into(),
         description: "seeded by slipway dev".into(),
     };
-    match intake::create_app(&mut tx, &app).await {
-        Ok(_) | Err(IntakeError::AlreadyExists(_)) => {}
-        Err(e) => return Err(e.into()),
+    // Look before inserting: a failed INSERT would abort the whole transaction.
+    if slipway_store::apps::get(&mut tx, &app.name).await.is_err() {
+        intake::create_app(&mut tx, &app).await?;
     }
     for (name, spec) in [("prod", PROD), ("staging", STAGING)] {
         let spec: EnvironmentSpec = serde_json::from_str(spec).context("demo environment")?;

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -56,6 +57,9 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Client commands: deploy, status, promote, events, lists…
+    #[command(flatten)]
+    Client(slipway::cli::ClientCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,7 +78,7 @@ enum TokenCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     if let Command::Openapi = cli.command {
         let spec = slipway_api::openapi()
@@ -83,7 +87,7 @@ fn main() -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         return match writeln!(out, "{spec}") {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-            _ => Ok(()),
+            _ => Ok(ExitCode::SUCCESS),
         };
     }
     if let Command::Token(TokenCommand::Issue { sub, groups, ttl }) = &cli.command {
@@ -97,7 +101,7 @@ fn main() -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         return match writeln!(out, "{token}") {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-            _ => Ok(()),
+            _ => Ok(ExitCode::SUCCESS),
         };
     }
     if rustls::crypto::ring::default_provider()
@@ -107,12 +111,16 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("a TLS crypto provider was already installed");
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(run(cli))
+    if let Command::Client(command) = cli.command {
+        return Ok(runtime.block_on(slipway::cli::run(command)));
+    }
+    runtime.block_on(run(cli))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Openapi | Command::Token(_) => Ok(()),
+        Command::Openapi | Command::Token(_) | Command::Client(_) => Ok(()),
         Command::Migrate => {
             let config = load(&cli.config, Config::default(), &Overrides::default())?;
             let pool = startup::connect(database_url(&config)?, 2).await?;

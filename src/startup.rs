@@ -147,6 +147,12 @@ pub async fn serve(
     let housekeeping = tokio::spawn(purge_expired_keys(pool));
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, "API listening");
+    let events = state.events.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Event streams never finish by themselves: end them, or the drain waits forever.
+        events.close();
+    };
     let served = axum::serve(listener, slipway_api::app(state))
         .with_graceful_shutdown(shutdown)
         .await;

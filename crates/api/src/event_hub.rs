@@ -2,10 +2,11 @@
 //! says "look again": streams read the events themselves from the store, so a missed or
 //! lagged notification delays, never loses, an event.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use slipway_store::{PgPool, wake};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 /// A new event's deployment (the payload of a `slipway_events` notification).
@@ -18,6 +19,7 @@ pub struct EventSignal {
 #[derive(Debug, Clone)]
 pub struct EventHub {
     tx: broadcast::Sender<EventSignal>,
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl EventHub {
@@ -25,11 +27,26 @@ impl EventHub {
     pub fn start(pool: PgPool) -> Self {
         let (tx, _) = broadcast::channel(4096);
         tokio::spawn(listen(pool, tx.clone()));
-        Self { tx }
+        Self {
+            tx,
+            closing: Arc::new(watch::channel(false).0),
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<EventSignal> {
         self.tx.subscribe()
+    }
+
+    /// Ends every open stream (the server is shutting down): a graceful shutdown waits for
+    /// open responses, and a stream would otherwise keep it waiting forever. Clients resume
+    /// elsewhere with `Last-Event-ID`.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`EventHub::close`] was called.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 }
 

@@ -13,6 +13,7 @@ use futures::Stream;
 use slipway_core::DeploymentEvent;
 use slipway_store::{PgPool, events};
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::event_hub::EventSignal;
@@ -41,6 +42,8 @@ struct Cursor {
     after: i64,
     pending: VecDeque<(i64, DeploymentEvent)>,
     signals: broadcast::Receiver<EventSignal>,
+    /// The server is shutting down: the stream ends.
+    closing: watch::Receiver<bool>,
     pool: PgPool,
 }
 
@@ -76,6 +79,7 @@ pub fn stream(
         after,
         pending: VecDeque::new(),
         signals: state.events.subscribe(),
+        closing: state.events.closing(),
         pool: state.pool.clone(),
     };
     let stream = futures::stream::unfold(cursor, next);
@@ -84,6 +88,9 @@ pub fn stream(
 
 async fn next(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)> {
     loop {
+        if *c.closing.borrow() {
+            return None;
+        }
         if let Some((id, event)) = c.pending.pop_front() {
             c.after = id;
             return Some((Ok(sse_event(id, &event)), c));
@@ -111,7 +118,11 @@ async fn next(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)> {
                 }
             }
         };
-        let _ = tokio::time::timeout(RECHECK, relevant).await;
+        let closing = c.closing.wait_for(|closing| *closing);
+        tokio::select! {
+            _ = tokio::time::timeout(RECHECK, relevant) => {}
+            Ok(_) = closing => return None,
+        }
     }
 }
 
