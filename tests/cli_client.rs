@@ -11,8 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use slipway_cluster::{Fault, FaultScope, SimCluster, SimSettings, SystemClock};
 use slipway_core::rollout::Release;
@@ -21,6 +20,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const BIN: &str = env!("CARGO_BIN_EXE_slipway");
+
+/// The test servers verify HS256 tokens signed with this secret; `ci` is their bootstrap admin.
+const SECRET: &str = "cli-client-tests-secret-0123456789abcdef";
+
+/// A token the test servers accept, for `sub` (and `groups`).
+fn token(sub: &str, groups: &[String]) -> String {
+    slipway_api::auth::issue_hs256(
+        SECRET.as_bytes(),
+        "slipway",
+        "slipway",
+        sub,
+        groups,
+        Duration::from_secs(600),
+    )
+    .expect("issue a token")
+}
 
 /// What a run of the binary left behind.
 #[derive(Debug)]
@@ -43,8 +58,14 @@ impl Run {
     }
 }
 
-/// Runs `slipway args…` with a clean environment (no stray SLIPWAY_* from the shell).
+/// Runs `slipway args…` as the bootstrap admin `ci` (through `SLIPWAY_TOKEN`), with a clean
+/// environment otherwise (no stray SLIPWAY_* from the shell).
 async fn slipway(args: &[&str]) -> Run {
+    slipway_with(args, Some(&token("ci", &[]))).await
+}
+
+/// Runs `slipway args…` with `SLIPWAY_TOKEN` set to `token`, or unset.
+async fn slipway_with(args: &[&str], token: Option<&str>) -> Run {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.args(args)
         .env_remove("RUST_LOG")
@@ -54,6 +75,9 @@ async fn slipway(args: &[&str]) -> Run {
         if key.starts_with("SLIPWAY_") {
             cmd.env_remove(key);
         }
+    }
+    if let Some(token) = token {
+        cmd.env("SLIPWAY_TOKEN", token);
     }
     let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
         .await
@@ -107,6 +131,8 @@ async fn serve_at(pool: PgPool, sim: Arc<SimCluster>, addr: &str) -> Server {
     let url = format!("http://{}", listener.local_addr().expect("address"));
     let config = slipway::config::Config {
         poll_interval_ms: 200,
+        jwt_secret: Some(slipway::config::Secret::new(SECRET)),
+        bootstrap_admins: vec!["ci".to_owned()],
         ..slipway::config::Config::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -626,92 +652,106 @@ async fn bad_input_exits_2_with_the_problem_readable(pool: PgPool) {
     assert!(run.stderr.contains("409"), "{run:?}");
 }
 
-/// A stand-in for the server's coming JWT check: every request is refused with `status`
-/// and a problem document; the `Authorization` headers seen are kept.
-async fn refusing_stub(status: StatusCode) -> (String, Arc<Mutex<Vec<Option<String>>>>) {
-    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
-    let kept = seen.clone();
-    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
-        let kept = kept.clone();
-        async move {
-            let auth = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            kept.lock().unwrap().push(auth);
-            let title = if status == StatusCode::UNAUTHORIZED {
-                "Unauthorized"
-            } else {
-                "Forbidden"
-            };
-            let body = json!({
-                "type": "https://slipway.dev/problems/unauthorized", "title": title,
-                "status": status.as_u16(), "detail": "the token has expired",
-            });
-            (
-                status,
-                [
-                    ("content-type", "application/problem+json"),
-                    ("www-authenticate", "Bearer"),
-                ],
-                body.to_string(),
-            )
-                .into_response()
-        }
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
-}
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn refused_credentials_exit_4(pool: PgPool) {
+    let server = serve(pool).await;
+    let url = server.url.as_str();
 
-#[tokio::test]
-async fn refused_credentials_exit_4() {
-    let (url, seen) = refusing_stub(StatusCode::UNAUTHORIZED).await;
-    let run = slipway(&[
-        "status",
-        "0193d1e2-0000-7000-8000-000000000000",
-        "--url",
-        &url,
-        "--token",
-        "t0k3n",
-    ])
-    .await;
+    // No token: 401, with the hint where a token goes.
+    let run = slipway_with(&["apps", "list", "--url", url], None).await;
     run.expect_code(4);
-    assert!(
-        run.stderr
-            .contains("401 Unauthorized: the token has expired"),
-        "{run:?}"
-    );
-    assert_eq!(
-        seen.lock().unwrap().as_slice(),
-        [Some("Bearer t0k3n".to_owned())]
-    );
-
-    // From the environment, and the hint when there is none.
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(["apps", "list"])
-        .env("SLIPWAY_URL", &url)
-        .env("SLIPWAY_TOKEN", "from-env");
-    let out = cmd.output().await.expect("run");
-    assert_eq!(out.status.code(), Some(4));
-    assert_eq!(
-        seen.lock().unwrap().last().cloned().flatten().as_deref(),
-        Some("Bearer from-env")
-    );
-    let run = slipway(&["apps", "list", "--url", &url]).await;
-    run.expect_code(4);
+    assert!(run.stderr.contains("401"), "{run:?}");
     assert!(run.stderr.contains("--token or SLIPWAY_TOKEN"), "{run:?}");
-    assert_eq!(seen.lock().unwrap().last().cloned().flatten(), None);
 
-    let (url, _) = refusing_stub(StatusCode::FORBIDDEN).await;
-    let run = slipway(&[
-        "deploy", "--url", &url, "--token", "t", "--app", "a", "--env", "b", "--image", "i:1",
+    // A token the server did not sign, from the flag and from the environment: 401.
+    let forged = slipway_api::auth::issue_hs256(
+        b"another-secret-of-at-least-32-bytes!!",
+        "slipway",
+        "slipway",
+        "ci",
+        &[],
+        Duration::from_secs(600),
+    )
+    .expect("issue");
+    let run = slipway_with(&["apps", "list", "--url", url, "--token", &forged], None).await;
+    run.expect_code(4);
+    assert!(run.stderr.contains("401 Unauthorized"), "{run:?}");
+    let run = slipway_with(&["apps", "list", "--url", url], Some(&forged)).await;
+    run.expect_code(4);
+
+    // The flag wins over the environment: a valid token on the flag is accepted.
+    let run = slipway_with(
+        &[
+            "apps",
+            "list",
+            "--url",
+            url,
+            "--token",
+            &token("ci", &[]),
+            "-o",
+            "json",
+        ],
+        Some(&forged),
+    )
+    .await;
+    run.expect_code(0);
+
+    // A deployer of `demo` may deploy but not approve: 403 → 4.
+    slipway(&[
+        "deploy",
+        "--url",
+        url,
+        "--app",
+        "demo",
+        "--env",
+        "staging",
+        "--image",
+        "ghcr.io/acme/web:0.9.0",
         "--wait",
     ])
+    .await
+    .expect_code(0);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let bound = client
+        .post(format!("{url}/v1/apps/demo/role-bindings"))
+        .bearer_auth(token("ci", &[]))
+        .json(&json!({"subject": "dee", "role": "deployer"}))
+        .send()
+        .await
+        .expect("bind");
+    assert_eq!(bound.status(), 201, "{:?}", bound.text().await);
+    let dee = token("dee", &[]);
+    let run = slipway_with(
+        &[
+            "deploy",
+            "--url",
+            url,
+            "--app",
+            "demo",
+            "--env",
+            "prod",
+            "--image",
+            "ghcr.io/acme/web:1.0.0",
+            "-o",
+            "json",
+        ],
+        Some(&dee),
+    )
     .await;
+    let id = run.expect_code(0).json()["id"].as_str().unwrap().to_owned();
+    let run = slipway_with(&["approve", &id, "--url", url], Some(&dee)).await;
     run.expect_code(4);
     assert!(run.stderr.contains("403 Forbidden"), "{run:?}");
+
+    // Someone with no binding in `demo` does not see it at all: 404 is a usage error (2).
+    let run = slipway_with(
+        &["status", &id, "--url", url],
+        Some(&token("stranger", &[])),
+    )
+    .await;
+    run.expect_code(2);
+    assert!(run.stderr.contains("404"), "{run:?}");
 }
 
 /// Reads one HTTP/1.1 request (head and Content-Length body) and returns its head.
@@ -1027,6 +1067,7 @@ async fn a_follower_rides_out_a_server_restart(pool: PgPool) {
             "-o",
             "json",
         ])
+        .env("SLIPWAY_TOKEN", token("ci", &[]))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
