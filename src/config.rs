@@ -72,6 +72,34 @@ pub struct Config {
     pub poll_interval_ms: u64,
     /// How long a pod of the simulated cluster takes to become ready.
     pub sim_ready_after: DurationSpec,
+    /// Base64 of 32 random bytes: seals webhook secrets at rest. Triggers cannot be created
+    /// without it, and changing it makes the stored secrets unusable.
+    pub secrets_key: Option<Secret>,
+    /// The URL clients reach this Slipway at, for links back (GitHub statuses' `log_url`).
+    pub public_url: Option<String>,
+    /// Reporting deployment statuses to GitHub.
+    #[serde(default)]
+    pub github: GithubConfig,
+}
+
+/// `[github]`: where to post deployment statuses (`SLIPWAY_GITHUB_TOKEN`,
+/// `SLIPWAY_GITHUB_API_URL`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubConfig {
+    /// A token that may write deployment statuses; statuses are posted only when it is set.
+    pub token: Option<Secret>,
+    /// GitHub's REST API (GitHub Enterprise Server: `https://HOST/api/v3`).
+    pub api_url: String,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            api_url: "https://api.github.com".into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -91,11 +119,16 @@ impl Default for Config {
             lease_ttl: DurationSpec::from_secs(30),
             poll_interval_ms: 1_000,
             sim_ready_after: DurationSpec::from_secs(0),
+            secrets_key: None,
+            public_url: None,
+            github: GithubConfig::default(),
         }
     }
 }
 
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 16] = [
+    "secrets_key",
+    "public_url",
     "workers",
     "lease_ttl",
     "poll_interval_ms",
@@ -178,6 +211,11 @@ impl Config {
                     .map(|_| "database_url".into()),
             )
             .merge(Env::prefixed("SLIPWAY_").only(&KEYS))
+            .merge(
+                Env::prefixed("SLIPWAY_GITHUB_")
+                    .only(&["token", "api_url"])
+                    .map(|key| format!("github.{key}").into()),
+            )
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
@@ -233,6 +271,26 @@ impl Config {
         if !(10..=60_000).contains(&self.poll_interval_ms) {
             return invalid("poll_interval_ms", "must be between 10 and 60000".into());
         }
+        if let Some(key) = &self.secrets_key
+            && let Err(e) = slipway_engine::secrets::SecretsKey::from_base64(key.expose())
+        {
+            return invalid("secrets_key", e.to_string());
+        }
+        for (key, url) in [
+            ("public_url", self.public_url.as_deref()),
+            ("github.api_url", Some(self.github.api_url.as_str())),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                return invalid(key, format!("{url:?} is not an http(s) URL"));
+            }
+        }
+        if let Some(token) = &self.github.token
+            && (token.expose().is_empty() || token.expose().chars().any(char::is_whitespace))
+        {
+            return invalid("github.token", "must be a token without whitespace".into());
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return invalid("log_level", e.to_string());
         }
@@ -261,7 +319,23 @@ impl Config {
             request_timeout: self.request_timeout.as_std(),
             idempotency_ttl: self.idempotency_ttl.as_std(),
             cors_allowed_origins: self.cors_allowed_origins.clone(),
+            secrets_key: self
+                .secrets_key
+                .as_ref()
+                .and_then(|k| slipway_engine::secrets::SecretsKey::from_base64(k.expose()).ok()),
         }
+    }
+
+    /// Where GitHub deployment statuses go, when a token is configured.
+    pub fn github_status_settings(&self) -> Option<slipway_engine::github_status::GithubStatusSettings> {
+        let token = self.github.token.as_ref()?;
+        let mut settings = slipway_engine::github_status::GithubStatusSettings::new(
+            self.github.api_url.clone(),
+            token.expose(),
+        );
+        settings.public_url = self.public_url.clone();
+        settings.poll_interval = std::time::Duration::from_millis(self.poll_interval_ms);
+        Some(settings)
     }
 }
 
@@ -276,6 +350,44 @@ mod tests {
             ..Config::default()
         };
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn webhook_secrets_do_not_print_and_bad_keys_are_named() {
+        let config = Config {
+            secrets_key: Some(Secret::new("c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXk=")),
+            github: GithubConfig {
+                token: Some(Secret::new("ghp_hunter2")),
+                ..GithubConfig::default()
+            },
+            ..Config::default()
+        };
+        let dump = format!("{config:?}");
+        assert!(!dump.contains("hunter2") && !dump.contains("c2VjcmV0"), "{dump}");
+        assert!(config.validate().is_ok());
+        let short_key = Config {
+            secrets_key: Some(Secret::new("c2hvcnQ=")),
+            ..Config::default()
+        };
+        let message = short_key
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("`secrets_key`"), "{message}");
+        let bad = Config {
+            github: GithubConfig {
+                api_url: "ftp://x".into(),
+                ..GithubConfig::default()
+            },
+            ..Config::default()
+        };
+        let message = bad
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("`github.api_url`"), "{message}");
     }
 
     #[test]

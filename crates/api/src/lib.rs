@@ -10,6 +10,7 @@ pub mod pagination;
 pub mod problem;
 pub mod routes;
 pub mod state;
+pub mod webhook;
 
 use std::sync::OnceLock;
 
@@ -43,6 +44,8 @@ pub use state::{ApiSettings, AppState};
         (name = "apps", description = "Applications"),
         (name = "environments", description = "Where an app runs and the policy of deploying there"),
         (name = "deployments", description = "Deployment requests and their progress"),
+        (name = "triggers", description = "Which CI event deploys what where"),
+        (name = "webhooks", description = "CI deliveries, authenticated by their own signatures"),
         (name = "ops", description = "Health and metrics"),
     )
 )]
@@ -72,6 +75,11 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::deployments::events))
         .routes(routes!(routes::commands::send))
         .routes(routes!(routes::streams::all))
+        .routes(routes!(routes::triggers::create, routes::triggers::list))
+        .routes(routes!(routes::triggers::get, routes::triggers::delete))
+        .routes(routes!(routes::webhooks::github))
+        .routes(routes!(routes::webhooks::gitlab))
+        .routes(routes!(routes::webhooks::generic))
 }
 
 /// The OpenAPI document of the API, as `slipway openapi` prints it.

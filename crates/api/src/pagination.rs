@@ -59,6 +59,7 @@ pub enum CursorKind {
     Name,
     Deployment,
     Event,
+    Trigger,
 }
 
 impl CursorKind {
@@ -67,6 +68,7 @@ impl CursorKind {
             Self::Name => "n1",
             Self::Deployment => "d1",
             Self::Event => "e1",
+            Self::Trigger => "t1",
         }
     }
 

@@ -19,6 +19,8 @@ pub struct ApiSettings {
     pub idempotency_ttl: Duration,
     /// Origins allowed by CORS; empty turns CORS off.
     pub cors_allowed_origins: Vec<String>,
+    /// Seals and opens webhook secrets; without it no trigger can be created.
+    pub secrets_key: Option<slipway_engine::secrets::SecretsKey>,
 }
 
 impl Default for ApiSettings {
@@ -28,6 +30,7 @@ impl Default for ApiSettings {
             request_timeout: Duration::from_secs(30),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             cors_allowed_origins: Vec::new(),
+            secrets_key: None,
         }
     }
 }

@@ -12,6 +12,8 @@ pub mod resources;
 pub mod rollout;
 pub mod strategy;
 pub mod tagged;
+pub mod trigger;
+pub mod trigger_match;
 pub mod validation;
 
 pub use app::{AppPatch, NewApp};
@@ -25,4 +27,8 @@ pub use environment::{ApprovalPolicy, EnvironmentSpec, Workload};
 pub use image::ImageRef;
 pub use resources::{App, Cluster, Deployment, DeploymentEvent, Environment};
 pub use strategy::{CanaryStep, StrategySpec, TrafficRouting};
+pub use trigger::{
+    DeliveryAccepted, NewTrigger, Trigger, TriggerEvent, TriggerSource, TriggerSpec,
+    TriggeredDeployment,
+};
 pub use validation::{FieldError, ValidationError, Violations};

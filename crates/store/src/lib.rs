@@ -5,6 +5,7 @@ pub mod apps;
 pub mod clusters;
 mod codec;
 pub mod commands;
+pub mod deliveries;
 pub mod deployments;
 pub mod environments;
 pub mod error;
@@ -13,8 +14,10 @@ pub mod health;
 pub mod idempotency;
 pub mod journal;
 pub mod leases;
+pub mod outbox;
 pub mod page;
 pub mod rollouts;
+pub mod triggers;
 pub mod wake;
 
 pub use error::StoreError;

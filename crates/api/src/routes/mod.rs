@@ -8,3 +8,5 @@ pub mod deployments;
 pub mod environments;
 pub mod ops;
 pub mod streams;
+pub mod triggers;
+pub mod webhooks;
