@@ -327,7 +327,9 @@ impl Config {
     }
 
     /// Where GitHub deployment statuses go, when a token is configured.
-    pub fn github_status_settings(&self) -> Option<slipway_engine::github_status::GithubStatusSettings> {
+    pub fn github_status_settings(
+        &self,
+    ) -> Option<slipway_engine::github_status::GithubStatusSettings> {
         let token = self.github.token.as_ref()?;
         let mut settings = slipway_engine::github_status::GithubStatusSettings::new(
             self.github.api_url.clone(),
@@ -363,7 +365,10 @@ mod tests {
             ..Config::default()
         };
         let dump = format!("{config:?}");
-        assert!(!dump.contains("hunter2") && !dump.contains("c2VjcmV0"), "{dump}");
+        assert!(
+            !dump.contains("hunter2") && !dump.contains("c2VjcmV0"),
+            "{dump}"
+        );
         assert!(config.validate().is_ok());
         let short_key = Config {
             secrets_key: Some(Secret::new("c2hvcnQ=")),

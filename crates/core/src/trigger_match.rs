@@ -14,9 +14,7 @@ pub const WHSEC_PREFIX: &str = "whsec_";
 
 /// The HMAC key of a Standard Webhooks secret (`whsec_<base64>`), when it is one: 24–64 bytes.
 pub fn signing_key(secret: &str) -> Option<Vec<u8>> {
-    let key = STANDARD
-        .decode(secret.strip_prefix(WHSEC_PREFIX)?)
-        .ok()?;
+    let key = STANDARD.decode(secret.strip_prefix(WHSEC_PREFIX)?).ok()?;
     (24..=64).contains(&key.len()).then_some(key)
 }
 

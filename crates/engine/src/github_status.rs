@@ -207,8 +207,7 @@ impl StatusRelay {
             outbox::push(&mut tx, event.deployment_id, state, &description).await?;
             if state == "success" {
                 let replaced =
-                    outbox::replaced_by(&mut tx, event.environment_id, event.deployment_id)
-                        .await?;
+                    outbox::replaced_by(&mut tx, event.environment_id, event.deployment_id).await?;
                 let description = truncate(&format!("replaced by {}", event.version));
                 for older in replaced {
                     outbox::push(&mut tx, older, "inactive", &description).await?;
@@ -240,7 +239,9 @@ impl StatusRelay {
                         outbox::abandoned(conn, status.id, &error).await?;
                         progressed = true;
                     }
-                    Err(Failure::Retry(error)) if status.attempts + 1 >= self.settings.max_attempts => {
+                    Err(Failure::Retry(error))
+                        if status.attempts + 1 >= self.settings.max_attempts =>
+                    {
                         tracing::warn!(deployment = %status.deployment_id, state = %status.state, %error, "a deployment status failed too often; giving it up");
                         outbox::abandoned(conn, status.id, &error).await?;
                         progressed = true;

@@ -55,8 +55,7 @@ impl SecretsKey {
 
     /// A fresh random key in base64, e.g. for `slipway dev`.
     pub fn generate_base64() -> Result<String, SecretsError> {
-        let bytes =
-            chacha20poly1305::Key::try_generate().map_err(|_| SecretsError::Random)?;
+        let bytes = chacha20poly1305::Key::try_generate().map_err(|_| SecretsError::Random)?;
         Ok(STANDARD.encode(bytes.as_slice()))
     }
 

@@ -4,7 +4,9 @@
 
 use slipway_core::trigger::MAX_TRIGGERS_PER_APP;
 use slipway_core::trigger_match::{GithubDeployment, Matched};
-use slipway_core::{DeliveryAccepted, NewTrigger, Trigger, TriggerSource, TriggerSpec, TriggeredDeployment};
+use slipway_core::{
+    DeliveryAccepted, NewTrigger, Trigger, TriggerSource, TriggerSpec, TriggeredDeployment,
+};
 use slipway_store::deliveries::{self, DeliveryKey};
 use slipway_store::deployments::Requester;
 use slipway_store::{PgConnection, StoreError, apps, triggers};
@@ -140,7 +142,13 @@ pub async fn take(
     delivery: &Delivery<'_>,
     planned: Vec<PlannedDeployment>,
 ) -> Result<Taken, IntakeError> {
-    if !deliveries::claim(conn, delivery.key(), delivery.event, delivery.metadata.as_ref()).await?
+    if !deliveries::claim(
+        conn,
+        delivery.key(),
+        delivery.event,
+        delivery.metadata.as_ref(),
+    )
+    .await?
     {
         let answer = deliveries::answered(conn, delivery.key())
             .await?
@@ -159,19 +167,14 @@ pub async fn take(
             traceparent: None,
         };
         let environment = plan.matched.environment;
-        let deployment = intake::record_deployment(
-            conn,
-            delivery.app,
-            &environment,
-            plan.matched.request,
-            &by,
-        )
-        .await
-        .map_err(|e| match delivery.source {
-            // A generic delivery named the image itself: its errors are the sender's.
-            TriggerSource::Generic => e,
-            _ => in_trigger(e, plan.trigger, &environment),
-        })?;
+        let deployment =
+            intake::record_deployment(conn, delivery.app, &environment, plan.matched.request, &by)
+                .await
+                .map_err(|e| match delivery.source {
+                    // A generic delivery named the image itself: its errors are the sender's.
+                    TriggerSource::Generic => e,
+                    _ => in_trigger(e, plan.trigger, &environment),
+                })?;
         if let Some((repository, github)) = &plan.github {
             deliveries::link_github(
                 conn,

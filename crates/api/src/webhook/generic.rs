@@ -35,7 +35,10 @@ pub struct GenericDelivery {
 }
 
 fn text(metadata: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<String> {
-    metadata.get(key).and_then(|v| v.as_str()).map(str::to_owned)
+    metadata
+        .get(key)
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
 }
 
 /// The request's errors point into the delivery: `/source/commit` is `/metadata/commit`.
@@ -89,7 +92,11 @@ pub async fn receive(
     .await?;
     let delivery: GenericDelivery = parse_body(headers, body)?;
     if delivery.app != app {
-        return Err(ApiError::invalid_field("/app", format!("must be {app:?}, the app of the webhook URL")).into());
+        return Err(ApiError::invalid_field(
+            "/app",
+            format!("must be {app:?}, the app of the webhook URL"),
+        )
+        .into());
     }
     let Some(trigger) = triggers
         .iter()

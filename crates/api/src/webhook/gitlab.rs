@@ -67,7 +67,10 @@ fn read(
             let p: PipelineHook = parse_body(headers, body)?;
             let a = p.object_attributes;
             if a.status != "success" {
-                return Ok(Err(format!("pipeline status {:?} is not success", a.status)));
+                return Ok(Err(format!(
+                    "pipeline status {:?} is not success",
+                    a.status
+                )));
             }
             let git_ref = if a.tag {
                 GitRef::Tag(a.git_ref)
@@ -154,14 +157,17 @@ pub async fn receive(
         )
     })
     .and_then(|(name, v)| super::delivery_id(name, v))?;
-    let triggers = authenticate(state, app, TriggerSource::Gitlab, |t| {
-        match std::str::from_utf8(&t.secret).ok().and_then(signing_key) {
+    let triggers = authenticate(
+        state,
+        app,
+        TriggerSource::Gitlab,
+        |t| match std::str::from_utf8(&t.secret).ok().and_then(signing_key) {
             Some(key) => standard
                 .as_ref()
                 .is_some_and(|h| signature::standard(&key, h, body)),
             None => token.is_some_and(|sent| signature::token(&t.secret, sent.as_bytes())),
-        }
-    })
+        },
+    )
     .await?;
     let facts = match read(event, headers, body)? {
         Ok(facts) => facts,

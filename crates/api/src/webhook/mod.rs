@@ -146,8 +146,7 @@ pub async fn authenticate(
 ) -> Result<Vec<OpenTrigger>, WebhookError> {
     let mut conn = state.pool.acquire().await?;
     let triggers =
-        webhooks::triggers_for(&mut conn, app, source, state.settings.secrets_key.as_ref())
-            .await?;
+        webhooks::triggers_for(&mut conn, app, source, state.settings.secrets_key.as_ref()).await?;
     drop(conn);
     let verified: Vec<OpenTrigger> = triggers.into_iter().filter(|t| verifies(t)).collect();
     if verified.is_empty() {
@@ -183,7 +182,13 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
 pub fn ignored(reason: &str) -> Response {
     let mut text: String = reason
         .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .take(500)
         .collect();
     if text.is_empty() {
@@ -252,7 +257,10 @@ pub async fn deliver_ci(
         }
     }
     if planned.is_empty() {
-        return Ok(ignored(&format!("no trigger matched: {}", reasons.join("; "))));
+        return Ok(ignored(&format!(
+            "no trigger matched: {}",
+            reasons.join("; ")
+        )));
     }
     take(state, delivery, planned).await
 }

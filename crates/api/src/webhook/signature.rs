@@ -111,10 +111,22 @@ mod tests {
     fn github_signature_of_the_documented_example() {
         // GitHub's docs: secret "It's a Secret to Everybody", payload "Hello, World!".
         let header = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        assert!(github(b"It's a Secret to Everybody", b"Hello, World!", header));
-        assert!(!github(b"It's a Secret to Everybody", b"Hello, World?", header));
+        assert!(github(
+            b"It's a Secret to Everybody",
+            b"Hello, World!",
+            header
+        ));
+        assert!(!github(
+            b"It's a Secret to Everybody",
+            b"Hello, World?",
+            header
+        ));
         assert!(!github(b"another secret", b"Hello, World!", header));
-        assert!(!github(b"It's a Secret to Everybody", b"Hello, World!", "sha1=757107"));
+        assert!(!github(
+            b"It's a Secret to Everybody",
+            b"Hello, World!",
+            "sha1=757107"
+        ));
     }
 
     #[test]
