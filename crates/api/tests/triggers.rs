@@ -3,8 +3,7 @@
 
 #![expect(
     clippy::expect_used,
-    clippy::unwrap_used,
-    reason = "tests fail with a message"
+    reason = "a failed expectation is the test failing"
 )]
 
 mod common;

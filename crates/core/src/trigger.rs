@@ -125,22 +125,33 @@ pub struct TriggerSpec {
 #[serde(deny_unknown_fields)]
 pub struct NewTrigger {
     pub source: TriggerSource,
+    /// Required for GitHub and GitLab triggers; not allowed for generic ones.
     #[serde(default)]
     pub event: Option<TriggerEvent>,
+    /// `owner/name` on GitHub, the project's full path on GitLab (required for both).
     #[serde(default)]
     pub repository: Option<String>,
+    /// Glob over the branch name (`*` any characters but `/`, `**` any, `?` one); a push
+    /// trigger needs a branch or a tag pattern. Not for `release` / `tag_push`.
     #[serde(default)]
     pub branch: Option<String>,
+    /// Glob over the tag name. Not for `workflow_run`; at most one of `branch` and `tag`.
     #[serde(default)]
     pub tag: Option<String>,
+    /// Only runs of the workflow of this name (`workflow_run` only).
     #[serde(default)]
     pub workflow: Option<String>,
+    /// Image template (GitHub and GitLab): `${sha}`, `${short_sha}`, `${ref}`, `${version}`
+    /// always (a release has no `${sha}`), `${tag}` when the trigger matches tags, `${branch}`
+    /// when it matches branches. Must make a valid image reference.
     #[serde(default)]
     pub image: Option<String>,
+    /// The app's environment to deploy to.
     pub environment: String,
     /// Write-only. GitHub: the webhook secret (≥ 16 characters). GitLab: the secret token
     /// (`X-Gitlab-Token`), or a signing token `whsec_…` (Standard Webhooks signatures).
     /// Generic: a Standard Webhooks secret `whsec_<base64 of 24–64 bytes>`.
+    #[cfg_attr(feature = "openapi", schema(write_only))]
     pub secret: String,
 }
 
