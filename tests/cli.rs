@@ -85,6 +85,19 @@ fn configuration_errors_name_the_key() {
     let stderr = run_failing(slipway().arg("serve"));
     assert!(stderr.contains("`database_url` is not set"), "{stderr}");
 
+    let stderr = run_failing(
+        slipway()
+            .arg("serve")
+            .env("SLIPWAY_SECRETS_KEY", "c2hvcnQ="),
+    );
+    assert!(stderr.contains("`secrets_key`"), "{stderr}");
+    let stderr = run_failing(
+        slipway()
+            .arg("serve")
+            .env("SLIPWAY_GITHUB_API_URL", "ftp://x"),
+    );
+    assert!(stderr.contains("`github.api_url`"), "{stderr}");
+
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("slipway.toml");
     std::fs::write(&file, "listen = \"127.0.0.1:9\"\nrequest_timout = \"5s\"\n").expect("write");
@@ -109,6 +122,11 @@ fn secrets_stay_out_of_the_logs() {
             "postgres://slipway:hunter2-secret@127.0.0.1:1/none",
         )
         .env("SLIPWAY_LOG_LEVEL", "debug")
+        .env(
+            "SLIPWAY_SECRETS_KEY",
+            "hunter2hunter2hunter2hunter2hunter2hunter2Q=",
+        )
+        .env("SLIPWAY_GITHUB_TOKEN", "ghp_hunter2-token")
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -128,7 +146,8 @@ fn secrets_stay_out_of_the_logs() {
         .expect("stdout")
         .read_to_string(&mut logs)
         .expect("read");
-    assert!(!logs.contains("hunter2-secret"), "{logs}");
+    assert!(!logs.contains("hunter2"), "{logs}");
+    assert!(logs.contains("configuration loaded"), "{logs}");
 }
 
 /// A fresh database on the test server, migrated by `slipway migrate`.

@@ -128,6 +128,10 @@ async fn invalid_triggers_name_the_field(pool: PgPool) {
         (json!({"environment": "Prod!"}), "/environment"),
         (json!({"secret": "short"}), "/secret"),
         (json!({"workflow": "build"}), "/workflow"),
+        (
+            json!({"deployment_environment": "production"}),
+            "/deployment_environment",
+        ),
         (json!({"surprise": 1}), "/surprise"),
     ];
     for (change, pointer) in cases {

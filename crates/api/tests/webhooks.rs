@@ -371,6 +371,7 @@ async fn releases_workflow_runs_and_github_deployments(pool: PgPool) {
     trigger(
         &app,
         json!({"source": "github", "event": "deployment", "repository": "acme/web",
+               "deployment_environment": "production",
                "image": "ghcr.io/acme/web:${sha}", "environment": "prod", "secret": GITHUB_SECRET}),
     )
     .await;
@@ -462,6 +463,27 @@ async fn releases_workflow_runs_and_github_deployments(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(linked, ("acme/web".into(), 987654, "production".into()));
+    // A GitHub deployment to another GitHub environment does not match.
+    let mut staging = deployment.clone();
+    staging["deployment"]["environment"] = json!("staging");
+    let body = staging.to_string();
+    let r = app
+        .send(github(
+            &app,
+            "deployment",
+            "g-2",
+            body.as_bytes(),
+            GITHUB_SECRET,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(
+        r.header("slipway-reason")
+            .unwrap_or_default()
+            .contains("staging"),
+        "{:?}",
+        r.headers
+    );
 }
 
 fn generic_body(env: &str, image: &str) -> Value {

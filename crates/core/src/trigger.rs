@@ -111,6 +111,9 @@ pub struct TriggerSpec {
     /// Name of the workflow (`workflow_run` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
+    /// The GitHub deployment's environment (`deployment` only), e.g. `production`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_environment: Option<String>,
     /// Image template, e.g. `ghcr.io/acme/web:${sha}`; variables `${sha}`, `${short_sha}`,
     /// `${ref}`, `${branch}`, `${tag}`, `${version}`. Generic deliveries name their image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,6 +144,10 @@ pub struct NewTrigger {
     /// Only runs of the workflow of this name (`workflow_run` only).
     #[serde(default)]
     pub workflow: Option<String>,
+    /// Only GitHub deployments to the GitHub environment of this name (`deployment` only);
+    /// absent: any.
+    #[serde(default)]
+    pub deployment_environment: Option<String>,
     /// Image template (GitHub and GitLab): `${sha}`, `${short_sha}`, `${ref}`, `${version}`
     /// always (a release has no `${sha}`), `${tag}` when the trigger matches tags, `${branch}`
     /// when it matches branches. Must make a valid image reference.
@@ -181,6 +188,10 @@ impl NewTrigger {
                 ("branch", self.branch.is_some()),
                 ("tag", self.tag.is_some()),
                 ("workflow", self.workflow.is_some()),
+                (
+                    "deployment_environment",
+                    self.deployment_environment.is_some(),
+                ),
                 ("image", self.image.is_some()),
             ] {
                 if present {
@@ -201,6 +212,7 @@ impl NewTrigger {
             branch: self.branch,
             tag: self.tag,
             workflow: self.workflow,
+            deployment_environment: self.deployment_environment,
             image: self.image,
             environment: self.environment,
         };
@@ -260,14 +272,25 @@ impl NewTrigger {
             if self.workflow.is_some() && event != TriggerEvent::WorkflowRun {
                 v.add("/workflow", "only a workflow_run trigger names a workflow");
             }
+            if self.deployment_environment.is_some() && event != TriggerEvent::Deployment {
+                v.add(
+                    "/deployment_environment",
+                    "only a deployment trigger names a GitHub environment",
+                );
+            }
         }
-        if let Some(w) = &self.workflow
-            && (w.is_empty() || w.len() > MAX_PATTERN_LEN || w.chars().any(char::is_control))
-        {
-            v.add(
-                "/workflow",
-                format!("must be 1-{MAX_PATTERN_LEN} printable characters"),
-            );
+        for (field, value) in [
+            ("workflow", &self.workflow),
+            ("deployment_environment", &self.deployment_environment),
+        ] {
+            if let Some(w) = value
+                && (w.is_empty() || w.len() > MAX_PATTERN_LEN || w.chars().any(char::is_control))
+            {
+                v.add(
+                    format!("/{field}"),
+                    format!("must be 1-{MAX_PATTERN_LEN} printable characters"),
+                );
+            }
         }
         match &self.image {
             None => v.add(

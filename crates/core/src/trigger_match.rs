@@ -311,6 +311,18 @@ impl DeliveryFacts {
                 self.workflow.as_deref().unwrap_or("")
             ));
         }
+        if let Some(wanted) = &trigger.deployment_environment {
+            let got = self
+                .github_deployment
+                .as_ref()
+                .map(|g| g.environment.as_str());
+            if got != Some(wanted.as_str()) {
+                return Err(format!(
+                    "wants GitHub deployments to {wanted:?}, got {:?}",
+                    got.unwrap_or("")
+                ));
+            }
+        }
         let template = trigger
             .image
             .as_deref()
