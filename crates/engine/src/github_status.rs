@@ -158,10 +158,13 @@ impl StatusRelay {
         &self,
         shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     ) -> Result<bool, RelayError> {
-        let mut conn = self.pool.acquire().await?.detach();
-        if !outbox::try_lock_relay(&mut conn).await? {
+        let mut pooled = self.pool.acquire().await?;
+        if !outbox::try_lock_relay(&mut pooled).await? {
             return Ok(false);
         }
+        // The lock belongs to this session: keep the connection out of the pool while leading.
+        let mut conn = pooled.detach();
+        tracing::info!("this process relays GitHub deployment statuses");
         loop {
             let wait = match self.round(&mut conn).await {
                 Ok(wait) => wait,

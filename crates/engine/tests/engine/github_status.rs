@@ -364,3 +364,50 @@ async fn a_superseded_github_deployment_is_inactive_and_a_refused_status_is_give
     assert_eq!(abandoned, 1);
     server.abort();
 }
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn two_relays_on_one_database_post_each_status_once(pool: PgPool) {
+    static CRYPTO: Once = Once::new();
+    CRYPTO.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    seed_app(&pool).await;
+    put_env(
+        &pool,
+        "prod",
+        &env_spec("gh-two-relays", rolling(), json!({})),
+    )
+    .await;
+    let (fake, api_url, server) = FakeGithub::start(0).await;
+    let mut stops = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let relay = StatusRelay::new(pool.clone(), relay_settings(&api_url)).expect("a relay");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop);
+        tasks.push(tokio::spawn(async move {
+            relay
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        }));
+    }
+    let sim = sim();
+    let engine = engine(&pool, &sim, settings("w1"));
+    let id = from_github(&pool, "3.0.0", 61).await;
+    drive_to(&engine, &pool, id, DeploymentStatus::Succeeded).await;
+    wait_for(&fake, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(states_for(&fake.all(), 61), ["in_progress", "success"]);
+    for stop in stops {
+        stop.send(()).expect("the relay runs");
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the relay stops")
+            .expect("the relay task ends cleanly");
+    }
+    server.abort();
+}
