@@ -31,6 +31,7 @@ pub const REASON_HEADER: &str = "slipway-reason";
 #[into_params(parameter_in = Query)]
 pub struct WebhookQuery {
     /// The app whose triggers the delivery is for (its triggers hold the secrets).
+    #[param(required = true)]
     pub app: Option<String>,
 }
 
