@@ -147,6 +147,13 @@ async fn a_signed_push_deploys_the_rendered_image(pool: PgPool) {
     assert_eq!(again.body, r.body);
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(deployments(&app).await, 1);
+    let metrics = app.get("/metrics").await.text;
+    let replayed = metrics.lines().any(|l| {
+        l.starts_with("slipway_webhook_deliveries_total")
+            && l.contains("source=\"github\"")
+            && l.contains("outcome=\"replayed\"")
+    });
+    assert!(replayed, "{metrics}");
 }
 
 #[sqlx::test(migrator = "slipway_store::MIGRATOR")]

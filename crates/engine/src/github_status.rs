@@ -234,11 +234,13 @@ impl StatusRelay {
             for status in due {
                 match self.post(&status).await {
                     Ok(()) => {
+                        metrics::counter!("slipway_github_statuses_total", "outcome" => "delivered").increment(1);
                         outbox::delivered(conn, status.id).await?;
                         progressed = true;
                     }
                     Err(Failure::Permanent(error)) => {
                         tracing::warn!(deployment = %status.deployment_id, state = %status.state, %error, "GitHub refused a deployment status; giving it up");
+                        metrics::counter!("slipway_github_statuses_total", "outcome" => "abandoned").increment(1);
                         outbox::abandoned(conn, status.id, &error).await?;
                         progressed = true;
                     }
@@ -246,10 +248,13 @@ impl StatusRelay {
                         if status.attempts + 1 >= self.settings.max_attempts =>
                     {
                         tracing::warn!(deployment = %status.deployment_id, state = %status.state, %error, "a deployment status failed too often; giving it up");
+                        metrics::counter!("slipway_github_statuses_total", "outcome" => "abandoned").increment(1);
                         outbox::abandoned(conn, status.id, &error).await?;
                         progressed = true;
                     }
                     Err(Failure::Retry(error)) => {
+                        metrics::counter!("slipway_github_statuses_total", "outcome" => "retried")
+                            .increment(1);
                         let delay = self.backoff(status.attempts);
                         tracing::info!(deployment = %status.deployment_id, state = %status.state, %error, retry_in = ?delay, "posting a deployment status failed; will retry");
                         let retry_at = Utc::now()

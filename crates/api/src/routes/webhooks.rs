@@ -16,6 +16,23 @@ use crate::state::AppState;
 use crate::webhook::generic::GenericDelivery;
 use crate::webhook::{WebhookError, WebhookQuery, generic, github, gitlab};
 
+/// Counts a delivery by source and what became of it.
+fn counted(
+    source: &'static str,
+    result: Result<Response, WebhookError>,
+) -> Result<Response, WebhookError> {
+    let outcome = match &result {
+        Ok(r) if r.headers().contains_key("idempotent-replayed") => "replayed",
+        Ok(r) if r.status() == axum::http::StatusCode::ACCEPTED => "accepted",
+        Ok(_) => "ignored",
+        Err(WebhookError::Unauthorized(_)) => "unauthorized",
+        Err(WebhookError::Api(_)) => "refused",
+    };
+    metrics::counter!("slipway_webhook_deliveries_total", "source" => source, "outcome" => outcome)
+        .increment(1);
+    result
+}
+
 /// Receive a GitHub webhook (`deployment`, `release`, `workflow_run`, `push`, `ping`).
 #[utoipa::path(post, path = "/v1/webhooks/github", tag = "webhooks",
     params(WebhookQuery,
@@ -38,7 +55,10 @@ pub async fn github(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WebhookError> {
-    github::receive(&state, &query, &headers, &body).await
+    counted(
+        "github",
+        github::receive(&state, &query, &headers, &body).await,
+    )
 }
 
 /// Receive a GitLab webhook (pipeline success, tag push).
@@ -64,7 +84,10 @@ pub async fn gitlab(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WebhookError> {
-    gitlab::receive(&state, &query, &headers, &body).await
+    counted(
+        "gitlab",
+        gitlab::receive(&state, &query, &headers, &body).await,
+    )
 }
 
 /// Receive a generic webhook signed by the Standard Webhooks scheme.
@@ -89,5 +112,8 @@ pub async fn generic(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WebhookError> {
-    generic::receive(&state, &query, &headers, &body).await
+    counted(
+        "generic",
+        generic::receive(&state, &query, &headers, &body).await,
+    )
 }
