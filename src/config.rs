@@ -95,6 +95,34 @@ pub struct Config {
     /// average, and how many may go at once (docs/kubernetes.md).
     pub kube_qps: u32,
     pub kube_burst: u32,
+    /// Base64 of 32 random bytes: seals webhook secrets at rest. Triggers cannot be created
+    /// without it, and changing it makes the stored secrets unusable.
+    pub secrets_key: Option<Secret>,
+    /// The URL clients reach this Slipway at, for links back (GitHub statuses' `log_url`).
+    pub public_url: Option<String>,
+    /// Reporting deployment statuses to GitHub.
+    #[serde(default)]
+    pub github: GithubConfig,
+}
+
+/// `[github]`: where to post deployment statuses (`SLIPWAY_GITHUB_TOKEN`,
+/// `SLIPWAY_GITHUB_API_URL`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubConfig {
+    /// A token that may write deployment statuses; statuses are posted only when it is set.
+    pub token: Option<Secret>,
+    /// GitHub's REST API (GitHub Enterprise Server: `https://HOST/api/v3`).
+    pub api_url: String,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            api_url: "https://api.github.com".into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -123,11 +151,14 @@ impl Default for Config {
             bootstrap_admins: Vec::new(),
             kube_qps: slipway_cluster::KubeSettings::default().qps,
             kube_burst: slipway_cluster::KubeSettings::default().burst,
+            secrets_key: None,
+            public_url: None,
+            github: GithubConfig::default(),
         }
     }
 }
 
-const KEYS: [&str; 23] = [
+const KEYS: [&str; 25] = [
     "auth_enabled",
     "jwt_issuer",
     "jwt_audience",
@@ -137,6 +168,8 @@ const KEYS: [&str; 23] = [
     "bootstrap_admins",
     "kube_qps",
     "kube_burst",
+    "secrets_key",
+    "public_url",
     "workers",
     "lease_ttl",
     "poll_interval_ms",
@@ -219,6 +252,11 @@ impl Config {
                     .map(|_| "database_url".into()),
             )
             .merge(Env::prefixed("SLIPWAY_").only(&KEYS))
+            .merge(
+                Env::prefixed("SLIPWAY_GITHUB_")
+                    .only(&["token", "api_url"])
+                    .map(|key| format!("github.{key}").into()),
+            )
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
@@ -301,6 +339,26 @@ impl Config {
         if !(1..=10_000).contains(&self.kube_burst) {
             return invalid("kube_burst", "must be between 1 and 10000".into());
         }
+        if let Some(key) = &self.secrets_key
+            && let Err(e) = slipway_engine::secrets::SecretsKey::from_base64(key.expose())
+        {
+            return invalid("secrets_key", e.to_string());
+        }
+        for (key, url) in [
+            ("public_url", self.public_url.as_deref()),
+            ("github.api_url", Some(self.github.api_url.as_str())),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                return invalid(key, format!("{url:?} is not an http(s) URL"));
+            }
+        }
+        if let Some(token) = &self.github.token
+            && (token.expose().is_empty() || token.expose().chars().any(char::is_whitespace))
+        {
+            return invalid("github.token", "must be a token without whitespace".into());
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return invalid("log_level", e.to_string());
         }
@@ -331,6 +389,10 @@ impl Config {
             request_timeout: self.request_timeout.as_std(),
             idempotency_ttl: self.idempotency_ttl.as_std(),
             cors_allowed_origins: self.cors_allowed_origins.clone(),
+            secrets_key: self
+                .secrets_key
+                .as_ref()
+                .and_then(|k| slipway_engine::secrets::SecretsKey::from_base64(k.expose()).ok()),
             auth: self.auth_settings()?,
         })
     }
@@ -391,6 +453,20 @@ impl Config {
         }
         Ok(AuthSettings::jwt(verifier, admins))
     }
+
+    /// Where GitHub deployment statuses go, when a token is configured.
+    pub fn github_status_settings(
+        &self,
+    ) -> Option<slipway_engine::github_status::GithubStatusSettings> {
+        let token = self.github.token.as_ref()?;
+        let mut settings = slipway_engine::github_status::GithubStatusSettings::new(
+            self.github.api_url.clone(),
+            token.expose(),
+        );
+        settings.public_url = self.public_url.clone();
+        settings.poll_interval = std::time::Duration::from_millis(self.poll_interval_ms);
+        Some(settings)
+    }
 }
 
 #[cfg(test)]
@@ -441,6 +517,47 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(message.contains("`jwks_path`"), "{message}");
+    }
+
+    #[test]
+    fn webhook_secrets_do_not_print_and_bad_keys_are_named() {
+        let config = Config {
+            secrets_key: Some(Secret::new("c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXk=")),
+            github: GithubConfig {
+                token: Some(Secret::new("ghp_hunter2")),
+                ..GithubConfig::default()
+            },
+            ..Config::default()
+        };
+        let dump = format!("{config:?}");
+        assert!(
+            !dump.contains("hunter2") && !dump.contains("c2VjcmV0"),
+            "{dump}"
+        );
+        assert!(config.validate().is_ok());
+        let short_key = Config {
+            secrets_key: Some(Secret::new("c2hvcnQ=")),
+            ..Config::default()
+        };
+        let message = short_key
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("`secrets_key`"), "{message}");
+        let bad = Config {
+            github: GithubConfig {
+                api_url: "ftp://x".into(),
+                ..GithubConfig::default()
+            },
+            ..Config::default()
+        };
+        let message = bad
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("`github.api_url`"), "{message}");
     }
 
     #[test]

@@ -252,6 +252,15 @@ async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
 }
 
 async fn dev(mut config: Config) -> anyhow::Result<()> {
+    if config.secrets_key.is_none() {
+        let key = slipway_engine::secrets::SecretsKey::generate_base64()
+            .context("generating a secrets key")?;
+        config.secrets_key = Some(slipway::config::Secret::new(key));
+        tracing::warn!(
+            "no secrets_key configured: using a random one for this run; trigger secrets \
+             created now will not open after a restart (set SLIPWAY_SECRETS_KEY to keep them)"
+        );
+    }
     let embedded = match &config.database_url {
         Some(_) => {
             tracing::info!("using the database from database_url / DATABASE_URL");

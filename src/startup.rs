@@ -100,15 +100,26 @@ pub async fn run(
             }
         }
     };
+    let relay = match config.github_status_settings() {
+        Some(settings) if workers => Some(
+            slipway_engine::github_status::StatusRelay::new(pool.clone(), settings)
+                .context("starting the GitHub status relay")?,
+        ),
+        _ => None,
+    };
     let engine = {
         let rx = stop_rx.clone();
         let worker = worker_name();
         let settings = config.engine_settings(worker);
         async move {
             if workers {
-                slipway_engine::Engine::new(pool, drivers, settings)
-                    .run(stopped(rx))
-                    .await;
+                let relay = async {
+                    if let Some(relay) = relay {
+                        relay.run(stopped(rx.clone())).await;
+                    }
+                };
+                let engine = slipway_engine::Engine::new(pool, drivers, settings);
+                tokio::join!(engine.run(stopped(rx.clone())), relay);
             } else {
                 stopped(rx).await;
             }
@@ -162,7 +173,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// Deletes expired idempotency keys every ten minutes.
+/// How long a webhook delivery id is remembered (a redelivery within it creates nothing).
+const DELIVERY_RETENTION_DAYS: i32 = 30;
+
+/// Deletes expired idempotency keys and old webhook delivery ids every ten minutes.
 async fn purge_expired_keys(pool: sqlx::PgPool) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
@@ -175,6 +189,18 @@ async fn purge_expired_keys(pool: sqlx::PgPool) {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "expired idempotency keys deleted"),
             Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+        }
+        let purged = match pool.acquire().await {
+            Ok(mut conn) => {
+                slipway_store::deliveries::purge_older_than(&mut conn, DELIVERY_RETENTION_DAYS)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        match purged {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "old webhook delivery ids deleted"),
+            Err(e) => tracing::warn!(error = %e, "purging webhook deliveries failed"),
         }
     }
 }

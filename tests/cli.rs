@@ -100,6 +100,18 @@ fn configuration_errors_name_the_key() {
             .env("SLIPWAY_JWKS_PATH", "/nonexistent/jwks.json"),
     );
     assert!(stderr.contains("`jwks_path`"), "{stderr}");
+    let stderr = run_failing(
+        slipway()
+            .arg("serve")
+            .env("SLIPWAY_SECRETS_KEY", "c2hvcnQ="),
+    );
+    assert!(stderr.contains("`secrets_key`"), "{stderr}");
+    let stderr = run_failing(
+        slipway()
+            .arg("serve")
+            .env("SLIPWAY_GITHUB_API_URL", "ftp://x"),
+    );
+    assert!(stderr.contains("`github.api_url`"), "{stderr}");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("slipway.toml");
@@ -126,6 +138,11 @@ fn secrets_stay_out_of_the_logs() {
         )
         .env("SLIPWAY_JWT_SECRET", SECRET)
         .env("SLIPWAY_LOG_LEVEL", "debug")
+        .env(
+            "SLIPWAY_SECRETS_KEY",
+            "hunter2hunter2hunter2hunter2hunter2hunter2Q=",
+        )
+        .env("SLIPWAY_GITHUB_TOKEN", "ghp_hunter2-token")
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -145,7 +162,8 @@ fn secrets_stay_out_of_the_logs() {
         .expect("stdout")
         .read_to_string(&mut logs)
         .expect("read");
-    assert!(!logs.contains("hunter2-secret"), "{logs}");
+    assert!(!logs.contains("hunter2"), "{logs}");
+    assert!(logs.contains("configuration loaded"), "{logs}");
     assert!(!logs.contains(SECRET), "{logs}");
 }
 

@@ -11,6 +11,7 @@ pub mod pagination;
 pub mod problem;
 pub mod routes;
 pub mod state;
+pub mod webhook;
 
 use std::sync::OnceLock;
 
@@ -45,6 +46,8 @@ pub use state::{ApiSettings, AppState};
         (name = "environments", description = "Where an app runs and the policy of deploying there"),
         (name = "deployments", description = "Deployment requests and their progress"),
         (name = "access", description = "Role bindings and the audit trail"),
+        (name = "triggers", description = "Which CI event deploys what where"),
+        (name = "webhooks", description = "CI deliveries, authenticated by their own signatures"),
         (name = "ops", description = "Health and metrics"),
     )
 )]
@@ -80,6 +83,11 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(routes::role_bindings::delete))
         .routes(routes!(routes::audit::list))
+        .routes(routes!(routes::triggers::create, routes::triggers::list))
+        .routes(routes!(routes::triggers::get, routes::triggers::delete))
+        .routes(routes!(routes::webhooks::github))
+        .routes(routes!(routes::webhooks::gitlab))
+        .routes(routes!(routes::webhooks::generic))
 }
 
 /// The OpenAPI document of the API, as `slipway openapi` prints it.

@@ -61,6 +61,7 @@ pub enum CursorKind {
     Event,
     RoleBinding,
     Audit,
+    Trigger,
 }
 
 impl CursorKind {
@@ -71,6 +72,7 @@ impl CursorKind {
             Self::Event => "e1",
             Self::RoleBinding => "r1",
             Self::Audit => "a1",
+            Self::Trigger => "t1",
         }
     }
 

@@ -23,6 +23,8 @@ pub struct ApiSettings {
     pub cors_allowed_origins: Vec<String>,
     /// How callers are authenticated (off by default here; `slipway serve` turns it on).
     pub auth: AuthSettings,
+    /// Seals and opens webhook secrets; without it no trigger can be created.
+    pub secrets_key: Option<slipway_engine::secrets::SecretsKey>,
 }
 
 impl Default for ApiSettings {
@@ -33,6 +35,7 @@ impl Default for ApiSettings {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             cors_allowed_origins: Vec::new(),
             auth: AuthSettings::disabled(),
+            secrets_key: None,
         }
     }
 }

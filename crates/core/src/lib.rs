@@ -13,6 +13,8 @@ pub mod resources;
 pub mod rollout;
 pub mod strategy;
 pub mod tagged;
+pub mod trigger;
+pub mod trigger_match;
 pub mod validation;
 
 pub use access::{NewRoleBinding, Role, RoleBinding};
@@ -29,4 +31,8 @@ pub use resources::{
     App, Cluster, ClusterDetail, ClusterStatus, Deployment, DeploymentEvent, Environment,
 };
 pub use strategy::{CanaryStep, StrategySpec, TrafficRouting};
+pub use trigger::{
+    DeliveryAccepted, NewTrigger, Trigger, TriggerEvent, TriggerSource, TriggerSpec,
+    TriggeredDeployment,
+};
 pub use validation::{FieldError, ValidationError, Violations};

@@ -3,8 +3,11 @@
 //! persist cycle of a deployment's state machine).
 
 pub mod drivers;
+pub mod github_status;
 pub mod intake;
+pub mod secrets;
 pub mod step;
+pub mod webhooks;
 pub mod worker;
 
 pub use drivers::Drivers;

@@ -10,3 +10,5 @@ pub mod environments;
 pub mod ops;
 pub mod role_bindings;
 pub mod streams;
+pub mod triggers;
+pub mod webhooks;

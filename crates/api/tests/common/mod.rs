@@ -102,6 +102,14 @@ impl TestAppBuilder {
         self
     }
 
+    /// The key webhook secrets are sealed with (base64 of 32 bytes).
+    pub fn secrets_key(mut self, base64: &str) -> Self {
+        self.settings.secrets_key = Some(
+            slipway_engine::secrets::SecretsKey::from_base64(base64).expect("a valid secrets key"),
+        );
+        self
+    }
+
     pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
         self.settings.idempotency_ttl = ttl;
         self

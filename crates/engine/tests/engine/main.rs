@@ -8,6 +8,7 @@
 mod common;
 mod concurrency;
 mod failures;
+mod github_status;
 mod http;
 mod leases;
 mod queue;

@@ -1,0 +1,134 @@
+//! `/v1/apps/{app}/triggers`: which CI event deploys what where. Secrets are write-only.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use slipway_core::{NewTrigger, Role, Trigger};
+use slipway_engine::webhooks;
+use slipway_store::{apps, triggers};
+use uuid::Uuid;
+
+use crate::extract::{IdempotencyKey, JsonBody, Principal};
+use crate::idempotency::{self, KeyedRequest, Written};
+use crate::pagination::{CursorKind, List, PageParams};
+use crate::problem::{ApiError, Problem};
+use crate::state::AppState;
+
+fn trigger_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("trigger"))
+}
+
+/// Create a trigger. Its `secret` is sealed at rest and never returned.
+#[utoipa::path(post, path = "/v1/apps/{app}/triggers", tag = "triggers",
+    params(("app" = String, Path, description = "App name"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a replay returns the stored response.")),
+    request_body = NewTrigger,
+    responses(
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin of the app", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Created", body = Trigger, headers(("Location" = String))),
+        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such app (or not visible to the caller)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No secrets key is configured, the app has the most triggers it may have, or the same Idempotency-Key is in flight", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field, or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Path(app): Path<String>,
+    principal: Principal,
+    IdempotencyKey(key): IdempotencyKey,
+    body: JsonBody<NewTrigger>,
+) -> Result<Response, ApiError> {
+    principal.require(&state, &app, None, Role::Admin).await?;
+    let request = KeyedRequest {
+        key: key.as_deref(),
+        scope: format!("{principal} POST /v1/apps/{app}/triggers"),
+        digest: &body.digest,
+    };
+    let new = body.value;
+    let secrets = state.settings.secrets_key.clone();
+    let subject = principal.subject().to_owned();
+    idempotency::run(&state, request, move |conn| {
+        Box::pin(async move {
+            let trigger =
+                webhooks::create_trigger(conn, &app, new, secrets.as_ref(), &subject).await?;
+            let location = format!("/v1/apps/{app}/triggers/{}", trigger.id);
+            Written::created(&trigger, location)
+        })
+    })
+    .await
+}
+
+/// List an app's triggers, oldest first.
+#[utoipa::path(get, path = "/v1/apps/{app}/triggers", tag = "triggers",
+    params(("app" = String, Path, description = "App name"), PageParams),
+    responses(
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin of the app", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of triggers", body = List<Trigger>),
+        (status = 404, description = "No such app (or not visible to the caller)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Path(app): Path<String>,
+    principal: Principal,
+    Query(page): Query<PageParams>,
+) -> Result<Json<List<Trigger>>, ApiError> {
+    principal.require(&state, &app, None, Role::Admin).await?;
+    let limit = page.limit()?;
+    let after = page
+        .after(CursorKind::Trigger)?
+        .map(|raw| raw.parse::<Uuid>())
+        .transpose()
+        .map_err(|_| ApiError::invalid_parameter("cursor", "not a cursor this list issued"))?;
+    let mut conn = state.pool.acquire().await?;
+    apps::id_of(&mut conn, &app).await?;
+    let found = triggers::list(&mut conn, &app, after, limit).await?;
+    Ok(Json(List::from_page(found, CursorKind::Trigger)))
+}
+
+/// Get a trigger (without its secret).
+#[utoipa::path(get, path = "/v1/apps/{app}/triggers/{id}", tag = "triggers",
+    params(("app" = String, Path, description = "App name"),
+           ("id" = String, Path, description = "Trigger id")),
+    responses(
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin of the app", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The trigger", body = Trigger),
+        (status = 404, description = "No such app or trigger (or the app is not visible to the caller)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path((app, id)): Path<(String, String)>,
+    principal: Principal,
+) -> Result<Json<Trigger>, ApiError> {
+    principal.require(&state, &app, None, Role::Admin).await?;
+    let id = trigger_id(&id)?;
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(triggers::get(&mut conn, &app, id).await?))
+}
+
+/// Delete a trigger: its webhooks no longer verify or deploy.
+#[utoipa::path(delete, path = "/v1/apps/{app}/triggers/{id}", tag = "triggers",
+    params(("app" = String, Path, description = "App name"),
+           ("id" = String, Path, description = "Trigger id")),
+    responses(
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin of the app", body = Problem, content_type = "application/problem+json"),
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such app or trigger (or the app is not visible to the caller)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((app, id)): Path<(String, String)>,
+    principal: Principal,
+) -> Result<StatusCode, ApiError> {
+    principal.require(&state, &app, None, Role::Admin).await?;
+    let id = trigger_id(&id)?;
+    let mut conn = state.pool.acquire().await?;
+    triggers::delete(&mut conn, &app, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
