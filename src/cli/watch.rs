@@ -87,6 +87,9 @@ impl Watch<'_> {
         };
         // The log so far, then the state it led to; the stream carries on after it.
         self.drain().await?;
+        if let Some(fresh) = self.reread_if_stale(&d).await? {
+            d = fresh;
+        }
         self.observer.deployment(&d);
         if self.ended(&d) {
             return Ok(Ended::Finished(d));
@@ -206,6 +209,7 @@ impl Watch<'_> {
             .any(|k| d.get(k) != last.get(k));
         if view::is_terminal(&d) {
             self.drain().await?;
+            let d = self.reread_if_stale(&d).await?.unwrap_or(d);
             self.observer.deployment(&d);
             if self.ended(&d) {
                 return Ok(Look::Ended(d));
@@ -220,6 +224,20 @@ impl Watch<'_> {
         }
         self.observer.deployment(&d);
         Ok(Look::Going(d))
+    }
+
+    /// A terminal state read *before* the log that passed `min_seq` may predate it: after a
+    /// `retry`, the engine's `retried` event and the requeue commit together, so a state read
+    /// earlier is still the old attempt's end. Reads the deployment again (now after the log)
+    /// in that case; `None` when `d` is known to be current.
+    async fn reread_if_stale(&self, d: &Value) -> Result<Option<Value>, ClientError> {
+        if self.min_seq == 0 || !self.ended(d) {
+            return Ok(None);
+        }
+        match within(self.deadline, self.client.get(&self.deployment_path, &[])).await {
+            Some(got) => got.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Tells the events after the last one told, read from the JSON pages: they hold every
