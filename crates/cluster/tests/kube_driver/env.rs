@@ -78,6 +78,7 @@ impl Env {
                 container: "app".into(),
                 replicas,
                 port: 8080,
+                pod_labels: Default::default(),
             },
             traffic: TrafficRouting::Replicas,
         }
@@ -183,6 +184,7 @@ pub fn release(version: &str) -> Release {
     Release {
         image: format!("registry.test/web:{version}"),
         version: version.into(),
+        pod_labels: Default::default(),
     }
 }
 
