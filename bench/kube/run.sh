@@ -86,13 +86,17 @@ post PUT /v1/apps/web/environments/bench "{\"cluster\":\"bench\",\"namespace\":\
   \"strategy\":{\"type\":\"rolling\",\"max_surge\":1,\"max_unavailable\":0}}" >/dev/null
 
 now() { date +%s.%N; }
-# slipway_deploy VERSION: POST the deployment, poll it every 50 ms until it has finished.
+# slipway_deploy VERSION: POST the deployment, poll it every 50 ms until it has finished (one
+# curl per look: a few ms each, so it sees the end 0–60 ms late).
 slipway_deploy() {
-  local id status
-  id=$(post POST /v1/apps/web/environments/bench/deployments \
-    "{\"image\":\"registry.test/web:$1\",\"version\":\"$1\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  local id status="" body
+  body=$(post POST /v1/apps/web/environments/bench/deployments \
+    "{\"image\":\"registry.test/web:$1\",\"version\":\"$1\"}")
+  [[ $body =~ \"id\":\"([0-9a-f-]+)\" ]] || { log "no id in $body"; return 1; }
+  id=${BASH_REMATCH[1]}
   while :; do
-    status=$(curl -sf "$API/v1/deployments/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+    body=$(curl -sf "$API/v1/deployments/$id")
+    [[ $body =~ \"status\":\"([a-z_]+)\" ]] && status=${BASH_REMATCH[1]}
     case $status in
       succeeded) return 0 ;;
       failed|rolled_back|cancelled|superseded) log "slipway deployment $id ended $status"; return 1 ;;
