@@ -12,7 +12,6 @@
 
 #![expect(
     clippy::expect_used,
-    clippy::unwrap_used,
     reason = "tests fail with a message, like the helpers they call"
 )]
 
@@ -39,7 +38,10 @@ fn apiserver(action: &str) {
         .arg(action)
         .status()
         .expect("run scripts/cluster/apiserver");
-    assert!(status.success(), "scripts/cluster/apiserver {action}: {status}");
+    assert!(
+        status.success(),
+        "scripts/cluster/apiserver {action}: {status}"
+    );
 }
 
 /// Stops the API server; starts it again when dropped, even when the test panics.
@@ -154,7 +156,10 @@ async fn a_deployment_waits_out_an_apiserver_outage_and_completes(pool: PgPool) 
         back.elapsed()
     );
     assert_eq!(d["reason"], json!(null), "{d}");
-    assert_eq!(d["serving"], json!({"health": "healthy", "version": "2.0.0"}));
+    assert_eq!(
+        d["serving"],
+        json!({"health": "healthy", "version": "2.0.0"})
+    );
     let s = e.k8s_deployment("web").await.unwrap();
     assert_eq!(deployment_image(&s), image("2.0.0"));
     assert_eq!(deployment_counts(&s), (2, 2, 2));

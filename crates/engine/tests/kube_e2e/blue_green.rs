@@ -37,17 +37,25 @@ async fn blue_green_previews_switches_scales_down_and_aborts_back(pool: PgPool) 
     let green = e.ready_ips("green").await;
     assert_eq!(green.len(), 2);
     assert!(green.is_disjoint(&blue));
-    let green_pods = e.pods("app.kubernetes.io/name=web,slipway.dev/track=green").await;
+    let green_pods = e
+        .pods("app.kubernetes.io/name=web,slipway.dev/track=green")
+        .await;
     assert!(
-        green_pods.iter().all(|p| p.spec.as_ref().unwrap().containers[0].image.as_deref()
-            == Some(image("2.0.0").as_str())),
+        green_pods
+            .iter()
+            .all(|p| p.spec.as_ref().unwrap().containers[0].image.as_deref()
+                == Some(image("2.0.0").as_str())),
         "the preview pods run 2.0.0"
     );
     e.until("web-preview -> green endpoints", || async {
         (e.endpoint_ips("web-preview").await == green).then_some(())
     })
     .await;
-    assert_eq!(e.endpoint_ips("web").await, blue, "production stays on blue");
+    assert_eq!(
+        e.endpoint_ips("web").await,
+        blue,
+        "production stays on blue"
+    );
 
     // Promote: the active Service's endpoints move to green; blue stays up for the delay.
     e.accepted(v2, "promote").await;
@@ -108,7 +116,11 @@ async fn blue_green_previews_switches_scales_down_and_aborts_back(pool: PgPool) 
         (e.endpoint_ips("web").await == new_blue).then_some(())
     })
     .await;
-    assert_eq!(e.ready_ips("green").await, green, "green is kept during the delay");
+    assert_eq!(
+        e.ready_ips("green").await,
+        green,
+        "green is kept during the delay"
+    );
 
     let aborted = Instant::now();
     e.accepted(v3, "abort").await;
@@ -117,10 +129,16 @@ async fn blue_green_previews_switches_scales_down_and_aborts_back(pool: PgPool) 
     })
     .await;
     let back = aborted.elapsed();
-    assert!(back < Duration::from_secs(30), "switched back after {back:?}");
+    assert!(
+        back < Duration::from_secs(30),
+        "switched back after {back:?}"
+    );
     let d = e.wait_status(v3, "rolled_back").await;
     assert_eq!(d["outcome"], "aborted", "{d}");
-    assert_eq!(d["serving"], json!({"health": "healthy", "version": "2.0.0"}));
+    assert_eq!(
+        d["serving"],
+        json!({"health": "healthy", "version": "2.0.0"})
+    );
     e.until("blue (3.0.0) at 0 replicas", || async {
         let d = e.k8s_deployment("web-blue").await?;
         let pods = e

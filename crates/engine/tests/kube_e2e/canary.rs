@@ -39,12 +39,15 @@ async fn canary_by_replica_ratio_walks_each_step(pool: PgPool) {
         assert_eq!(deployment_counts(&c), (canary, canary, canary), "{weight}%");
         let s = e.k8s_deployment("web").await.unwrap();
         assert_eq!(deployment_image(&s), image("1.0.0"));
-        assert_eq!(deployment_counts(&s), (4, 4, 4), "stable stays whole at {weight}%");
+        assert_eq!(
+            deployment_counts(&s),
+            (4, 4, 4),
+            "stable stays whole at {weight}%"
+        );
         let canary_ips = e.ready_ips("canary").await;
         assert_eq!(canary_ips.len(), usize::try_from(canary).unwrap());
         assert_eq!(e.ready_ips("stable").await, stable);
-        let both: std::collections::BTreeSet<String> =
-            stable.union(&canary_ips).cloned().collect();
+        let both: std::collections::BTreeSet<String> = stable.union(&canary_ips).cloned().collect();
         e.until(&format!("web-all endpoints at {weight}%"), || async {
             (e.endpoint_ips("web-all").await == both).then_some(())
         })
@@ -53,22 +56,28 @@ async fn canary_by_replica_ratio_walks_each_step(pool: PgPool) {
     }
 
     let d = e.wait_status(v2, "succeeded").await;
-    assert_eq!(d["serving"], json!({"health": "healthy", "version": "2.0.0"}));
+    assert_eq!(
+        d["serving"],
+        json!({"health": "healthy", "version": "2.0.0"})
+    );
     let s = e.k8s_deployment("web").await.unwrap();
     assert_eq!(deployment_image(&s), image("2.0.0"));
     assert_eq!(deployment_counts(&s), (4, 4, 4));
     let c = e.k8s_deployment("web-canary").await.unwrap();
     assert_eq!(deployment_counts(&c).0, 0);
-    e.until("canary pods gone, web-all on the new stable pods", || async {
-        let canary_left = e
-            .all_pods("app.kubernetes.io/name=web,slipway.dev/track=canary")
-            .await;
-        let stable_now = e.ready_ips("stable").await;
-        (canary_left.is_empty()
-            && stable_now.len() == 4
-            && e.endpoint_ips("web-all").await == stable_now)
-            .then_some(())
-    })
+    e.until(
+        "canary pods gone, web-all on the new stable pods",
+        || async {
+            let canary_left = e
+                .all_pods("app.kubernetes.io/name=web,slipway.dev/track=canary")
+                .await;
+            let stable_now = e.ready_ips("stable").await;
+            (canary_left.is_empty()
+                && stable_now.len() == 4
+                && e.endpoint_ips("web-all").await == stable_now)
+                .then_some(())
+        },
+    )
     .await;
     let log = e.events(v2).await;
     let shifted: Vec<_> = log
@@ -78,7 +87,11 @@ async fn canary_by_replica_ratio_walks_each_step(pool: PgPool) {
         .collect();
     assert_eq!(
         &shifted[..3],
-        ["canary at 25% (1 replicas)", "canary at 50% (2 replicas)", "canary at 75% (3 replicas)"]
+        [
+            "canary at 25% (1 replicas)",
+            "canary at 50% (2 replicas)",
+            "canary at 75% (3 replicas)"
+        ]
     );
     e.finish().await;
 }

@@ -27,8 +27,7 @@ async fn only_stable_at(e: &E2e, version: &str, replicas: i32) {
 async fn canary_up_at(e: &E2e, version: &str) {
     e.until(&format!("one canary pod at {version}"), || async {
         let c = e.k8s_deployment("web-canary").await?;
-        (deployment_image(&c) == image(version) && deployment_counts(&c) == (1, 1, 1))
-            .then_some(())
+        (deployment_image(&c) == image(version) && deployment_counts(&c) == (1, 1, 1)).then_some(())
     })
     .await;
 }
@@ -49,7 +48,10 @@ async fn promote_abort_rollback_and_retry_over_http(pool: PgPool) {
     e.accepted(v2, "abort").await;
     let d = e.wait_status(v2, "rolled_back").await;
     assert_eq!(d["outcome"], "aborted", "{d}");
-    assert_eq!(d["serving"], json!({"health": "healthy", "version": "1.0.0"}));
+    assert_eq!(
+        d["serving"],
+        json!({"health": "healthy", "version": "1.0.0"})
+    );
     only_stable_at(&e, "1.0.0", 2).await;
     let sets = e.replica_sets("web").await;
     assert_eq!(sets.len(), 1, "stable never changed: {sets:?}");
@@ -66,7 +68,10 @@ async fn promote_abort_rollback_and_retry_over_http(pool: PgPool) {
     canary_up_at(&e, "2.0.0").await;
     e.accepted(v2, "promote").await;
     let d = e.wait_status(v2, "succeeded").await;
-    assert_eq!(d["serving"], json!({"health": "healthy", "version": "2.0.0"}));
+    assert_eq!(
+        d["serving"],
+        json!({"health": "healthy", "version": "2.0.0"})
+    );
     only_stable_at(&e, "2.0.0", 2).await;
     let started: Vec<_> = e
         .events(v2)
@@ -84,7 +89,10 @@ async fn promote_abort_rollback_and_retry_over_http(pool: PgPool) {
     e.accepted(v3, "rollback").await;
     let d = e.wait_status(v3, "rolled_back").await;
     assert_eq!(d["outcome"], "rolled_back", "{d}");
-    assert_eq!(d["serving"], json!({"health": "healthy", "version": "2.0.0"}));
+    assert_eq!(
+        d["serving"],
+        json!({"health": "healthy", "version": "2.0.0"})
+    );
     only_stable_at(&e, "2.0.0", 2).await;
 
     let log = e.events(v3).await;

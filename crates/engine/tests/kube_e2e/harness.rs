@@ -170,11 +170,7 @@ impl E2e {
         let _ = self.stop_engine.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(30), self.engine).await;
         self.server.abort();
-        eprintln!(
-            "{}: done in {:.1?}",
-            self.namespace,
-            self.started.elapsed()
-        );
+        eprintln!("{}: done in {:.1?}", self.namespace, self.started.elapsed());
         Api::<Namespace>::all(self.kube.clone())
             .delete(&self.namespace, &DeleteParams::default())
             .await
@@ -248,14 +244,20 @@ impl E2e {
     }
 
     pub async fn deployment(&self, id: Uuid) -> Value {
-        let (status, body) = self.call("GET", &format!("/v1/deployments/{id}"), None).await;
+        let (status, body) = self
+            .call("GET", &format!("/v1/deployments/{id}"), None)
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
 
     pub async fn events(&self, id: Uuid) -> Vec<Value> {
         let (status, body) = self
-            .call("GET", &format!("/v1/deployments/{id}/events?limit=500"), None)
+            .call(
+                "GET",
+                &format!("/v1/deployments/{id}/events?limit=500"),
+                None,
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["items"].as_array().cloned().unwrap_or_default()

@@ -25,14 +25,20 @@ async fn rolling_update_replaces_the_replica_set(pool: PgPool) {
     let v2 = e.deploy("2.0.0", json!({})).await;
     let d = e.wait_status(v2, "succeeded").await;
     assert_eq!(d["outcome"], "promoted", "{d}");
-    assert_eq!(d["serving"], json!({"health": "healthy", "version": "2.0.0"}));
+    assert_eq!(
+        d["serving"],
+        json!({"health": "healthy", "version": "2.0.0"})
+    );
     assert_eq!(d["reason"], json!(null));
 
     // Kubernetes: the Deployment at v2 and done; the new ReplicaSet ready, the old one at 0.
     let dep = e.k8s_deployment("web").await.unwrap();
     assert_eq!(deployment_image(&dep), image("2.0.0"));
     let status = dep.status.clone().unwrap();
-    assert!(status.observed_generation >= dep.metadata.generation, "{status:?}");
+    assert!(
+        status.observed_generation >= dep.metadata.generation,
+        "{status:?}"
+    );
     assert_eq!(deployment_counts(&dep), (3, 3, 3));
     let sets = e.replica_sets("web").await;
     assert_eq!(sets.len(), 2, "{sets:?}");
@@ -46,7 +52,9 @@ async fn rolling_update_replaces_the_replica_set(pool: PgPool) {
     let old_hash = old.metadata.labels.as_ref().unwrap()["pod-template-hash"].clone();
     e.until("the v1 pods gone", || async {
         let left = e
-            .all_pods(&format!("app.kubernetes.io/name=web,pod-template-hash={old_hash}"))
+            .all_pods(&format!(
+                "app.kubernetes.io/name=web,pod-template-hash={old_hash}"
+            ))
             .await;
         left.is_empty().then_some(())
     })
@@ -92,19 +100,33 @@ async fn never_ready_pods_roll_back_to_the_previous_replica_set(pool: PgPool) {
         .await;
     assert_eq!(d["outcome"], "rolled_back", "{d}");
     assert_eq!(d["reason"]["code"], "progress_deadline_exceeded", "{d}");
-    assert_eq!(d["serving"], json!({"health": "healthy", "version": "1.0.0"}));
+    assert_eq!(
+        d["serving"],
+        json!({"health": "healthy", "version": "1.0.0"})
+    );
 
     // Kubernetes: the Deployment's template is v1 again, without the label, and the v1
     // ReplicaSet (the same object as before) serves again; the v2 one is at 0.
     let dep = e.k8s_deployment("web").await.unwrap();
     assert_eq!(deployment_image(&dep), image("1.0.0"));
-    let labels = dep.spec.template.metadata.as_ref().unwrap().labels.clone().unwrap();
+    let labels = dep
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
     assert!(!labels.contains_key(NEVER_READY_LABEL), "{labels:?}");
     let sets = e.replica_sets("web").await;
     assert_eq!(sets.len(), 2, "{sets:?}");
     let serving: Vec<_> = sets.iter().filter(|rs| rs_counts(rs).0 > 0).collect();
     assert_eq!(serving.len(), 1, "{sets:?}");
-    assert_eq!(serving[0].metadata.uid, v1_rs, "the previous ReplicaSet serves again");
+    assert_eq!(
+        serving[0].metadata.uid, v1_rs,
+        "the previous ReplicaSet serves again"
+    );
     assert_eq!(rs_counts(serving[0]), (3, 3, 3));
     let stuck = sets.iter().find(|rs| rs.metadata.uid != v1_rs).unwrap();
     assert_eq!(rs_image(stuck), image("2.0.0"));
