@@ -15,7 +15,6 @@
 # started is stopped at the end; raw data stays in $BENCH_OUT.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-ROOT=$PWD
 
 RUNS=${BENCH_RUNS:-5}
 REPLICAS=${BENCH_REPLICAS:-4}
