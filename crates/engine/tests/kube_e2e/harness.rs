@@ -65,9 +65,46 @@ pub struct E2e {
     pub kube: kube::Client,
     pub namespace: String,
     server: tokio::task::JoinHandle<()>,
-    engine: tokio::task::JoinHandle<()>,
+    engine: Option<tokio::task::JoinHandle<()>>,
     stop_engine: watch::Sender<bool>,
     started: Instant,
+    finished: bool,
+}
+
+/// A test that failed before `finish` still deletes its namespace (from a thread of its own:
+/// the test's runtime is unwinding).
+impl Drop for E2e {
+    fn drop(&mut self) {
+        let _ = self.stop_engine.send(true);
+        self.server.abort();
+        if self.finished {
+            return;
+        }
+        let namespace = self.namespace.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                let config = kube::Config::from_custom_kubeconfig(
+                    Kubeconfig::read_from(kubeconfig()).expect("read the kubeconfig"),
+                    &KubeConfigOptions::default(),
+                )
+                .await
+                .expect("a kube config");
+                let client = kube::Client::try_from(config).expect("a kube client");
+                let deleted = Api::<Namespace>::all(client)
+                    .delete(&namespace, &DeleteParams::default())
+                    .await;
+                eprintln!(
+                    "{namespace}: test failed; namespace deleted: {}",
+                    deleted.is_ok()
+                );
+            });
+        });
+        let _ = cleanup.join();
+    }
 }
 
 impl E2e {
@@ -143,9 +180,10 @@ impl E2e {
             kube,
             namespace,
             server,
-            engine,
+            engine: Some(engine),
             stop_engine,
             started: Instant::now(),
+            finished: false,
         };
         let path = path.to_str().expect("a UTF-8 kubeconfig path").to_owned();
         e2e.expect(
@@ -166,15 +204,18 @@ impl E2e {
     }
 
     /// Stops the engine and the API, then deletes the namespace.
-    pub async fn finish(self) {
+    pub async fn finish(mut self) {
         let _ = self.stop_engine.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.engine).await;
+        if let Some(engine) = self.engine.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), engine).await;
+        }
         self.server.abort();
         eprintln!("{}: done in {:.1?}", self.namespace, self.started.elapsed());
         Api::<Namespace>::all(self.kube.clone())
             .delete(&self.namespace, &DeleteParams::default())
             .await
             .expect("delete the namespace");
+        self.finished = true;
     }
 
     // --- HTTP -----------------------------------------------------------------------------
