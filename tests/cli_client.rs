@@ -156,6 +156,7 @@ fn release(image: &str, version: &str) -> Release {
     Release {
         image: image.into(),
         version: version.into(),
+        ..Release::default()
     }
 }
 

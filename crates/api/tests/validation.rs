@@ -129,6 +129,37 @@ async fn a_workload_needs_replicas(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn pod_labels_are_kubernetes_labels_and_not_slipways_own(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.seed_cluster("local").await;
+    app.seed_app("web").await;
+    let mut env = canary_env();
+    env["workload"]["pod_labels"] = json!({"slipway.dev/track": "canary"});
+    app.put_json(PROD, &env)
+        .await
+        .assert_invalid_field("/workload/pod_labels/slipway.dev~1track");
+    env["workload"]["pod_labels"] = json!({"team": "two words"});
+    app.put_json(PROD, &env)
+        .await
+        .assert_invalid_field("/workload/pod_labels/team");
+    env["workload"]["pod_labels"] = json!({"team": 7});
+    app.put_json(PROD, &env)
+        .await
+        .assert_invalid_field("/workload/pod_labels/team");
+    assert_eq!(app.count("environments").await, 0);
+
+    env["workload"]["pod_labels"] = json!({"team": "shop"});
+    let ok = app.put_json(PROD, &env).await;
+    assert_eq!(ok.status.as_u16(), 201, "{}", ok.text);
+    assert_eq!(
+        ok.body["workload"]["pod_labels"],
+        json!({"team": "shop"}),
+        "{}",
+        ok.text
+    );
+}
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
 async fn unknown_fields_are_refused_where_they_are(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     app.seed().await;

@@ -406,6 +406,7 @@ async fn errors_say_whether_to_retry() {
             container: "app".into(),
             replicas: 1,
             port: 80,
+            pod_labels: Default::default(),
         },
         traffic: TrafficRouting::Replicas,
     };

@@ -15,6 +15,7 @@ fn release(version: &str) -> Release {
     Release {
         image: format!("ghcr.io/acme/web:{version}"),
         version: version.to_owned(),
+        pod_labels: Default::default(),
     }
 }
 
@@ -26,6 +27,7 @@ fn target_in(namespace: &str, name: &str, traffic: TrafficRouting) -> Target {
             container: "web".to_owned(),
             replicas: 4,
             port: 8080,
+            pod_labels: Default::default(),
         },
         traffic,
     }

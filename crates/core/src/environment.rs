@@ -1,10 +1,12 @@
 //! Environments: where an app runs (cluster, namespace, workload) and the policy that governs
 //! deployments to it.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::duration::DurationSpec;
-use crate::names::check_name;
+use crate::names::{check_label, check_name};
 use crate::strategy::StrategySpec;
 use crate::validation::{ValidationError, Violations, pointer};
 
@@ -74,7 +76,23 @@ pub struct Workload {
     pub replicas: u32,
     /// Container port the Services target.
     pub port: u16,
+    /// Extra labels on the pods (the Deployment's pod template), e.g. `team: payments`.
+    /// Kubernetes label syntax; the labels Slipway sets itself (`app.kubernetes.io/name`,
+    /// `app.kubernetes.io/managed-by`, `slipway.dev/track`) cannot be given. A deployment
+    /// takes the labels the environment has when it is created, as part of its release, so a
+    /// rollback restores the previous pod template exactly (labels included).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
 }
+
+/// Most extra pod labels a workload may carry.
+pub const MAX_POD_LABELS: usize = 32;
+/// Pod labels Slipway sets itself; a workload cannot set them.
+pub const RESERVED_POD_LABELS: [&str; 3] = [
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/name",
+    "slipway.dev/track",
+];
 
 impl Workload {
     fn validate(&self, v: &mut Violations, at: &str) {
@@ -88,6 +106,21 @@ impl Workload {
         }
         if self.port == 0 {
             v.add(pointer(at, "port"), "must be between 1 and 65535");
+        }
+        let labels_at = pointer(at, "pod_labels");
+        if self.pod_labels.len() > MAX_POD_LABELS {
+            v.add(
+                labels_at.clone(),
+                format!("must have at most {MAX_POD_LABELS} labels"),
+            );
+        }
+        for (key, value) in &self.pod_labels {
+            let at = pointer(&labels_at, key);
+            if RESERVED_POD_LABELS.contains(&key.as_str()) {
+                v.add(at, "is set by Slipway and cannot be given");
+            } else {
+                check_label(v, &at, key, value);
+            }
         }
     }
 }

@@ -45,9 +45,64 @@ pub fn dns_subdomain(value: &str) -> Result<(), String> {
         .map_err(|e| format!("must be a DNS subdomain name: each dot-separated part {e}"))
 }
 
+/// Checks a Kubernetes label: the key is an optional DNS subdomain prefix and `/`, then a
+/// name of 1–63 characters (alphanumerics, `-`, `_`, `.`, starting and ending with an
+/// alphanumeric); the value is empty or such a name.
+pub fn check_label(v: &mut Violations, pointer: &str, key: &str, value: &str) {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(Err(e)) = prefix.map(dns_subdomain) {
+        v.add(pointer, format!("the key's prefix {e}"));
+    }
+    if let Err(e) = label_name(name) {
+        v.add(pointer, format!("the key's name {e}"));
+    }
+    if !value.is_empty()
+        && let Err(e) = label_name(value)
+    {
+        v.add(pointer, format!("the value {e}"));
+    }
+}
+
+/// The reason `value` is not a label name (or non-empty label value).
+fn label_name(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > MAX_NAME_LEN {
+        return Err(format!("must be 1 to {MAX_NAME_LEN} characters"));
+    }
+    let inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if !value.chars().all(inner) {
+        return Err("must contain only letters, digits, '-', '_' and '.'".into());
+    }
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !(edge(value.chars().next()) && edge(value.chars().last())) {
+        return Err("must start and end with a letter or digit".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::dns_label;
+    use super::{Violations, check_label, dns_label};
+
+    fn label_errors(key: &str, value: &str) -> usize {
+        let mut v = Violations::new();
+        check_label(&mut v, "/l", key, value);
+        v.errors().len()
+    }
+
+    #[test]
+    fn labels_follow_kubernetes_syntax() {
+        assert_eq!(label_errors("team", "payments"), 0);
+        assert_eq!(label_errors("slipway.dev/test-never-ready", "true"), 0);
+        assert_eq!(label_errors("example.com/Tier_1.a", ""), 0);
+        assert_eq!(label_errors("", "x"), 1);
+        assert_eq!(label_errors("Bad Prefix/name", "x"), 1);
+        assert_eq!(label_errors("team", "-x"), 1);
+        assert_eq!(label_errors("team", &"v".repeat(64)), 1);
+        assert_eq!(label_errors(&"k".repeat(64), "v w"), 2);
+    }
 
     #[test]
     fn accepts_labels_and_rejects_the_rest() {

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use slipway_core::rollout::{
-    Action, CommandKind, POLL, RollbackCause, Track, failure_code, phase, resolve_budget,
+    Action, CommandKind, FIRST_POLL, RollbackCause, Track, failure_code, phase, resolve_budget,
 };
 use slipway_core::strategy::IntOrPercent;
 use slipway_core::{DeploymentStatus, Outcome, ServingHealth};
@@ -56,7 +56,7 @@ fn success_path() {
             max_unavailable: 0,
         }
     );
-    assert_eq!(d.wake_at, Some(run.now + POLL));
+    assert_eq!(d.wake_at, Some(run.now + FIRST_POLL));
     assert_eq!(run.status(), DeploymentStatus::Running);
 
     // Not there yet: the same action again (a lost one is re-applied).

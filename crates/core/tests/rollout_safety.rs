@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use slipway_core::rollout::{
-    CommandKind, HOLD_POLL, POLL, RolloutSpec, ServiceRole, Track, decide, phase, start,
+    CommandKind, FIRST_POLL, HOLD_POLL, POLL, RolloutSpec, ServiceRole, Track, decide, phase, start,
 };
 use slipway_core::{DeploymentStatus, Outcome};
 
@@ -88,12 +88,19 @@ fn old_color_stays_while_the_new_one_lost_pods_after_the_switch() {
 
 #[test]
 fn wake_times() {
-    // Waiting on the cluster: poll.
+    // Waiting on the cluster: a quick first look, then slower polls (half the time waited,
+    // at most POLL).
     let spec = rolling();
     let cluster = Cluster::with_stable();
     let state = start(&spec, &cluster.obs, t0());
     let d = decide(&spec, &state, &cluster.obs, &[], t0());
-    assert_eq!(d.wake_at, Some(t0() + POLL));
+    assert_eq!(d.wake_at, Some(t0() + FIRST_POLL));
+    let later = t0() + chrono::Duration::seconds(1);
+    let d = decide(&spec, &d.state, &cluster.obs, &[], later);
+    assert_eq!(d.wake_at, Some(later + chrono::Duration::milliseconds(500)));
+    let much_later = t0() + chrono::Duration::seconds(30);
+    let d = decide(&spec, &d.state, &cluster.obs, &[], much_later);
+    assert_eq!(d.wake_at, Some(much_later + POLL));
 
     // Waiting for a person: a slow poll (commands wake the engine anyway).
     let mut run = Run::new(rolling(), Cluster::with_stable());

@@ -206,3 +206,37 @@ fn errors_inside_tagged_values_keep_their_path() {
     assert!(replicas.starts_with("@/traffic/weight: "), "{replicas}");
     assert_eq!(err(json!({"steps": []})), "missing field `type`");
 }
+
+#[test]
+fn pod_labels_follow_kubernetes_syntax_and_leave_slipways_own_alone() {
+    let spec = |labels: Value| -> EnvironmentSpec {
+        serde_json::from_value(json!({
+            "cluster": "prod-eu", "namespace": "web",
+            "workload": {"name": "web", "container": "web", "replicas": 4, "port": 8080,
+                         "pod_labels": labels},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let ok = spec(json!({"team": "shop", "slipway.dev/test-never-ready": "true", "tier": ""}));
+    assert!(invalid(&ok).is_empty());
+    assert_eq!(ok.workload.pod_labels["team"], "shop");
+    let bad = spec(json!({
+        "slipway.dev/track": "canary",
+        "app.kubernetes.io/name": "other",
+        "team": "not ok",
+        "Bad Key": "x",
+    }));
+    assert_eq!(
+        invalid(&bad),
+        [
+            "/workload/pod_labels/Bad Key",
+            "/workload/pod_labels/app.kubernetes.io~1name",
+            "/workload/pod_labels/slipway.dev~1track",
+            "/workload/pod_labels/team",
+        ]
+    );
+    // Absent labels stay absent when the spec is written back.
+    let plain = env(json!({"type": "rolling"})).unwrap_or_else(|e| panic!("{e}"));
+    let written = serde_json::to_value(&plain).unwrap_or_else(|e| panic!("{e}"));
+    assert!(written["workload"].get("pod_labels").is_none(), "{written}");
+}

@@ -208,6 +208,7 @@ pub async fn record_deployment(
         release: Release {
             image: plan.image.clone(),
             version: plan.version.clone(),
+            pod_labels: env.spec.workload.pod_labels.clone(),
         },
     };
     let id = deployments::insert_queued(conn, &env, &plan, &rollout, by).await?;

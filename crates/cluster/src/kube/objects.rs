@@ -67,6 +67,10 @@ fn selector(workload: &str, track: Track) -> Value {
     json!({ NAME_LABEL: workload, TRACK_LABEL: track.as_str() })
 }
 
+/// The labels Slipway puts on a pod template itself; every other template label is one of the
+/// release's `pod_labels`.
+pub const OWN_POD_LABELS: [&str; 3] = [MANAGED_BY_LABEL, NAME_LABEL, TRACK_LABEL];
+
 pub fn labels(workload: &str, track: Option<Track>) -> Value {
     let mut l = json!({ MANAGED_BY_LABEL: MANAGED_BY_VALUE, NAME_LABEL: workload });
     if let (Some(track), Some(map)) = (track, l.as_object_mut()) {
@@ -91,6 +95,14 @@ pub fn deployment(
     } else {
         max_unavailable
     };
+    // The release's extra pod labels first, so they can never replace Slipway's own.
+    let mut pod_labels = serde_json::Map::new();
+    for (key, value) in &release.pod_labels {
+        pod_labels.insert(key.clone(), value.clone().into());
+    }
+    if let Value::Object(own) = labels(&w.name, Some(track)) {
+        pod_labels.extend(own);
+    }
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -109,7 +121,7 @@ pub fn deployment(
             },
             "template": {
                 "metadata": {
-                    "labels": labels(&w.name, Some(track)),
+                    "labels": pod_labels,
                     "annotations": { VERSION_ANNOTATION: release.version },
                 },
                 "spec": {
@@ -181,6 +193,7 @@ mod tests {
                 container: "app".into(),
                 replicas: 3,
                 port: 8080,
+                pod_labels: Default::default(),
             },
             traffic: slipway_core::TrafficRouting::Replicas,
         }
@@ -203,6 +216,7 @@ mod tests {
         let release = Release {
             image: "nginx:1.27".into(),
             version: "v7".into(),
+            pod_labels: [("team".to_owned(), "shop".to_owned())].into(),
         };
         let d = deployment(&target(), Track::Canary, &release, 2, 0, 0);
         assert_eq!(d["metadata"]["name"], "web-canary");
@@ -213,6 +227,8 @@ mod tests {
             d["spec"]["template"]["metadata"]["labels"][TRACK_LABEL],
             "canary"
         );
+        assert_eq!(d["spec"]["template"]["metadata"]["labels"]["team"], "shop");
+        assert!(d["metadata"]["labels"].get("team").is_none());
         let c = &d["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["name"], "app");
         assert_eq!(c["image"], "nginx:1.27");

@@ -4,7 +4,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use slipway_core::rollout::{Release, Track, WorkloadStatus};
 
-use super::objects::{TRACK_LABEL, VERSION_ANNOTATION, deployment_name, parse_track};
+use super::objects::{
+    OWN_POD_LABELS, TRACK_LABEL, VERSION_ANNOTATION, deployment_name, parse_track,
+};
 
 /// The track of one of the workload's Deployments, when its label and name agree.
 pub fn deployment_track(d: &Deployment, workload: &str) -> Option<Track> {
@@ -51,8 +53,9 @@ pub fn workload_status(d: &Deployment, container: &str) -> WorkloadStatus {
     }
 }
 
-/// The release of the pod template: the image of `container` and the version annotation (of
-/// the template, else the Deployment, else the image tag).
+/// The release of the pod template: the image of `container`, the version annotation (of
+/// the template, else the Deployment, else the image tag), and the template's labels other
+/// than Slipway's own.
 fn release(d: &Deployment, container: &str) -> Option<Release> {
     let template = &d.spec.template;
     let image = template
@@ -74,7 +77,22 @@ fn release(d: &Deployment, container: &str) -> Option<Release> {
     )
     .or_else(|| annotation(d.metadata.annotations.as_ref()))
     .unwrap_or_else(|| image_tag(&image).to_owned());
-    Some(Release { image, version })
+    let pod_labels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref())
+        .map(|l| {
+            l.iter()
+                .filter(|(k, _)| !OWN_POD_LABELS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Release {
+        image,
+        version,
+        pod_labels,
+    })
 }
 
 fn image_tag(image: &str) -> &str {
@@ -105,7 +123,10 @@ mod tests {
                 "replicas": 4,
                 "selector": {},
                 "template": {
-                    "metadata": { "annotations": { "slipway.dev/version": "v2" } },
+                    "metadata": {
+                        "annotations": { "slipway.dev/version": "v2" },
+                        "labels": { "slipway.dev/track": "canary", "team": "shop" },
+                    },
                     "spec": { "containers": [
                         { "name": "sidecar", "image": "envoy:1" },
                         { "name": "app", "image": "reg:5000/web:2.0" },
@@ -127,7 +148,8 @@ mod tests {
             WorkloadStatus {
                 release: Some(Release {
                     image: "reg:5000/web:2.0".into(),
-                    version: "v2".into()
+                    version: "v2".into(),
+                    pod_labels: [("team".to_owned(), "shop".to_owned())].into(),
                 }),
                 desired: 4,
                 generation: 3,

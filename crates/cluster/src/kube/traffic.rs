@@ -432,6 +432,7 @@ mod tests {
                 container: "app".into(),
                 replicas: 4,
                 port: 8080,
+                pod_labels: Default::default(),
             },
             traffic: slipway_core::TrafficRouting::Replicas,
         }

@@ -141,6 +141,7 @@ impl Env {
                 container: "app".into(),
                 replicas,
                 port: 8080,
+                pod_labels: Default::default(),
             },
             traffic: TrafficRouting::Replicas,
         }
@@ -246,6 +247,7 @@ pub fn release(version: &str) -> Release {
     Release {
         image: format!("registry.test/web:{version}"),
         version: version.into(),
+        pod_labels: Default::default(),
     }
 }
 
@@ -287,6 +289,7 @@ pub fn plain_target() -> Target {
             container: "app".into(),
             replicas: 1,
             port: 80,
+            pod_labels: Default::default(),
         },
         traffic: TrafficRouting::Replicas,
     }

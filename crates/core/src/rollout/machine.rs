@@ -15,6 +15,10 @@ use crate::strategy::StrategySpec;
 
 /// Poll interval while waiting on the cluster.
 pub const POLL: Duration = Duration::seconds(2);
+/// The first look at the cluster after a phase begins: a rollout that takes a second is seen
+/// done within a quarter of a second, not up to [`POLL`] later. Later looks slow down (half
+/// the time waited so far) until they are [`POLL`] apart.
+pub const FIRST_POLL: Duration = Duration::milliseconds(250);
 /// Poll interval while waiting for a person (a command also wakes the engine up).
 pub const HOLD_POLL: Duration = Duration::seconds(60);
 
@@ -308,6 +312,11 @@ impl Tick<'_> {
     }
 }
 
+/// How long to wait before looking at the cluster again, `waited` into a phase.
+fn wait_poll(waited: Duration) -> Duration {
+    (waited / 2).clamp(FIRST_POLL, POLL)
+}
+
 /// One tick. Consumes `commands` (in order; a command that no longer applies is ignored with a
 /// Note), never panics.
 pub fn decide(
@@ -390,7 +399,8 @@ fn run(t: &mut Tick<'_>) -> Option<DateTime<Utc>> {
                     );
                     t.fail(failure(failure_code::PROGRESS_DEADLINE_EXCEEDED, message));
                 } else {
-                    return Some(deadline.min(after(t.now, POLL)));
+                    let waited = t.now - (deadline - duration(t.spec.progress_deadline));
+                    return Some(deadline.min(after(t.now, wait_poll(waited))));
                 }
             }
             Flow::Timer(at) => {

@@ -10,11 +10,16 @@ use crate::duration::DurationSpec;
 use crate::environment::{ApprovalPolicy, Workload};
 use crate::strategy::StrategySpec;
 
-/// A version of the workload: the image and its label.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A version of the workload: the image, its label, and the extra pod labels it runs with
+/// (the environment's `workload.pod_labels` when the deployment was created). Two releases
+/// are the same only with the same pod labels: a rollback re-applies the previous pod
+/// template exactly, so Kubernetes scales the previous ReplicaSet back up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Release {
     pub image: String,
     pub version: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 /// Everything fixed for the life of one deployment attempt.

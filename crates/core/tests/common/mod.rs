@@ -26,6 +26,7 @@ pub fn release(version: &str) -> Release {
     Release {
         image: format!("ghcr.io/acme/web:{version}"),
         version: version.to_owned(),
+        pod_labels: Default::default(),
     }
 }
 
@@ -49,6 +50,7 @@ pub fn spec(strategy: StrategySpec) -> RolloutSpec {
             container: "web".into(),
             replicas: REPLICAS,
             port: 8080,
+            pod_labels: Default::default(),
         },
         strategy,
         progress_deadline: DurationSpec::from_secs(DEADLINE_SECS as u64),

@@ -106,6 +106,7 @@ pub fn release(version: &str) -> Release {
     Release {
         image: image(version),
         version: version.to_owned(),
+        pod_labels: Default::default(),
     }
 }
 
@@ -173,6 +174,7 @@ pub fn target(ns: &str) -> Target {
             container: "web".into(),
             replicas: REPLICAS,
             port: 8080,
+            pod_labels: Default::default(),
         },
         traffic: TrafficRouting::Replicas,
     }
