@@ -15,6 +15,8 @@
 mod env;
 #[path = "kube_driver/faults.rs"]
 mod faults;
+#[path = "support/kube_rbac.rs"]
+mod kube_rbac;
 #[path = "kube_driver/routers.rs"]
 mod routers;
 

@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams, PostParams,
-};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use slipway_cluster::{ClusterDriver, KubeDriver, Target};
 use slipway_core::rollout::{Action, Observation, Release, Track};
@@ -23,59 +20,7 @@ use slipway_core::{TrafficRouting, Workload};
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// The kubeconfig of user `slipway-e2e`, who may do only what deploy/rbac grants:
-/// `SLIPWAY_K8S_KUBECONFIG_E2E`, else `kubeconfig-e2e` beside the admin kubeconfig (as
-/// scripts/cluster/start writes them).
-pub fn kubeconfig_e2e() -> PathBuf {
-    match std::env::var_os("SLIPWAY_K8S_KUBECONFIG_E2E") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => kubeconfig().with_file_name("kubeconfig-e2e"),
-    }
-}
-
-/// The user the e2e kubeconfig authenticates as.
-pub const E2E_USER: &str = "slipway-e2e";
-
-/// Applies deploy/rbac: the ClusterRole, and its RoleBinding to `E2E_USER` in `namespace`.
-pub async fn grant_e2e(admin: &Client, namespace: &str) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rbac");
-    for file in ["clusterrole.yaml", "rolebinding.yaml"] {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        let text = text
-            .replace("namespace: NAMESPACE", &format!("namespace: {namespace}"))
-            .replace("name: SUBJECT", &format!("name: {E2E_USER}"));
-        let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
-        let object: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
-        let types = object.types.clone().unwrap();
-        let (group, version) = types.api_version.split_once('/').unwrap();
-        let gvk = GroupVersionKind::gvk(group, version, &types.kind);
-        let plural = format!("{}s", types.kind.to_lowercase());
-        let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
-        let api: Api<DynamicObject> = match object.metadata.namespace.as_deref() {
-            Some(ns) => Api::namespaced_with(admin.clone(), ns, &resource),
-            None => Api::all_with(admin.clone(), &resource),
-        };
-        let name = object.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply("slipway-tests").force(),
-            &Patch::Apply(doc),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("apply {file}: {e}"));
-    }
-}
-
-pub fn kubeconfig() -> PathBuf {
-    match std::env::var_os("SLIPWAY_TEST_KUBECONFIG") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => panic!(
-            "SLIPWAY_TEST_KUBECONFIG is not set: these tests need the test cluster. Run \
-             `scripts/cluster/build && scripts/cluster/start` and set SLIPWAY_TEST_KUBECONFIG to \
-             the KUBECONFIG=... path it prints (docs/test-cluster.md)"
-        ),
-    }
-}
+pub use crate::kube_rbac::{grant_e2e, kubeconfig, kubeconfig_e2e};
 
 /// A driver on the test cluster as `slipway-e2e`, bound to deploy/rbac's role in a fresh
 /// namespace that `finish` deletes; `client` is the admin's, for setting up and checking.
@@ -111,13 +56,6 @@ impl Env {
         })
         .await;
         grant_e2e(&client, &namespace).await;
-        // The authorizer sees a new RoleBinding a moment later.
-        let e2e = driver.client().await.expect("e2e client").clone();
-        let mine: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(e2e, &namespace);
-        poll("the RoleBinding in effect", || async {
-            mine.list(&ListParams::default()).await.ok().map(|_| ())
-        })
-        .await;
         Self {
             driver,
             client,

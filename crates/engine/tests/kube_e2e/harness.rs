@@ -1,7 +1,10 @@
 //! The end-to-end harness on the real test cluster: a per-test database (`#[sqlx::test]`),
 //! the real HTTP API on a loopback port, the real engine (`Engine::run`, its worker loop) with
-//! the Kubernetes driver, the test cluster registered as a `kubernetes` cluster, and a fresh
-//! namespace. Tests act over HTTP and assert what the Kubernetes API shows (Deployments,
+//! the Kubernetes driver, and a fresh namespace. The test cluster is registered as a
+//! `kubernetes` cluster with the kubeconfig of user `slipway-e2e`, bound in the namespace to
+//! exactly deploy/rbac's role (`kube_rbac::grant_e2e`, shared with the kube driver tests), so
+//! Slipway runs as that role, not as cluster-admin; the test's own setup and checks use the
+//! admin's client. Tests act over HTTP and assert what the Kubernetes API shows (Deployments,
 //! ReplicaSets, Pods, EndpointSlices), read with kube-rs.
 // Helpers, not #[test] functions: clippy's allow-*-in-tests does not cover them.
 #![allow(
@@ -14,7 +17,6 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
@@ -23,7 +25,6 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use slipway_api::{ApiSettings, AppState};
@@ -41,17 +42,9 @@ pub const ENV: &str = "prod";
 /// The pod label the test cluster's kwok stage `slipway-pod-never-ready` keeps unready.
 pub const NEVER_READY_LABEL: &str = "slipway.dev/test-never-ready";
 
-/// The test cluster's kubeconfig; panics with how to get one when it is not set.
-pub fn kubeconfig() -> PathBuf {
-    match std::env::var_os("SLIPWAY_TEST_KUBECONFIG") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => panic!(
-            "SLIPWAY_TEST_KUBECONFIG is not set: these tests need the test cluster. Run \
-             `scripts/cluster/build && scripts/cluster/start` and set SLIPWAY_TEST_KUBECONFIG to \
-             the KUBECONFIG=... path it prints (docs/test-cluster.md)"
-        ),
-    }
-}
+#[path = "../../../cluster/tests/support/kube_rbac.rs"]
+mod kube_rbac;
+pub use kube_rbac::{kubeconfig, kubeconfig_e2e};
 
 pub fn image(version: &str) -> String {
     format!("registry.test/web:{version}")
@@ -87,13 +80,7 @@ impl Drop for E2e {
                 .build()
                 .expect("a runtime");
             runtime.block_on(async {
-                let config = kube::Config::from_custom_kubeconfig(
-                    Kubeconfig::read_from(kubeconfig()).expect("read the kubeconfig"),
-                    &KubeConfigOptions::default(),
-                )
-                .await
-                .expect("a kube config");
-                let client = kube::Client::try_from(config).expect("a kube client");
+                let client = kube_rbac::client_from(&kubeconfig()).await;
                 let deleted = Api::<Namespace>::all(client)
                     .delete(&namespace, &DeleteParams::default())
                     .await;
@@ -115,14 +102,8 @@ impl E2e {
         CRYPTO.call_once(|| {
             let _ = rustls::crypto::ring::default_provider().install_default();
         });
-        let path = kubeconfig();
-        let config = kube::Config::from_custom_kubeconfig(
-            Kubeconfig::read_from(&path).expect("read the kubeconfig"),
-            &KubeConfigOptions::default(),
-        )
-        .await
-        .expect("a kube config");
-        let kube = kube::Client::try_from(config).expect("a kube client");
+        // The admin's client sets up and checks; Slipway gets the e2e user's kubeconfig.
+        let kube = kube_rbac::client_from(&kubeconfig()).await;
         static N: AtomicU32 = AtomicU32::new(0);
         let namespace = format!(
             "e2e-{test}-{}-{}",
@@ -141,6 +122,7 @@ impl E2e {
             sa.get_opt("default").await.ok().flatten()
         })
         .await;
+        kube_rbac::grant_e2e(&kube, &namespace).await;
 
         let app = slipway_api::app(AppState::new(pool.clone(), ApiSettings::default()));
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -185,6 +167,7 @@ impl E2e {
             started: Instant::now(),
             finished: false,
         };
+        let path = kubeconfig_e2e();
         let path = path.to_str().expect("a UTF-8 kubeconfig path").to_owned();
         e2e.expect(
             "POST",
