@@ -18,3 +18,4 @@ mod canary;
 mod commands;
 mod harness;
 mod rolling;
+mod routed;
