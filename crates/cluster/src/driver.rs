@@ -10,6 +10,10 @@ pub struct Target {
     pub namespace: String,
     pub workload: slipway_core::Workload,
     pub traffic: slipway_core::TrafficRouting,
+    /// The strategy is blue-green: observations report which color its active and preview
+    /// Services select. Other strategies never read them, so a driver may skip looking them up
+    /// (the Kubernetes driver does: two fewer API requests per observation).
+    pub blue_green: bool,
 }
 
 /// A cluster Slipway can observe and change. Used as `Arc<dyn ClusterDriver>`.

@@ -187,7 +187,10 @@ async fn applies_rolls_scales_and_deletes_a_workload() {
 #[tokio::test]
 async fn select_track_points_services_at_a_color() {
     let env = Env::new("bluegreen").await;
-    let t = env.target("web", 2);
+    let t = Target {
+        blue_green: true,
+        ..env.target("web", 2)
+    };
     env.apply(
         &t,
         &[
@@ -226,6 +229,14 @@ async fn select_track_points_services_at_a_color() {
     assert_eq!(o.services.get(&ServiceRole::Active), Some(&Track::Blue));
     assert_eq!(o.services.get(&ServiceRole::Preview), Some(&Track::Green));
     assert_eq!(o.canary_weight, None);
+    // Strategies other than blue-green never read the Services: not looked up, not reported.
+    let rolling = Target {
+        blue_green: false,
+        ..t.clone()
+    };
+    let o = env.observe(&rolling).await;
+    assert!(o.services.is_empty(), "{o:?}");
+    assert_eq!(o.workloads.len(), 2);
     poll("web -> blue endpoints", || async {
         (env.endpoint_ips("web").await == blue).then_some(())
     })
@@ -411,6 +422,7 @@ async fn errors_say_whether_to_retry() {
             pod_labels: Default::default(),
         },
         traffic: TrafficRouting::Replicas,
+        blue_green: false,
     };
 
     let path = kubeconfig_with("badtoken", |k| {

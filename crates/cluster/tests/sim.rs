@@ -30,6 +30,7 @@ fn target_in(namespace: &str, name: &str, traffic: TrafficRouting) -> Target {
             pod_labels: Default::default(),
         },
         traffic,
+        blue_green: true,
     }
 }
 

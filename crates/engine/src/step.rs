@@ -92,6 +92,7 @@ fn target(record: &RolloutRecord) -> Target {
         namespace: record.spec.namespace.clone(),
         workload: record.spec.workload.clone(),
         traffic,
+        blue_green: matches!(record.spec.strategy, StrategySpec::BlueGreen(_)),
     }
 }
 

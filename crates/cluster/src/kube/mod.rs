@@ -17,6 +17,11 @@
 //! applies the Services the router sends traffic to: `<name>` for the stable pods (only its
 //! selector, if someone else created it) and `<name>-canary`.
 //!
+//! An observation is one `list` of the workload's Deployments by label, for blue-green also a
+//! `get` of its active and preview Services, and with a router a `get` of the HTTPRoute or
+//! canary Ingress: 1 request for rolling and replica-ratio canaries, 3 for blue-green, 2 for
+//! routed canaries.
+//!
 //! The [`kube::Client`] is built on first use (building one needs the Tokio runtime, and
 //! reading exec credentials is async) and then shared: one client per driver, behind a
 //! client-side rate limit ([`KubeSettings`]). An action or observation the API server answers
@@ -237,7 +242,13 @@ impl KubeDriver {
             .collect();
         let services_api: Api<Service> = Api::namespaced(client.clone(), &target.namespace);
         let mut services = BTreeMap::new();
-        for role in SERVICE_ROLES {
+        // Only blue-green reads which color its Services select.
+        let roles = if target.blue_green {
+            &SERVICE_ROLES[..]
+        } else {
+            &[]
+        };
+        for &role in roles {
             let found = services_api
                 .get_opt(&objects::service_name(name, role))
                 .await

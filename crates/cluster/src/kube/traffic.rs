@@ -435,6 +435,7 @@ mod tests {
                 pod_labels: Default::default(),
             },
             traffic: slipway_core::TrafficRouting::Replicas,
+            blue_green: false,
         }
     }
 

@@ -82,6 +82,7 @@ impl Env {
                 pod_labels: Default::default(),
             },
             traffic: TrafficRouting::Replicas,
+            blue_green: false,
         }
     }
 
@@ -230,5 +231,6 @@ pub fn plain_target() -> Target {
             pod_labels: Default::default(),
         },
         traffic: TrafficRouting::Replicas,
+        blue_green: false,
     }
 }

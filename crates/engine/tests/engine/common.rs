@@ -177,6 +177,7 @@ pub fn target(ns: &str) -> Target {
             pod_labels: Default::default(),
         },
         traffic: TrafficRouting::Replicas,
+        blue_green: false,
     }
 }
 
