@@ -72,11 +72,16 @@ done
 # --- Slipway ---------------------------------------------------------------------------------------
 psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS slipway_bench_kube WITH (FORCE)" >/dev/null
 psql -q "$DATABASE_URL" -c "CREATE DATABASE slipway_bench_kube" >/dev/null
-DATABASE_URL=$DB SLIPWAY_LOG_LEVEL=warn "$SLIPWAY_BIN" serve --migrate --listen "127.0.0.1:$PORT" \
-  >"$OUT/slipway.log" 2>&1 &
+# Authentication off: a throwaway server on loopback, and the requests compared are the
+# cluster's, not the API's.
+DATABASE_URL=$DB SLIPWAY_LOG_LEVEL=warn SLIPWAY_AUTH_ENABLED=false \
+  "$SLIPWAY_BIN" serve --migrate --listen "127.0.0.1:$PORT" >"$OUT/slipway.log" 2>&1 &
 SERVER_PID=$!
 API=http://127.0.0.1:$PORT
-until curl -sf "$API/readyz" >/dev/null 2>&1; do sleep 0.2; done
+until curl -sf "$API/readyz" >/dev/null 2>&1; do
+  kill -0 "$SERVER_PID" 2>/dev/null || { log "slipway serve exited: $(tail -n 3 "$OUT/slipway.log")"; exit 1; }
+  sleep 0.2
+done
 post() { curl -sf -X "$1" -H 'content-type: application/json' -d "$3" "$API$2"; }
 post POST /v1/clusters "{\"name\":\"bench\",\"kind\":\"kubernetes\",\"kubeconfig_path\":\"$RUN/kubeconfig-e2e\"}" >/dev/null
 post POST /v1/apps '{"name":"web","description":"bench"}' >/dev/null
