@@ -39,6 +39,8 @@ pub struct AppState {
     pub settings: Arc<ApiSettings>,
     pub metrics: PrometheusHandle,
     pub events: EventHub,
+    /// Environments as last read, for planning deployments without a query.
+    pub environments: slipway_engine::intake::EnvironmentCache,
 }
 
 impl AppState {
@@ -49,6 +51,7 @@ impl AppState {
             pool,
             settings: Arc::new(settings),
             metrics: crate::metrics_handle(),
+            environments: Default::default(),
         }
     }
 }
