@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use slipway_store::leases::{self, Claim};
+use slipway_store::rollouts::{self, Claimed};
 use slipway_store::{PgPool, wake};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -75,15 +76,17 @@ impl Engine {
     pub async fn run_once(&self, limit: i64) -> Result<Vec<(Claim, StepOutcome)>, step::StepError> {
         let claims = self.claim(limit).await?;
         let mut done = Vec::with_capacity(claims.len());
-        for claim in claims {
-            done.push((claim, self.step(claim).await?));
+        for claimed in claims {
+            let claim = claimed.claim;
+            done.push((claim, self.step_claimed(claimed).await?));
         }
         Ok(done)
     }
 
-    async fn claim(&self, limit: i64) -> Result<Vec<Claim>, step::StepError> {
+    /// Leases due deployments and loads them with their pending commands: one statement.
+    async fn claim(&self, limit: i64) -> Result<Vec<Claimed>, step::StepError> {
         let mut conn = self.ctx.pool.acquire().await?;
-        Ok(leases::claim_due(
+        Ok(rollouts::claim_due(
             &mut conn,
             &self.settings.worker,
             self.settings.lease_ttl,
@@ -92,12 +95,25 @@ impl Engine {
         .await?)
     }
 
-    /// Runs one step while a heartbeat keeps the lease; if the lease is lost the step is
-    /// dropped at its next await point.
+    /// Runs one step of a claimed deployment (loading it first) while a heartbeat keeps the
+    /// lease; if the lease is lost the step is dropped at its next await point.
     pub async fn step(&self, claim: Claim) -> Result<StepOutcome, step::StepError> {
         let heartbeat = heartbeat(self.ctx.pool.clone(), claim, self.settings.lease_ttl);
         tokio::select! {
             outcome = step::run(&self.ctx, claim) => outcome,
+            () = heartbeat => Ok(StepOutcome::LeaseLost),
+        }
+    }
+
+    /// [`Engine::step`] for a deployment loaded by its claim.
+    async fn step_claimed(&self, claimed: Claimed) -> Result<StepOutcome, step::StepError> {
+        let heartbeat = heartbeat(
+            self.ctx.pool.clone(),
+            claimed.claim,
+            self.settings.lease_ttl,
+        );
+        tokio::select! {
+            outcome = step::run_claimed(&self.ctx, claimed) => outcome,
             () = heartbeat => Ok(StepOutcome::LeaseLost),
         }
     }
@@ -126,13 +142,14 @@ impl Engine {
                 }
             };
             let full = !claims.is_empty() && claims.len() == free;
-            for claim in claims {
+            for claimed in claims {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
                 let engine = self.clone();
                 running.spawn(async move {
-                    if let Err(e) = engine.step(claim).await {
+                    let claim = claimed.claim;
+                    if let Err(e) = engine.step_claimed(claimed).await {
                         tracing::warn!(deployment = %claim.id, error = %e, "step failed; it will be retried");
                     }
                     drop(permit);
