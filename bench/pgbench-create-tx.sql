@@ -4,7 +4,8 @@
 -- slipway-store's deployments::record: one autocommit statement, no BEGIN/COMMIT.
 -- (The statement sequence before the one-statement create is in pgbench-create-tx-before.sql.)
 -- Needs -D env_id=<uuid> -D cluster_id=<uuid> -D env_rev=<revision> of bench/load (the script
--- looks them up).
+-- looks them up). (No `:` directly before a letter or digit in literals: pgbench would take it
+-- for a variable.)
 \set n random(1, 9000000000000000000)
 WITH env AS (
     SELECT e.id, e.revision = :env_rev AND e.id = :env_id::uuid AS current
@@ -18,13 +19,14 @@ key AS (
         response_body, response_location, expires_at)
     SELECT 'anonymous POST /v1/apps/bench/environments/load/deployments', 'k' || :n::text,
         sha256(('k' || :n::text)::bytea), 201,
-        ('{"id":"' || md5('d' || :n::text)::uuid::text || '","app":"bench","environment":"load",'
-         || '"image":"ghcr.io/acme/web:2.0.' || :n::text || '","version":"2.0.' || :n::text || '",'
-         || '"strategy":{"type":"rolling","max_surge":"25%","max_unavailable":0},'
-         || '"status":"queued","phase":null,"step":null,"outcome":null,'
-         || '"serving":{"health":"unknown","version":null},"reason":null,'
-         || '"request_reason":"bench","source":{"kind":"api"},"created_by":"anonymous",'
-         || '"created_at":"2026-11-29T00:00:00.000001Z","updated_at":"2026-11-29T00:00:00.000001Z"}')::jsonb,
+        ('{"id": "' || md5('d' || :n::text)::uuid::text || '","app": "bench","environment": "load",'
+         || '"image": "ghcr.io/acme/web:2.0.' || :n::text || '","version": "2.0.' || :n::text || '",'
+         || '"strategy": {"type": "rolling","max_surge": "25%","max_unavailable": 0},'
+         || '"status": "queued","phase": null,"step": null,"outcome": null,'
+         || '"serving": {"health": "unknown","version": null},"reason": null,'
+         || '"request_reason": "bench","source": {"kind": "api"},"created_by": "anonymous",'
+         || '"created_at": ' || to_json(now())::text || ',"updated_at": '
+         || to_json(now())::text || '}')::jsonb,
         '/v1/deployments/' || md5('d' || :n::text)::uuid::text, now() + interval '24 hours'
     FROM target
     ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash,

@@ -127,21 +127,30 @@ impl Engine {
         let mut running = JoinSet::new();
         tokio::pin!(shutdown);
         tracing::info!(worker = %self.settings.worker, concurrency = self.settings.concurrency, "engine started");
+        // While every worker is busy and more work is due, claim in batches: one claim
+        // statement per `batch` finished steps rather than one per step.
+        let batch = (self.settings.concurrency / 8).max(1);
+        let mut saturated = false;
         loop {
             while running.try_join_next().is_some() {}
             let free = permits.available_permits();
-            let claims = if free == 0 {
-                Vec::new()
-            } else {
-                match self.claim(i64::try_from(free).unwrap_or(1)).await {
-                    Ok(claims) => claims,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "claiming work failed");
-                        Vec::new()
-                    }
+            if free == 0 || (saturated && free < batch) {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    // A step finished (or a NOTIFY came): look at the free workers again.
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(self.settings.poll_interval) => saturated = false,
+                }
+                continue;
+            }
+            let claims = match self.claim(i64::try_from(free).unwrap_or(1)).await {
+                Ok(claims) => claims,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming work failed");
+                    Vec::new()
                 }
             };
-            let full = !claims.is_empty() && claims.len() == free;
+            saturated = !claims.is_empty() && claims.len() == free;
             for claimed in claims {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
@@ -156,13 +165,8 @@ impl Engine {
                     engine.wake.notify_one();
                 });
             }
-            if full {
-                // More may be due: look again as soon as a step finishes.
-                tokio::select! {
-                    () = &mut shutdown => break,
-                    () = self.wake.notified() => {}
-                    _ = permits.clone().acquire_owned() => {}
-                }
+            if saturated {
+                // More may be due: look again as soon as steps finish.
                 continue;
             }
             tokio::select! {
