@@ -409,8 +409,11 @@ impl<'a> Draft<'a> {
 /// id or revision), and the entry is then read again. Cheap to clone (shared).
 #[derive(Debug, Clone, Default)]
 pub struct EnvironmentCache {
-    entries: Arc<Mutex<HashMap<String, HashMap<String, Arc<EnvironmentRef>>>>>,
+    entries: Arc<Mutex<ByApp>>,
 }
+
+/// Environments by app name, then by environment name.
+type ByApp = HashMap<String, HashMap<String, Arc<EnvironmentRef>>>;
 
 /// Entries kept at most; past it the cache starts over (entries of deleted environments are
 /// only dropped then, or when a request finds them gone).
