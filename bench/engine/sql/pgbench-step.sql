@@ -4,7 +4,10 @@
 -- leases::holds), in the same order, without the engine: the claim that loads the row, its
 -- cluster and environment and its pending commands (one statement); the fence check before
 -- acting on the cluster; the write of the state, both events, the journal row, the consumed
--- commands and the release (one statement). Each statement is its own transaction.
+-- commands and the release (one statement). Each statement is its own transaction. The
+-- events' NOTIFY is not in the write: the engine's Notifier sends the hints of many steps in
+-- one statement afterwards (crates/engine/src/notify.rs); pgbench-step-notify-inline.sql
+-- prices a NOTIFY inside the write instead.
 -- (The statement list before the one-statement step is in pgbench-step-before.sql.)
 \set k :client_id + :clients * random(0, :rows - 1)
 WITH due AS (
@@ -84,10 +87,10 @@ woke AS (
     RETURNING q.id
 ),
 note AS (
-    SELECT pg_notify('engine_bench_events', d.id::text || ':' || d.last_event_seq::text)
+    SELECT 1
     FROM d
     UNION ALL
-    SELECT pg_notify('engine_bench_wake', woke.id::text) FROM woke
+    SELECT 1 FROM woke
 )
 SELECT d.tick, (SELECT count(*) FROM ev) + (SELECT count(*) FROM cmd)
     + (SELECT count(*) FROM j) + (SELECT count(*) FROM note) AS written

@@ -41,6 +41,8 @@ pub struct AppState {
     pub events: EventHub,
     /// Environments as last read, for planning deployments without a query.
     pub environments: slipway_engine::intake::EnvironmentCache,
+    /// Sends wake-up and event hints after the write they describe has committed.
+    pub notifier: slipway_engine::Notifier,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
     pub fn new(pool: PgPool, settings: ApiSettings) -> Self {
         Self {
             events: EventHub::start(pool.clone()),
+            notifier: slipway_engine::Notifier::new(pool.clone()),
             pool,
             settings: Arc::new(settings),
             metrics: crate::metrics_handle(),

@@ -131,3 +131,34 @@ async fn concurrent_uses_of_a_key_wait_and_replay(pool: PgPool) {
     assert_eq!(app.count("deployments").await, 1);
     assert_eq!(app.count("deployment_events").await, 1);
 }
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_create_wakes_the_engines_and_the_event_streams(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    app.seed().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .expect("listener");
+    listener
+        .listen_all(["slipway_wake", "slipway_events"])
+        .await
+        .expect("listen");
+    let created = app.deploy("web", "prod", "ghcr.io/acme/web:1.0.0").await;
+    let id = created["id"].as_str().expect("id");
+    let mut heard = Vec::new();
+    while heard.len() < 2 {
+        let note = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+            .await
+            .expect("a notification within 5 s")
+            .expect("recv");
+        heard.push((note.channel().to_owned(), note.payload().to_owned()));
+    }
+    heard.sort();
+    assert_eq!(
+        heard,
+        [
+            ("slipway_events".to_owned(), format!("{id}:1")),
+            ("slipway_wake".to_owned(), id.to_owned()),
+        ]
+    );
+}

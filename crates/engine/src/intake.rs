@@ -18,6 +18,8 @@ use slipway_store::deployments::{KeyedResponse, NewDeployment, Recorded, Request
 use slipway_store::environments::EnvironmentRef;
 use slipway_store::events::NewEvent;
 use slipway_store::idempotency::{self, KeyRef, RawResponse, Taken};
+
+use crate::notify::Notifier;
 use slipway_store::{
     PgConnection, Revisioned, StoreError, apps, clusters, commands, deployments, environments,
     rollouts,
@@ -206,7 +208,8 @@ pub async fn record_deployment(
 ) -> Result<Deployment, IntakeError> {
     let env = environments::find(conn, app, environment).await?;
     let draft = Draft::new(app, environment, request, &env, by)?;
-    match deployments::record(conn, draft.as_new(&env, by), None).await? {
+    // In the caller's transaction: the hints go out when it commits.
+    match deployments::record(conn, draft.as_new(&env, by, true), None).await? {
         Recorded::Recorded => Ok(draft.deployment),
         // The environment is locked by `find` for this transaction: it cannot have changed.
         other => Err(IntakeError::Conflict(format!(
@@ -235,7 +238,8 @@ const ATTEMPTS: usize = 4;
 /// Records a deployment request in one round trip in the common case (the environment known,
 /// the key new): the plan is made from the cached environment, the deployment, its first
 /// event and the key's stored response (`respond`, built here before the write) are written
-/// by one autocommit statement that checks the environment is still the planned one.
+/// by one autocommit statement that checks the environment is still the planned one. The
+/// engines' and event streams' hints are sent by `notifier` once it has committed.
 ///
 /// A key already used answers its stored response (`Replay`) or `KeyReused`; a concurrent
 /// request with the same key waits for the first to finish (one statement) and then replays
@@ -245,6 +249,7 @@ const ATTEMPTS: usize = 4;
 pub async fn request_deployment(
     conn: &mut PgConnection,
     cache: &EnvironmentCache,
+    notifier: &Notifier,
     app: &str,
     environment: &str,
     request: DeploymentRequest,
@@ -278,8 +283,10 @@ pub async fn request_deployment(
             response: &response,
             ttl,
         });
-        match deployments::record(conn, draft.as_new(&env, by), keyed).await? {
+        match deployments::record(conn, draft.as_new(&env, by, false), keyed).await? {
             Recorded::Recorded => {
+                notifier.wake(draft.deployment.id);
+                notifier.events(draft.deployment.id, 1);
                 return Ok(Requested::Created(Box::new(draft.deployment), response));
             }
             Recorded::EnvironmentMissing => {
@@ -393,13 +400,19 @@ impl<'a> Draft<'a> {
         })
     }
 
-    fn as_new<'b>(&'b self, env: &'b EnvironmentRef, by: &'b Requester<'b>) -> NewDeployment<'b> {
+    fn as_new<'b>(
+        &'b self,
+        env: &'b EnvironmentRef,
+        by: &'b Requester<'b>,
+        notify: bool,
+    ) -> NewDeployment<'b> {
         NewDeployment {
             deployment: &self.deployment,
             environment: env,
             rollout: &self.rollout,
             by,
             event: &self.event,
+            notify,
         }
     }
 }

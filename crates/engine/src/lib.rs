@@ -4,10 +4,12 @@
 
 pub mod drivers;
 pub mod intake;
+pub mod notify;
 pub mod step;
 pub mod worker;
 
 pub use drivers::Drivers;
 pub use intake::{IntakeError, Precondition};
+pub use notify::Notifier;
 pub use step::StepOutcome;
 pub use worker::{Engine, EngineSettings};

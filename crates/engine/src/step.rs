@@ -45,6 +45,8 @@ pub enum StepError {
 #[derive(Debug, Clone)]
 pub struct StepContext {
     pub pool: PgPool,
+    /// Sends the events' hints once a step's write has committed.
+    pub notifier: crate::notify::Notifier,
     pub drivers: Drivers,
     pub worker: String,
     /// Delay before retrying after a retryable cluster error.
@@ -207,7 +209,11 @@ async fn start(
         {
             wait_in_queue(ctx, claim, pending, now).await
         }
-        other => other.map(|_| StepOutcome::Advanced).map_err(Into::into),
+        Ok(written) => {
+            ctx.notifier.events(claim.id, written.last_event_seq);
+            Ok(StepOutcome::Advanced)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -405,9 +411,12 @@ async fn persist(
         wake,
         starts: false,
     };
-    {
+    let written = {
         let mut conn = ctx.pool.acquire().await?;
-        rollouts::write_step(&mut conn, write).await?;
+        rollouts::write_step(&mut conn, write).await?
+    };
+    if !events.is_empty() {
+        ctx.notifier.events(claim.id, written.last_event_seq);
     }
     if decision.state.status.is_terminal() {
         let outcome = decision.state.outcome.map_or("none", Outcome::as_str);

@@ -58,6 +58,7 @@ fn chrono(d: Duration) -> chrono::Duration {
 impl Engine {
     pub fn new(pool: PgPool, drivers: Drivers, settings: EngineSettings) -> Self {
         let ctx = StepContext {
+            notifier: crate::notify::Notifier::new(pool.clone()),
             pool,
             drivers,
             worker: settings.worker.clone(),

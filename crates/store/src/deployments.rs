@@ -146,6 +146,9 @@ pub struct NewDeployment<'a> {
     pub by: &'a Requester<'a>,
     /// The first event (`seq` 1).
     pub event: &'a NewEvent<'a>,
+    /// NOTIFY engines and event streams in the statement (at commit). Without it the caller
+    /// sends the hints once the write has committed.
+    pub notify: bool,
 }
 
 /// The response to store under an idempotency key, together with the write.
@@ -177,7 +180,7 @@ pub enum Recorded {
 /// the idempotency key (`ON CONFLICT DO NOTHING`: a concurrent request with the same key waits
 /// for this one and then finds the key taken; an expired key is taken over), inserts the
 /// deployment with `last_event_seq = 1`, its first event, wakes the engines and SSE streams,
-/// and stores the key's response. Either all of it is written or none.
+/// (with `notify`), and stores the key's response. Either all of it is written or none.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn record(
     conn: &mut PgConnection,
@@ -222,6 +225,7 @@ pub async fn record(
         .bind(new.event.actor)
         .bind(&new.event.message)
         .bind(Json(&new.event.data))
+        .bind(new.notify)
         .fetch_one(conn)
         .await?;
     Ok(match (recorded, found, current) {
@@ -234,7 +238,8 @@ pub async fn record(
 }
 
 // $1 app, $2 environment, $3/$4 planned environment id/revision, $5-$11 key (scope, key,
-// hash, status, body, location, ttl; all NULL without a key), $12-$24 deployment, $25-$28 event.
+// hash, status, body, location, ttl; all NULL without a key), $12-$24 deployment, $25-$28 event,
+// $29 whether to NOTIFY.
 // `env` finds the environment by name and says whether it is still the planned one. The
 // channel names are those of `crate::wake`.
 const RECORD: &str = "WITH env AS (
@@ -274,10 +279,10 @@ const RECORD: &str = "WITH env AS (
      woken AS (
          SELECT pg_notify('slipway_wake', deployment_id::text),
                 pg_notify('slipway_events', deployment_id::text || ':1')
-         FROM ev
+         FROM ev WHERE $29
      )
      SELECT EXISTS (SELECT FROM env), coalesce((SELECT current FROM env), false),
-            EXISTS (SELECT FROM woken)";
+            EXISTS (SELECT FROM ev) AND (SELECT count(*) FROM woken) >= 0";
 
 #[tracing::instrument(skip_all, fields(deployment = %id))]
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Deployment, StoreError> {

@@ -292,11 +292,17 @@ pub struct StepWrite<'a> {
 /// columns the API shows (tick + 1), the events (numbered from `last_event_seq`, which moves
 /// by their count), the consumed commands, the journal row (started and finished), the lease
 /// released with the next wake-up (as [`crate::leases::release`]), the environment's queued
-/// deployments woken when this one finishes, and one NOTIFY per channel. Returns the new tick;
+/// deployments woken when this one finishes (with their `slipway_wake` NOTIFY). The events'
+/// `slipway_events` hint is the caller's to send once this has committed (see
+/// `slipway_engine::Notifier`): in the statement it would make the commit take the
+/// cluster-wide notification lock. Returns the new tick and last event `seq`;
 /// with a stale epoch nothing is written (`LeaseLost`). A start refused by the one-active
 /// index is `StoreError::Constraint` and writes nothing either.
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn write_step(conn: &mut PgConnection, w: StepWrite<'_>) -> Result<i64, StoreError> {
+pub async fn write_step(
+    conn: &mut PgConnection,
+    w: StepWrite<'_>,
+) -> Result<StepWritten, StoreError> {
     let state = w.state;
     let kinds: Vec<&str> = w.events.iter().map(|e| e.kind).collect();
     let actors: Vec<&str> = w.events.iter().map(|e| e.actor).collect();
@@ -343,17 +349,12 @@ pub async fn write_step(conn: &mut PgConnection, w: StepWrite<'_>) -> Result<i64
                AND q.environment_id = d.environment_id AND q.status = 'queued' AND q.id <> d.id
              RETURNING q.id
          ),
-         note AS (
-             SELECT pg_notify('slipway_events', d.id::text || ':' || d.last_event_seq::text)
-             FROM d WHERE cardinality($14::text[]) > 0
-             UNION ALL
-             SELECT pg_notify('slipway_wake', woke.id::text) FROM woke
-         )
-         SELECT d.tick, (SELECT count(*) FROM ev) + (SELECT count(*) FROM cmd)
+         note AS (SELECT pg_notify('slipway_wake', woke.id::text) FROM woke)
+         SELECT d.tick, d.last_event_seq, (SELECT count(*) FROM ev) + (SELECT count(*) FROM cmd)
              + (SELECT count(*) FROM j) + (SELECT count(*) FROM note) AS written
          FROM d"
     );
-    let row: Option<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let row: Option<(i64, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(w.claim.id)
         .bind(w.claim.epoch)
         .bind(w.wake)
@@ -379,7 +380,19 @@ pub async fn write_step(conn: &mut PgConnection, w: StepWrite<'_>) -> Result<i64
         .bind(w.journal.map(|j| Json(j.actions)))
         .fetch_optional(conn)
         .await?;
-    row.map(|(tick, _)| tick).ok_or(StoreError::LeaseLost)
+    row.map(|(tick, last_event_seq, _)| StepWritten {
+        tick,
+        last_event_seq,
+    })
+    .ok_or(StoreError::LeaseLost)
+}
+
+/// What [`write_step`] left on the deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepWritten {
+    pub tick: i64,
+    /// The `seq` of its newest event.
+    pub last_event_seq: i64,
 }
 
 /// Loads a deployment to check a command against it (no lease needed to read).

@@ -62,6 +62,7 @@ pub async fn create(
     let requested = intake::request_deployment(
         &mut conn,
         &state.environments,
+        &state.notifier,
         &app,
         &env,
         body.value,

@@ -1,5 +1,6 @@
--- The same as pgbench-step.sql without its pg_notify calls. Diagnostic: every statement one
--- engine step sends for an
+-- Diagnostic: pgbench-step.sql with the events' NOTIFY inside the step's write (as a first
+-- version of the one-statement step had it), to price the commit-time notification lock.
+-- Otherwise: every statement one engine step sends for an
 -- active deployment whose decision has two notes and cluster actions (crates/engine/src/
 -- step.rs `advance` + `persist`, crates/store rollouts::claim_due / write_step,
 -- leases::holds), in the same order, without the engine: the claim that loads the row, its
@@ -85,10 +86,10 @@ woke AS (
     RETURNING q.id
 ),
 note AS (
-    SELECT 1
+    SELECT pg_notify('engine_bench_events', d.id::text || ':' || d.last_event_seq::text)
     FROM d
     UNION ALL
-    SELECT 1 FROM woke
+    SELECT pg_notify('engine_bench_wake', woke.id::text) FROM woke
 )
 SELECT d.tick, (SELECT count(*) FROM ev) + (SELECT count(*) FROM cmd)
     + (SELECT count(*) FROM j) + (SELECT count(*) FROM note) AS written
