@@ -73,4 +73,4 @@ woken AS (
     FROM ev WHERE false
 )
 SELECT EXISTS (SELECT FROM env), coalesce((SELECT current FROM env), false),
-       EXISTS (SELECT FROM woken);
+       EXISTS (SELECT FROM ev) AND (SELECT count(*) FROM woken) >= 0;
