@@ -1,9 +1,7 @@
 //! Deployments: recording requests and reading them back.
 
 use chrono::{DateTime, Utc};
-use slipway_core::{
-    Deployment, DeploymentPlan, DeploymentStatus, FailureReason, Outcome, Serving, ServingHealth,
-};
+use slipway_core::{Deployment, DeploymentStatus, FailureReason, Outcome, Serving, ServingHealth};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
@@ -94,43 +92,6 @@ pub struct Requester<'a> {
     pub principal: &'a str,
     pub idempotency_key: Option<&'a str>,
     pub traceparent: Option<&'a str>,
-}
-
-/// Records a new deployment as `queued`; returns its id. The caller appends its first event
-/// in the same transaction.
-#[tracing::instrument(skip_all, fields(environment_id = %environment.id))]
-pub async fn insert_queued(
-    conn: &mut PgConnection,
-    environment: &EnvironmentRef,
-    plan: &DeploymentPlan,
-    rollout: &RolloutSpec,
-    by: &Requester<'_>,
-) -> Result<Uuid, StoreError> {
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO deployments (id, environment_id, cluster_id, image, version, strategy,
-             rollout, status, source_kind, source, request_reason, created_by, idempotency_key,
-             traceparent, next_wake_at)
-         VALUES ($1, $2, $12, $3, $4, $5, $13, 'queued', $6::source_kind, $7, $8, $9, $10, $11,
-             now())",
-    )
-    .bind(id)
-    .bind(environment.id)
-    .bind(&plan.image)
-    .bind(&plan.version)
-    .bind(serde_json::to_value(&plan.strategy)?)
-    .bind(plan.source.kind.as_str())
-    .bind(serde_json::to_value(&plan.source)?)
-    .bind(&plan.reason)
-    .bind(by.principal)
-    .bind(by.idempotency_key)
-    .bind(by.traceparent)
-    .bind(environment.cluster_id)
-    .bind(serde_json::to_value(rollout)?)
-    .execute(&mut *conn)
-    .await?;
-    crate::wake::notify(conn, id).await?;
-    Ok(id)
 }
 
 /// A deployment to record as `queued`: its row, its first event, and (with a key) the stored

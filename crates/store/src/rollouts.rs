@@ -405,37 +405,6 @@ pub async fn read(conn: &mut PgConnection, id: Uuid) -> Result<RolloutRecord, St
     row.ok_or(StoreError::NotFound("deployment"))?.try_into()
 }
 
-/// The oldest and the newest queued deployment of an environment (ids are time-ordered).
-pub async fn queue_ends(
-    conn: &mut PgConnection,
-    environment_id: Uuid,
-) -> Result<Option<(Uuid, Uuid)>, StoreError> {
-    let ends: (Option<Uuid>, Option<Uuid>) = sqlx::query_as(
-        "SELECT (SELECT id FROM deployments WHERE environment_id = $1 AND status = 'queued'
-                 ORDER BY id LIMIT 1),
-                (SELECT id FROM deployments WHERE environment_id = $1 AND status = 'queued'
-                 ORDER BY id DESC LIMIT 1)",
-    )
-    .bind(environment_id)
-    .fetch_one(conn)
-    .await?;
-    Ok(ends.0.zip(ends.1))
-}
-
-/// Whether a deployment of the environment is active.
-pub async fn environment_busy(
-    conn: &mut PgConnection,
-    environment_id: Uuid,
-) -> Result<bool, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM deployments WHERE environment_id = $1
-                        AND status IN ('running', 'paused', 'rolling_back'))",
-    )
-    .bind(environment_id)
-    .fetch_one(conn)
-    .await?)
-}
-
 /// Persists a machine state: the state itself and the columns the API shows, guarded by the
 /// claim's epoch. Returns the new tick. When the deployment finishes, the environment's queued
 /// deployments are woken.
