@@ -261,14 +261,16 @@ run_phase half "$load" --url "$base" --app bench --env load --concurrency "$conc
   --duration "${duration}s" --rate "$half" --json
 jq . "$out/half.out"
 
-say "(d) pgbench, bench/pgbench-create-tx.sql (Slipway's create transaction without HTTP)"
+say "(d) pgbench, bench/pgbench-create-tx.sql (Slipway's create statement without HTTP)"
 # The server goes first: its engine would otherwise take up the rows pgbench inserts.
 kill -TERM "$server_pid"
 wait "$server_pid" || true
 server_stopped=1
-read -r env_id cluster_id < <(psql_bench -At -F ' ' -c "SELECT e.id, e.cluster_id
-  FROM environments e JOIN apps a ON a.id = e.app_id WHERE a.name = 'bench' AND e.name = 'load'")
-pgbench_phase createtx bench/pgbench-create-tx.sql -D "env_id=$env_id" -D "cluster_id=$cluster_id"
+read -r env_id cluster_id env_rev < <(psql_bench -At -F ' ' -c "SELECT e.id, e.cluster_id,
+  e.revision FROM environments e JOIN apps a ON a.id = e.app_id
+  WHERE a.name = 'bench' AND e.name = 'load'")
+pgbench_phase createtx bench/pgbench-create-tx.sql -D "env_id=$env_id" -D "cluster_id=$cluster_id" \
+  -D "env_rev=$env_rev"
 createtx_tps=$pg_tps
 read -r createtx_p50 createtx_p99 createtx_max <<<"$pg_lat"
 

@@ -13,8 +13,8 @@
 #               with a pool of 40, (b) 2 processes x 16 workers; steps/s until every
 #               deployment is finished; then pgbench on
 #               scratch copies of the tables in the database of (b): the issue's transition
-#               transaction, and (diagnostics) every statement of one engine step, with and
-#               without its pg_notify calls.
+#               transaction, and (diagnostics) every statement of one engine step, and the
+#               same with the events' pg_notify inside the step's write.
 #   latency     BENCH_LAT_ENVS canaries parked at indefinite pauses; promote commands spaced
 #               out and in bursts; commands.created_at -> the engine's `command` event;
 #               once more while BENCH_ENVS new environments load the engine.
@@ -217,7 +217,7 @@ summary() {
       jq -r '"| \(.label) | \(.whole_run.steps) | \(.whole_run.steps_per_s) | \(.while_work_due.steps_per_s) | \(.while_work_due.cpu_percent | map(tostring) | join(" + ")) | \(.while_work_due.pg_backends_cpu_percent) | \(.while_work_due.machine_busy_cores) | \(.final.statuses | to_entries | map("\(.value) \(.key)") | join(", ")) |"' "$f"
     done
     echo
-    for f in "$out"/pgbench-transition.txt "$out"/pgbench-step.txt "$out"/pgbench-step-nonotify.txt; do
+    for f in "$out"/pgbench-transition.txt "$out"/pgbench-step.txt "$out"/pgbench-step-notify-inline.txt; do
       [[ -f $f ]] || continue
       echo "$(basename "$f" .txt): $(grep -E '^tps' "$f" | sed 's/ (without.*//')"
     done
@@ -307,7 +307,7 @@ if [[ ,$only, == *,throughput,* ]]; then
   background pgbench
   pgbench_run pgbench-transition.sql transition 32 "$rows"
   pgbench_run pgbench-step.sql step 32 "$rows"
-  pgbench_run pgbench-step-nonotify.sql step-nonotify 32 "$rows"
+  pgbench_run pgbench-step-notify-inline.sql step-notify-inline 32 "$rows"
   load "pgbench after"
 fi
 

@@ -50,6 +50,10 @@ pub struct AppState {
     /// The cluster drivers (`GET /v1/clusters/{cluster}` asks them for reachability); share
     /// the engine's with [`AppState::with_drivers`] so a process has one client per cluster.
     pub drivers: Drivers,
+    /// Environments as last read, for planning deployments without a query.
+    pub environments: slipway_engine::intake::EnvironmentCache,
+    /// Sends wake-up and event hints after the write they describe has committed.
+    pub notifier: slipway_engine::Notifier,
 }
 
 impl AppState {
@@ -57,10 +61,12 @@ impl AppState {
     pub fn new(pool: PgPool, settings: ApiSettings) -> Self {
         Self {
             events: EventHub::start(pool.clone()),
+            notifier: slipway_engine::Notifier::new(pool.clone()),
             pool,
             settings: Arc::new(settings),
             metrics: crate::metrics_handle(),
             drivers: Drivers::default(),
+            environments: Default::default(),
         }
     }
 

@@ -2,18 +2,27 @@
 //! Each takes the caller's transaction, so the caller can commit it together with the
 //! idempotency key that describes it.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{SubsecRound, Utc};
 use serde_json::json;
-use slipway_core::DeploymentStatus;
 use slipway_core::rollout::{self, CommandKind, Release, RolloutSpec};
 use slipway_core::{
     App, AppPatch, Cluster, ClusterSpec, Deployment, DeploymentRequest, Environment,
     EnvironmentSpec, NewApp, ValidationError,
 };
-use slipway_store::deployments::Requester;
+use slipway_core::{DeploymentStatus, Serving, ServingHealth};
+use slipway_store::deployments::{KeyedResponse, NewDeployment, Recorded, Requester};
+use slipway_store::environments::EnvironmentRef;
 use slipway_store::events::NewEvent;
+use slipway_store::idempotency::{self, KeyRef, RawResponse, Taken};
+
+use crate::notify::Notifier;
 use slipway_store::{
     PgConnection, Revisioned, StoreError, apps, clusters, commands, deployments, environments,
-    events, rollouts,
+    rollouts,
 };
 
 /// An `If-Match` condition on a stored revision.
@@ -189,7 +198,8 @@ pub async fn put_environment(
     Ok((environments::get(conn, app, name).await?, created))
 }
 
-/// Records a deployment request as `queued`, with its first event.
+/// Records a deployment request as `queued`, with its first event, in the caller's
+/// transaction (which keeps the environment share-locked until it ends).
 pub async fn record_deployment(
     conn: &mut PgConnection,
     app: &str,
@@ -198,38 +208,259 @@ pub async fn record_deployment(
     by: &Requester<'_>,
 ) -> Result<Deployment, IntakeError> {
     let env = environments::find(conn, app, environment).await?;
-    let plan = request.plan(&env.spec)?;
-    let rollout = RolloutSpec {
-        namespace: env.spec.namespace.clone(),
-        workload: env.spec.workload.clone(),
-        strategy: plan.strategy.clone(),
-        progress_deadline: env.spec.progress_deadline,
-        approval: env.spec.approval.clone(),
-        release: Release {
-            image: plan.image.clone(),
-            version: plan.version.clone(),
-            pod_labels: env.spec.workload.pod_labels.clone(),
-        },
-    };
-    let id = deployments::insert_queued(conn, &env, &plan, &rollout, by).await?;
-    let event = NewEvent {
-        kind: "queued",
-        actor: by.principal,
-        message: format!(
-            "{} strategy deployment of {} ({}) to {app}/{environment} queued",
-            plan.strategy.kind(),
-            plan.image,
-            plan.version
-        ),
-        data: json!({
-            "image": plan.image,
-            "version": plan.version,
-            "strategy": plan.strategy.kind(),
-            "source": plan.source.kind.as_str(),
-        }),
-    };
-    events::append(conn, id, &event).await?;
-    Ok(deployments::get(conn, id).await?)
+    let draft = Draft::new(app, environment, request, &env, by)?;
+    // In the caller's transaction: the hints go out when it commits.
+    match deployments::record(conn, draft.as_new(&env, by, true), None).await? {
+        Recorded::Recorded => Ok(draft.deployment),
+        // The environment is locked by `find` for this transaction: it cannot have changed.
+        other => Err(IntakeError::Conflict(format!(
+            "the environment changed while the deployment was recorded ({other:?}); retry"
+        ))),
+    }
+}
+
+/// What a deployment request with its key came to.
+#[derive(Debug)]
+pub enum Requested {
+    /// Recorded now; the response stored under the key (if any) is the one given.
+    Created(Box<Deployment>, RawResponse),
+    /// The key's earlier request was recorded: its stored response.
+    Replay(RawResponse),
+    /// The key was used with another request body.
+    KeyReused,
+    /// The key stayed taken by requests that never finished; the caller may retry.
+    KeyInFlight,
+}
+
+/// How often a request re-plans after finding its environment changed, or re-reads a key
+/// that vanished under it, before giving up.
+const ATTEMPTS: usize = 4;
+
+/// Records a deployment request in one round trip in the common case (the environment known,
+/// the key new): the plan is made from the cached environment, the deployment, its first
+/// event and the key's stored response (`respond`, built here before the write) are written
+/// by one autocommit statement that checks the environment is still the planned one. The
+/// engines' and event streams' hints are sent by `notifier` once it has committed.
+///
+/// A key already used answers its stored response (`Replay`) or `KeyReused`; a concurrent
+/// request with the same key waits for the first to finish (one statement) and then replays
+/// it. A request that fails (no such environment, invalid) is checked against its key first,
+/// so a replay is answered even if it would no longer be valid; failures store nothing.
+#[expect(clippy::too_many_arguments, reason = "one request's whole context")]
+pub async fn request_deployment(
+    conn: &mut PgConnection,
+    cache: &EnvironmentCache,
+    notifier: &Notifier,
+    app: &str,
+    environment: &str,
+    request: DeploymentRequest,
+    by: &Requester<'_>,
+    key: Option<&KeyRef<'_>>,
+    ttl: Duration,
+    respond: impl Fn(&Deployment) -> Result<RawResponse, IntakeError>,
+) -> Result<Requested, IntakeError> {
+    let mut request = Some(request);
+    for attempt in 1..=ATTEMPTS {
+        let env = match cache.get(app, environment) {
+            Some(env) => env,
+            None => match environments::find(conn, app, environment).await {
+                Ok(env) => cache.put(app, environment, env),
+                Err(e) => return settle_failure(conn, key, e.into()).await,
+            },
+        };
+        let this = if attempt == ATTEMPTS {
+            request.take()
+        } else {
+            request.clone()
+        };
+        let Some(this) = this else { break };
+        let draft = match Draft::new(app, environment, this, &env, by) {
+            Ok(d) => d,
+            Err(e) => return settle_failure(conn, key, e).await,
+        };
+        let response = respond(&draft.deployment)?;
+        let keyed = key.map(|key| KeyedResponse {
+            key,
+            response: &response,
+            ttl,
+        });
+        match deployments::record(conn, draft.as_new(&env, by, false), keyed).await? {
+            Recorded::Recorded => {
+                notifier.wake(draft.deployment.id);
+                notifier.events(draft.deployment.id, 1);
+                return Ok(Requested::Created(Box::new(draft.deployment), response));
+            }
+            Recorded::EnvironmentMissing => {
+                cache.forget(app, environment);
+                return settle_failure(conn, key, IntakeError::NotFound("environment")).await;
+            }
+            Recorded::EnvironmentChanged => cache.forget(app, environment),
+            Recorded::KeyTaken => {
+                let Some(key) = key else { break };
+                match idempotency::taken(conn, key).await? {
+                    Taken::Replay(stored) => return Ok(Requested::Replay(stored)),
+                    Taken::Mismatch => return Ok(Requested::KeyReused),
+                    Taken::Vacant => {}
+                }
+            }
+        }
+    }
+    match key {
+        Some(_) => Ok(Requested::KeyInFlight),
+        None => Err(IntakeError::Conflict(
+            "the environment kept changing while the deployment was recorded; retry".into(),
+        )),
+    }
+}
+
+/// A request that failed is answered from its key when the key holds an earlier success.
+async fn settle_failure(
+    conn: &mut PgConnection,
+    key: Option<&KeyRef<'_>>,
+    error: IntakeError,
+) -> Result<Requested, IntakeError> {
+    let Some(key) = key else { return Err(error) };
+    match idempotency::taken(conn, key).await? {
+        Taken::Replay(stored) => Ok(Requested::Replay(stored)),
+        Taken::Mismatch => Ok(Requested::KeyReused),
+        Taken::Vacant => Err(error),
+    }
+}
+
+/// A planned deployment before it is written: the response is built from it.
+struct Draft<'a> {
+    deployment: Deployment,
+    rollout: RolloutSpec,
+    event: NewEvent<'a>,
+}
+
+impl<'a> Draft<'a> {
+    fn new(
+        app: &str,
+        environment: &str,
+        request: DeploymentRequest,
+        env: &EnvironmentRef,
+        by: &Requester<'a>,
+    ) -> Result<Self, IntakeError> {
+        let plan = request.plan(&env.spec)?;
+        let rollout = RolloutSpec {
+            namespace: env.spec.namespace.clone(),
+            workload: env.spec.workload.clone(),
+            strategy: plan.strategy.clone(),
+            progress_deadline: env.spec.progress_deadline,
+            approval: env.spec.approval.clone(),
+            release: Release {
+                image: plan.image.clone(),
+                version: plan.version.clone(),
+                pod_labels: env.spec.workload.pod_labels.clone(),
+            },
+        };
+        let event = NewEvent {
+            kind: "queued",
+            actor: by.principal,
+            message: format!(
+                "{} strategy deployment of {} ({}) to {app}/{environment} queued",
+                plan.strategy.kind(),
+                plan.image,
+                plan.version
+            ),
+            data: json!({
+                "image": plan.image,
+                "version": plan.version,
+                "strategy": plan.strategy.kind(),
+                "source": plan.source.kind.as_str(),
+            }),
+        };
+        // PostgreSQL keeps microseconds: the answer shows what a later read returns.
+        let now = Utc::now().trunc_subsecs(6);
+        let deployment = Deployment {
+            id: uuid::Uuid::now_v7(),
+            app: app.to_owned(),
+            environment: environment.to_owned(),
+            image: plan.image,
+            version: plan.version,
+            strategy: plan.strategy,
+            status: DeploymentStatus::Queued,
+            phase: None,
+            step: None,
+            outcome: None,
+            serving: Serving {
+                health: ServingHealth::Unknown,
+                version: None,
+            },
+            reason: None,
+            request_reason: plan.reason,
+            source: plan.source,
+            created_by: by.principal.to_owned(),
+            created_at: now,
+            updated_at: now,
+        };
+        Ok(Self {
+            deployment,
+            rollout,
+            event,
+        })
+    }
+
+    fn as_new<'b>(
+        &'b self,
+        env: &'b EnvironmentRef,
+        by: &'b Requester<'b>,
+        notify: bool,
+    ) -> NewDeployment<'b> {
+        NewDeployment {
+            deployment: &self.deployment,
+            environment: env,
+            rollout: &self.rollout,
+            by,
+            event: &self.event,
+            notify,
+        }
+    }
+}
+
+/// Environments by app and name as last read, so that a deployment is planned without a
+/// query; [`deployments::record`] refuses to write when the stored one has moved on (another
+/// id or revision), and the entry is then read again. Cheap to clone (shared).
+#[derive(Debug, Clone, Default)]
+pub struct EnvironmentCache {
+    entries: Arc<Mutex<ByApp>>,
+}
+
+/// Environments by app name, then by environment name.
+type ByApp = HashMap<String, HashMap<String, Arc<EnvironmentRef>>>;
+
+/// Entries kept at most; past it the cache starts over (entries of deleted environments are
+/// only dropped then, or when a request finds them gone).
+const CACHE_LIMIT: usize = 10_000;
+
+impl EnvironmentCache {
+    fn get(&self, app: &str, environment: &str) -> Option<Arc<EnvironmentRef>> {
+        let entries = self.entries.lock().ok()?;
+        entries.get(app)?.get(environment).cloned()
+    }
+
+    fn put(&self, app: &str, environment: &str, env: EnvironmentRef) -> Arc<EnvironmentRef> {
+        let env = Arc::new(env);
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.values().map(HashMap::len).sum::<usize>() >= CACHE_LIMIT {
+                entries.clear();
+            }
+            entries
+                .entry(app.to_owned())
+                .or_default()
+                .insert(environment.to_owned(), env.clone());
+        }
+        env
+    }
+
+    fn forget(&self, app: &str, environment: &str) {
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(envs) = entries.get_mut(app)
+        {
+            envs.remove(environment);
+        }
+    }
 }
 
 /// Records a command for a deployment, after checking that it makes sense in the deployment's

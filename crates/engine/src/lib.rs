@@ -5,6 +5,7 @@
 pub mod drivers;
 pub mod github_status;
 pub mod intake;
+pub mod notify;
 pub mod secrets;
 pub mod step;
 pub mod webhooks;
@@ -12,5 +13,6 @@ pub mod worker;
 
 pub use drivers::Drivers;
 pub use intake::{IntakeError, Precondition};
+pub use notify::Notifier;
 pub use step::StepOutcome;
 pub use worker::{Engine, EngineSettings};

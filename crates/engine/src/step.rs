@@ -13,8 +13,8 @@ use slipway_core::{
 use slipway_store::commands::{self, PendingCommand};
 use slipway_store::events::{self, NewEvent};
 use slipway_store::leases::{self, Claim};
-use slipway_store::rollouts::{self, RolloutRecord};
-use slipway_store::{PgConnection, PgPool, StoreError, journal};
+use slipway_store::rollouts::{self, Claimed, JournalEntry, RolloutRecord, StepWrite};
+use slipway_store::{PgConnection, PgPool, StoreError};
 
 use crate::drivers::Drivers;
 
@@ -45,6 +45,8 @@ pub enum StepError {
 #[derive(Debug, Clone)]
 pub struct StepContext {
     pub pool: PgPool,
+    /// Sends the events' hints once a step's write has committed.
+    pub notifier: crate::notify::Notifier,
     pub drivers: Drivers,
     pub worker: String,
     /// Delay before retrying after a retryable cluster error.
@@ -53,9 +55,37 @@ pub struct StepContext {
     pub queue_recheck: chrono::Duration,
 }
 
-/// Runs one step; a lost lease is an outcome, not an error.
+/// Loads the leased deployment and runs one step; a lost lease is an outcome, not an error.
 pub async fn run(ctx: &StepContext, claim: Claim) -> Result<StepOutcome, StepError> {
-    match run_inner(ctx, claim).await {
+    let loaded = async {
+        let mut conn = ctx.pool.acquire().await?;
+        let record = rollouts::load(&mut conn, claim).await?;
+        let pending = commands::pending(&mut conn, claim.id).await?;
+        Ok::<_, StepError>(Claimed {
+            claim,
+            record,
+            pending,
+        })
+    }
+    .await;
+    match loaded {
+        Ok(claimed) => run_claimed(ctx, claimed).await,
+        Err(e) => lease_lost_is_an_outcome(claim, Err(e)),
+    }
+}
+
+/// Runs one step of a deployment loaded by its claim ([`rollouts::claim_due`]).
+pub async fn run_claimed(ctx: &StepContext, claimed: Claimed) -> Result<StepOutcome, StepError> {
+    let claim = claimed.claim;
+    let outcome = run_inner(ctx, claim, &claimed.record, &claimed.pending).await;
+    lease_lost_is_an_outcome(claim, outcome)
+}
+
+fn lease_lost_is_an_outcome(
+    claim: Claim,
+    outcome: Result<StepOutcome, StepError>,
+) -> Result<StepOutcome, StepError> {
+    match outcome {
         Err(StepError::Store(StoreError::LeaseLost)) => {
             tracing::warn!(deployment = %claim.id, epoch = claim.epoch, "lease lost; leaving the deployment to its new holder");
             metrics::counter!("slipway_lease_losses_total").increment(1);
@@ -65,21 +95,22 @@ pub async fn run(ctx: &StepContext, claim: Claim) -> Result<StepOutcome, StepErr
     }
 }
 
-async fn run_inner(ctx: &StepContext, claim: Claim) -> Result<StepOutcome, StepError> {
-    let mut conn = ctx.pool.acquire().await?;
-    let record = rollouts::load(&mut conn, claim).await?;
-    let pending = commands::pending(&mut conn, claim.id).await?;
-    drop(conn);
+async fn run_inner(
+    ctx: &StepContext,
+    claim: Claim,
+    record: &RolloutRecord,
+    pending: &[PendingCommand],
+) -> Result<StepOutcome, StepError> {
     let now = Utc::now();
     match (record.status, &record.state) {
         (DeploymentStatus::Queued, _) | (_, None) => {
             match pending.iter().find(|c| c.kind == CommandKind::Abort) {
-                Some(abort) => cancel(ctx, claim, abort, &pending).await,
-                None => start(ctx, claim, &record, &pending, now).await,
+                Some(abort) => cancel(ctx, claim, abort, pending).await,
+                None => start(ctx, claim, record, pending, now).await,
             }
         }
-        (status, Some(_)) if status.is_terminal() => finished(ctx, claim, &record, &pending).await,
-        (_, Some(state)) => advance(ctx, claim, &record, state, &pending, now).await,
+        (status, Some(_)) if status.is_terminal() => finished(ctx, claim, record, pending).await,
+        (_, Some(state)) => advance(ctx, claim, record, state, pending, now).await,
     }
 }
 
@@ -118,22 +149,19 @@ async fn start(
     pending: &[PendingCommand],
     now: DateTime<Utc>,
 ) -> Result<StepOutcome, StepError> {
-    let mut conn = ctx.pool.acquire().await?;
-    let ends = rollouts::queue_ends(&mut conn, record.environment_id).await?;
-    let busy = rollouts::environment_busy(&mut conn, record.environment_id).await?;
-    let my_turn = ends.is_some_and(|(oldest, newest)| {
-        record.id
-            == if record.supersede_queued {
-                newest
-            } else {
-                oldest
-            }
-    });
+    let (my_turn, busy) = {
+        let mut conn = ctx.pool.acquire().await?;
+        rollouts::queue_turn(
+            &mut conn,
+            record.environment_id,
+            record.id,
+            record.supersede_queued,
+        )
+        .await?
+    };
     if busy || !my_turn {
-        drop(conn);
-        return wait_in_queue(ctx, claim, record, pending, busy, now).await;
+        return wait_in_queue(ctx, claim, pending, now).await;
     }
-    drop(conn);
 
     let target = target(record);
     let observed = match ctx.drivers.for_cluster(&record.cluster) {
@@ -145,19 +173,6 @@ async fn start(
         Err(e) => return cluster_error(ctx, claim, record, None, e, now).await,
     };
     let state = rollout::start(&record.spec, &observation, now);
-    let mut tx = ctx.pool.begin().await?;
-    if record.supersede_queued {
-        rollouts::supersede_older(&mut tx, record.environment_id, record.id).await?;
-    }
-    match rollouts::start(&mut tx, claim, record.environment_id, &state).await {
-        Err(StoreError::Constraint { constraint })
-            if constraint == "deployments_one_active_per_environment" =>
-        {
-            drop(tx);
-            return wait_in_queue(ctx, claim, record, pending, true, now).await;
-        }
-        other => other?,
-    };
     let message = format!(
         "{} of {} started (attempt {})",
         record.spec.strategy.kind(),
@@ -165,35 +180,66 @@ async fn start(
         record.attempt
     );
     let data = json!({ "previous": state.previous, "attempt": record.attempt });
-    events::append(
-        &mut tx,
-        claim.id,
-        &event("started", ENGINE_ACTOR, message, data),
-    )
-    .await?;
-    leases::release(&mut tx, claim, Some(now)).await?;
-    tx.commit().await?;
-    Ok(StepOutcome::Advanced)
+    let events = [event("started", ENGINE_ACTOR, message, data)];
+    let seen = ids(pending);
+    let write = StepWrite {
+        claim,
+        state: &state,
+        events: &events,
+        seen: &seen,
+        consumed: &[],
+        journal: None,
+        wake: Some(now),
+        starts: true,
+    };
+    let written = if record.supersede_queued {
+        let mut tx = ctx.pool.begin().await?;
+        rollouts::supersede_older(&mut tx, record.environment_id, record.id).await?;
+        let written = rollouts::write_step(&mut tx, write).await;
+        if written.is_ok() {
+            tx.commit().await?;
+        }
+        written
+    } else {
+        let mut conn = ctx.pool.acquire().await?;
+        rollouts::write_step(&mut conn, write).await
+    };
+    match written {
+        Err(StoreError::Constraint { constraint })
+            if constraint == "deployments_one_active_per_environment" =>
+        {
+            wait_in_queue(ctx, claim, pending, now).await
+        }
+        Ok(written) => {
+            ctx.notifier.events(claim.id, written.last_event_seq);
+            Ok(StepOutcome::Advanced)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn ids(commands: &[PendingCommand]) -> Vec<uuid::Uuid> {
+    commands.iter().map(|c| c.id).collect()
 }
 
 /// A queued deployment waits its turn: due again at the queue re-check, when the active
-/// deployment wakes the queue as it finishes, or when a command comes in. The active one may
-/// have finished after this step found the environment `busy`, its wake-up overwritten by this
-/// release: looked at again once the release is done, and then due at once.
+/// deployment wakes the queue as it finishes, or when a command comes in. A wake-up that came
+/// while this step ran (the active one finished after the step found the environment busy)
+/// is kept by the release.
 async fn wait_in_queue(
     ctx: &StepContext,
     claim: Claim,
-    record: &RolloutRecord,
     pending: &[PendingCommand],
-    busy: bool,
     now: DateTime<Utc>,
 ) -> Result<StepOutcome, StepError> {
-    let mut tx = ctx.pool.begin().await?;
-    release_unless_woken(&mut tx, claim, Some(now + ctx.queue_recheck), pending).await?;
-    if busy && !rollouts::environment_busy(&mut tx, record.environment_id).await? {
-        leases::release(&mut tx, claim, Some(Utc::now())).await?;
-    }
-    tx.commit().await?;
+    let mut conn = ctx.pool.acquire().await?;
+    leases::release_after(
+        &mut conn,
+        claim,
+        Some(now + ctx.queue_recheck),
+        &ids(pending),
+    )
+    .await?;
     Ok(StepOutcome::Waiting)
 }
 
@@ -291,12 +337,7 @@ async fn advance(
         Ok(o) => o,
         Err(e) => return cluster_error(ctx, claim, record, Some(state), e, now).await,
     };
-    let tick = record.tick + 1;
     let observed = serde_json::to_value(&observation).unwrap_or_default();
-    {
-        let mut conn = ctx.pool.acquire().await?;
-        journal::started(&mut conn, claim, tick, &ctx.worker, &observed).await?;
-    }
     let commands: Vec<Command> = pending
         .iter()
         .map(|c| Command {
@@ -305,10 +346,16 @@ async fn advance(
         })
         .collect();
     let decision = rollout::decide(&record.spec, state, &observation, &commands, now);
+    if !decision.actions.is_empty() {
+        // Only database writes are fenced: a holder whose lease was taken over while it
+        // observed (paused past its expiry) must not act on the cluster either.
+        let mut conn = ctx.pool.acquire().await?;
+        leases::holds(&mut conn, claim).await?;
+    }
     if let Err(e) = driver.apply(&target, &decision.actions).await {
         return cluster_error(ctx, claim, record, Some(state), e, now).await;
     }
-    persist(ctx, claim, record, state, pending, decision, tick, now).await
+    persist(ctx, claim, record, state, pending, decision, &observed, now).await
 }
 
 #[expect(
@@ -322,34 +369,21 @@ async fn persist(
     before: &RolloutState,
     pending: &[PendingCommand],
     decision: Decision,
-    tick: i64,
+    observed: &serde_json::Value,
     now: DateTime<Utc>,
 ) -> Result<StepOutcome, StepError> {
-    let mut tx = ctx.pool.begin().await?;
-    rollouts::save(&mut tx, claim, record.environment_id, &decision.state).await?;
+    let mut events = Vec::with_capacity(pending.len() + decision.notes.len());
     for cmd in pending {
         let message = format!("{} by {}", cmd.kind.as_str(), cmd.actor);
         let data = json!({"command": cmd.kind.as_str(), "actor": cmd.actor, "reason": cmd.reason});
-        events::append(
-            &mut tx,
-            claim.id,
-            &event("command", &cmd.actor, message, data),
-        )
-        .await?;
+        events.push(event("command", &cmd.actor, message, data));
     }
     for note in &decision.notes {
         let data = json!({"phase": decision.state.phase, "step": decision.state.step, "status": decision.state.status.as_str()});
-        events::append(
-            &mut tx,
-            claim.id,
-            &event(&note.kind, ENGINE_ACTOR, note.message.clone(), data),
-        )
-        .await?;
+        events.push(event(&note.kind, ENGINE_ACTOR, note.message.clone(), data));
     }
-    let ids: Vec<_> = pending.iter().map(|c| c.id).collect();
-    commands::consume(&mut tx, claim, &ids, "applied").await?;
+    let seen = ids(pending);
     let actions = serde_json::to_value(&decision.actions).unwrap_or_default();
-    journal::finished(&mut tx, claim, tick, &actions, decision.state.status).await?;
     // A changed state may have made new work possible at once; otherwise wait as decided.
     // Actions that moved the machine on changed the cluster: look again at once. Otherwise the
     // machine has gone as far as it can (it chains phases within a step) and says when to look.
@@ -363,8 +397,28 @@ async fn persist(
     } else {
         wake
     };
-    release_unless_woken(&mut tx, claim, wake, pending).await?;
-    tx.commit().await?;
+    let write = StepWrite {
+        claim,
+        state: &decision.state,
+        events: &events,
+        seen: &seen,
+        consumed: &seen,
+        journal: Some(JournalEntry {
+            worker: &ctx.worker,
+            started_at: now,
+            observation: observed,
+            actions: &actions,
+        }),
+        wake,
+        starts: false,
+    };
+    let written = {
+        let mut conn = ctx.pool.acquire().await?;
+        rollouts::write_step(&mut conn, write).await?
+    };
+    if !events.is_empty() {
+        ctx.notifier.events(claim.id, written.last_event_seq);
+    }
     if decision.state.status.is_terminal() {
         let outcome = decision.state.outcome.map_or("none", Outcome::as_str);
         if let Ok(total) = (Utc::now() - record.created_at).to_std() {
@@ -382,27 +436,17 @@ async fn persist(
     Ok(StepOutcome::Advanced)
 }
 
-/// Gives the lease back, due at `wake`, unless a command the step did not see (it read
-/// `seen`) was recorded while it ran: that command's insert made the deployment due at once,
-/// and the release must not push it back to the step's own schedule (up to a long pause, or
-/// never once finished). Checked after the release has locked the row, so a command committed
-/// later sets its own wake-up after this one.
+/// Gives the lease back, due at `wake`, unless the deployment was woken while the step ran
+/// or a command the step did not see (it read `seen`) is waiting: that command's insert made
+/// the deployment due at once, and the release must not push it back to the step's own
+/// schedule (up to a long pause, or never once finished). See `leases::release_after`.
 async fn release_unless_woken(
     conn: &mut PgConnection,
     claim: Claim,
     wake: Option<DateTime<Utc>>,
     seen: &[PendingCommand],
 ) -> Result<(), StoreError> {
-    leases::release(conn, claim, wake).await?;
-    let now = Utc::now();
-    if wake.is_some_and(|w| w <= now) {
-        return Ok(());
-    }
-    let seen: Vec<_> = seen.iter().map(|c| c.id).collect();
-    if commands::any_pending_except(conn, claim.id, &seen).await? {
-        leases::release(conn, claim, Some(leases::URGENT)).await?;
-    }
-    Ok(())
+    leases::release_after(conn, claim, wake, &ids(seen)).await
 }
 
 /// A cluster call failed: retryable errors make the deployment wait with the reason shown;

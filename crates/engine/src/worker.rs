@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use slipway_store::leases::{self, Claim};
+use slipway_store::rollouts::{self, Claimed};
 use slipway_store::{PgPool, wake};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -57,6 +58,7 @@ fn chrono(d: Duration) -> chrono::Duration {
 impl Engine {
     pub fn new(pool: PgPool, drivers: Drivers, settings: EngineSettings) -> Self {
         let ctx = StepContext {
+            notifier: crate::notify::Notifier::new(pool.clone()),
             pool,
             drivers,
             worker: settings.worker.clone(),
@@ -75,15 +77,17 @@ impl Engine {
     pub async fn run_once(&self, limit: i64) -> Result<Vec<(Claim, StepOutcome)>, step::StepError> {
         let claims = self.claim(limit).await?;
         let mut done = Vec::with_capacity(claims.len());
-        for claim in claims {
-            done.push((claim, self.step(claim).await?));
+        for claimed in claims {
+            let claim = claimed.claim;
+            done.push((claim, self.step_claimed(claimed).await?));
         }
         Ok(done)
     }
 
-    async fn claim(&self, limit: i64) -> Result<Vec<Claim>, step::StepError> {
+    /// Leases due deployments and loads them with their pending commands: one statement.
+    async fn claim(&self, limit: i64) -> Result<Vec<Claimed>, step::StepError> {
         let mut conn = self.ctx.pool.acquire().await?;
-        Ok(leases::claim_due(
+        Ok(rollouts::claim_due(
             &mut conn,
             &self.settings.worker,
             self.settings.lease_ttl,
@@ -92,12 +96,25 @@ impl Engine {
         .await?)
     }
 
-    /// Runs one step while a heartbeat keeps the lease; if the lease is lost the step is
-    /// dropped at its next await point.
+    /// Runs one step of a claimed deployment (loading it first) while a heartbeat keeps the
+    /// lease; if the lease is lost the step is dropped at its next await point.
     pub async fn step(&self, claim: Claim) -> Result<StepOutcome, step::StepError> {
         let heartbeat = heartbeat(self.ctx.pool.clone(), claim, self.settings.lease_ttl);
         tokio::select! {
             outcome = step::run(&self.ctx, claim) => outcome,
+            () = heartbeat => Ok(StepOutcome::LeaseLost),
+        }
+    }
+
+    /// [`Engine::step`] for a deployment loaded by its claim.
+    async fn step_claimed(&self, claimed: Claimed) -> Result<StepOutcome, step::StepError> {
+        let heartbeat = heartbeat(
+            self.ctx.pool.clone(),
+            claimed.claim,
+            self.settings.lease_ttl,
+        );
+        tokio::select! {
+            outcome = step::run_claimed(&self.ctx, claimed) => outcome,
             () = heartbeat => Ok(StepOutcome::LeaseLost),
         }
     }
@@ -111,41 +128,46 @@ impl Engine {
         let mut running = JoinSet::new();
         tokio::pin!(shutdown);
         tracing::info!(worker = %self.settings.worker, concurrency = self.settings.concurrency, "engine started");
+        // While every worker is busy and more work is due, claim in batches: one claim
+        // statement per `batch` finished steps rather than one per step.
+        let batch = (self.settings.concurrency / 8).max(1);
+        let mut saturated = false;
         loop {
             while running.try_join_next().is_some() {}
             let free = permits.available_permits();
-            let claims = if free == 0 {
-                Vec::new()
-            } else {
-                match self.claim(i64::try_from(free).unwrap_or(1)).await {
-                    Ok(claims) => claims,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "claiming work failed");
-                        Vec::new()
-                    }
+            if free == 0 || (saturated && free < batch) {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    // A step finished (or a NOTIFY came): look at the free workers again.
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(self.settings.poll_interval) => saturated = false,
+                }
+                continue;
+            }
+            let claims = match self.claim(i64::try_from(free).unwrap_or(1)).await {
+                Ok(claims) => claims,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming work failed");
+                    Vec::new()
                 }
             };
-            let full = !claims.is_empty() && claims.len() == free;
-            for claim in claims {
+            saturated = !claims.is_empty() && claims.len() == free;
+            for claimed in claims {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
                 let engine = self.clone();
                 running.spawn(async move {
-                    if let Err(e) = engine.step(claim).await {
+                    let claim = claimed.claim;
+                    if let Err(e) = engine.step_claimed(claimed).await {
                         tracing::warn!(deployment = %claim.id, error = %e, "step failed; it will be retried");
                     }
                     drop(permit);
                     engine.wake.notify_one();
                 });
             }
-            if full {
-                // More may be due: look again as soon as a step finishes.
-                tokio::select! {
-                    () = &mut shutdown => break,
-                    () = self.wake.notified() => {}
-                    _ = permits.clone().acquire_owned() => {}
-                }
+            if saturated {
+                // More may be due: look again as soon as steps finish.
                 continue;
             }
             tokio::select! {

@@ -1,9 +1,8 @@
 //! Deployments: recording requests and reading them back.
 
 use chrono::{DateTime, Utc};
-use slipway_core::{
-    Deployment, DeploymentPlan, DeploymentStatus, FailureReason, Outcome, Serving, ServingHealth,
-};
+use slipway_core::{Deployment, DeploymentStatus, FailureReason, Outcome, Serving, ServingHealth};
+use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
@@ -13,6 +12,8 @@ use slipway_core::rollout::RolloutSpec;
 use crate::access::{self, Member};
 use crate::codec::decode;
 use crate::environments::EnvironmentRef;
+use crate::events::NewEvent;
+use crate::idempotency::{KeyRef, RawResponse};
 use crate::page::{Page, fetch_limit};
 
 #[derive(sqlx::FromRow)]
@@ -94,42 +95,156 @@ pub struct Requester<'a> {
     pub traceparent: Option<&'a str>,
 }
 
-/// Records a new deployment as `queued`; returns its id. The caller appends its first event
-/// in the same transaction.
-#[tracing::instrument(skip_all, fields(environment_id = %environment.id))]
-pub async fn insert_queued(
-    conn: &mut PgConnection,
-    environment: &EnvironmentRef,
-    plan: &DeploymentPlan,
-    rollout: &RolloutSpec,
-    by: &Requester<'_>,
-) -> Result<Uuid, StoreError> {
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO deployments (id, environment_id, cluster_id, image, version, strategy,
-             rollout, status, source_kind, source, request_reason, created_by, idempotency_key,
-             traceparent, next_wake_at)
-         VALUES ($1, $2, $12, $3, $4, $5, $13, 'queued', $6::source_kind, $7, $8, $9, $10, $11,
-             now())",
-    )
-    .bind(id)
-    .bind(environment.id)
-    .bind(&plan.image)
-    .bind(&plan.version)
-    .bind(serde_json::to_value(&plan.strategy)?)
-    .bind(plan.source.kind.as_str())
-    .bind(serde_json::to_value(&plan.source)?)
-    .bind(&plan.reason)
-    .bind(by.principal)
-    .bind(by.idempotency_key)
-    .bind(by.traceparent)
-    .bind(environment.cluster_id)
-    .bind(serde_json::to_value(rollout)?)
-    .execute(&mut *conn)
-    .await?;
-    crate::wake::notify(conn, id).await?;
-    Ok(id)
+/// A deployment to record as `queued`: its row, its first event, and (with a key) the stored
+/// response, all known before the statement runs.
+#[derive(Debug, Clone, Copy)]
+pub struct NewDeployment<'a> {
+    /// The deployment as the API shows it (id, names, request, timestamps).
+    pub deployment: &'a Deployment,
+    /// The environment the plan was made from; recorded only while it is still at this id
+    /// and revision.
+    pub environment: &'a EnvironmentRef,
+    pub rollout: &'a RolloutSpec,
+    pub by: &'a Requester<'a>,
+    /// The first event (`seq` 1).
+    pub event: &'a NewEvent<'a>,
+    /// NOTIFY engines and event streams in the statement (at commit). Without it the caller
+    /// sends the hints once the write has committed.
+    pub notify: bool,
 }
+
+/// The response to store under an idempotency key, together with the write.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyedResponse<'a> {
+    pub key: &'a KeyRef<'a>,
+    pub response: &'a RawResponse,
+    pub ttl: std::time::Duration,
+}
+
+/// What [`record`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The deployment, its first event and the key's response are stored.
+    Recorded,
+    /// No environment of that name in that app (any more): nothing was written.
+    EnvironmentMissing,
+    /// The environment changed since the plan was made (another id or revision): nothing was
+    /// written; plan again from the current one.
+    EnvironmentChanged,
+    /// The key is taken by an earlier request (it waited for a concurrent one to finish):
+    /// nothing was written; read the key's stored response.
+    KeyTaken,
+}
+
+/// Records a new deployment in one statement (one round trip, autocommit by itself): checks
+/// that the environment is still the one planned from, key-share locking it and its app (an
+/// app deletion or environment replacement waits for it, and then sees the deployment), takes
+/// the idempotency key (`ON CONFLICT DO NOTHING`: a concurrent request with the same key waits
+/// for this one and then finds the key taken; an expired key is taken over), inserts the
+/// deployment with `last_event_seq = 1`, its first event, wakes the engines and SSE streams,
+/// (with `notify`), and stores the key's response. Either all of it is written or none.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn record(
+    conn: &mut PgConnection,
+    new: NewDeployment<'_>,
+    key: Option<KeyedResponse<'_>>,
+) -> Result<Recorded, StoreError> {
+    let d = new.deployment;
+    let ttl = key
+        .map(|k| chrono::Duration::from_std(k.ttl))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let status = key
+        .map(|k| i16::try_from(k.response.status))
+        .transpose()
+        .map_err(|_| StoreError::Corrupt("status".into()))?;
+    let (found, current, recorded): (bool, bool, bool) = sqlx::query_as(RECORD)
+        .bind(&d.app)
+        .bind(&d.environment)
+        .bind(new.environment.id)
+        .bind(new.environment.revision)
+        .bind(key.map(|k| k.key.scope))
+        .bind(key.map(|k| k.key.key))
+        .bind(key.map(|k| k.key.request_hash))
+        .bind(status)
+        .bind(key.map(|k| k.response.body.as_str()))
+        .bind(key.and_then(|k| k.response.location.as_deref()))
+        .bind(ttl)
+        .bind(d.id)
+        .bind(new.environment.cluster_id)
+        .bind(&d.image)
+        .bind(&d.version)
+        .bind(Json(&d.strategy))
+        .bind(Json(new.rollout))
+        .bind(d.source.kind.as_str())
+        .bind(Json(&d.source))
+        .bind(&d.request_reason)
+        .bind(new.by.principal)
+        .bind(new.by.idempotency_key)
+        .bind(new.by.traceparent)
+        .bind(d.created_at)
+        .bind(new.event.kind)
+        .bind(new.event.actor)
+        .bind(&new.event.message)
+        .bind(Json(&new.event.data))
+        .bind(new.notify)
+        .fetch_one(conn)
+        .await?;
+    Ok(match (recorded, found, current) {
+        (true, _, _) => Recorded::Recorded,
+        (false, false, _) => Recorded::EnvironmentMissing,
+        (false, true, false) => Recorded::EnvironmentChanged,
+        // The environment is as planned, so only a taken key stops the insert.
+        (false, true, true) => Recorded::KeyTaken,
+    })
+}
+
+// $1 app, $2 environment, $3/$4 planned environment id/revision, $5-$11 key (scope, key,
+// hash, status, body, location, ttl; all NULL without a key), $12-$24 deployment, $25-$28 event,
+// $29 whether to NOTIFY.
+// `env` finds the environment by name and says whether it is still the planned one. The
+// channel names are those of `crate::wake`.
+const RECORD: &str = "WITH env AS (
+         SELECT e.id, e.revision = $4 AND e.id = $3 AS current
+         FROM environments e JOIN apps a ON a.id = e.app_id
+         WHERE a.name = $1 AND e.name = $2
+         FOR KEY SHARE
+     ),
+     target AS (SELECT id FROM env WHERE current),
+     key AS (
+         INSERT INTO idempotency_keys AS k (scope, key, request_hash, response_status,
+             response_body, response_location, expires_at)
+         SELECT $5, $6, $7, $8, $9::text::jsonb, $10, now() + $11 FROM target
+         WHERE $6::text IS NOT NULL
+         ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash,
+             response_status = excluded.response_status, response_body = excluded.response_body,
+             response_location = excluded.response_location, created_at = now(),
+             expires_at = excluded.expires_at
+           WHERE k.expires_at <= now()
+         RETURNING 1
+     ),
+     go AS (SELECT id FROM target WHERE $6::text IS NULL OR EXISTS (SELECT FROM key)),
+     dep AS (
+         INSERT INTO deployments (id, environment_id, cluster_id, image, version, strategy,
+             rollout, status, source_kind, source, request_reason, created_by, idempotency_key,
+             traceparent, next_wake_at, last_event_seq, created_at, updated_at)
+         SELECT $12, go.id, $13, $14, $15, $16, $17, 'queued', $18::source_kind, $19, $20, $21,
+             $22, $23, now(), 1, $24, $24
+         FROM go
+         RETURNING id
+     ),
+     ev AS (
+         INSERT INTO deployment_events (deployment_id, seq, at, kind, actor, message, data)
+         SELECT id, 1, $24, $25, $26, $27, $28 FROM dep
+         RETURNING deployment_id
+     ),
+     woken AS (
+         SELECT pg_notify('slipway_wake', deployment_id::text),
+                pg_notify('slipway_events', deployment_id::text || ':1')
+         FROM ev WHERE $29
+     )
+     SELECT EXISTS (SELECT FROM env), coalesce((SELECT current FROM env), false),
+            EXISTS (SELECT FROM ev) AND (SELECT count(*) FROM woken) >= 0";
 
 #[tracing::instrument(skip_all, fields(deployment = %id))]
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Deployment, StoreError> {

@@ -54,6 +54,21 @@ pub async fn append(
     Ok(seq)
 }
 
+/// Sends many notifications, `(channel, payload)`, in one statement (one commit).
+pub async fn notify_many(
+    conn: &mut PgConnection,
+    notes: &[(&str, String)],
+) -> Result<(), StoreError> {
+    let channels: Vec<&str> = notes.iter().map(|(c, _)| *c).collect();
+    let payloads: Vec<&str> = notes.iter().map(|(_, p)| p.as_str()).collect();
+    sqlx::query("SELECT count(pg_notify(c, p)) FROM unnest($1::text[], $2::text[]) AS n (c, p)")
+        .bind(&channels)
+        .bind(&payloads)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 #[derive(sqlx::FromRow)]
 struct EventRow {
     seq: i64,

@@ -20,6 +20,50 @@ pub struct StoredResponse {
     pub location: Option<String>,
 }
 
+/// A response as stored and replayed by the one-statement create path: the JSON body as text,
+/// exactly what the first answer sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawResponse {
+    pub status: u16,
+    pub body: String,
+    pub location: Option<String>,
+}
+
+/// What a key that an insert found taken holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// The same request: answer with its stored response.
+    Replay(RawResponse),
+    /// Another request body.
+    Mismatch,
+    /// Nothing (any more): the key expired or its holder did not commit; try again.
+    Vacant,
+}
+
+/// Reads the live (unexpired) response stored under a key, without locking.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn taken(conn: &mut PgConnection, key: &KeyRef<'_>) -> Result<Taken, StoreError> {
+    let row: Option<(Vec<u8>, i16, String, Option<String>)> = sqlx::query_as(
+        "SELECT request_hash, response_status, response_body::text, response_location
+         FROM idempotency_keys WHERE scope = $1 AND key = $2 AND expires_at > now()",
+    )
+    .bind(key.scope)
+    .bind(key.key)
+    .fetch_optional(conn)
+    .await?;
+    let Some((hash, status, body, location)) = row else {
+        return Ok(Taken::Vacant);
+    };
+    if hash != key.request_hash {
+        return Ok(Taken::Mismatch);
+    }
+    Ok(Taken::Replay(RawResponse {
+        status: u16::try_from(status).map_err(|_| StoreError::Corrupt("status".into()))?,
+        body,
+        location,
+    }))
+}
+
 /// What to do with a request that carries an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyState {

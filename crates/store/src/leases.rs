@@ -28,7 +28,9 @@ fn interval(ttl: Duration) -> Result<chrono::Duration, StoreError> {
     chrono::Duration::from_std(ttl).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Leases up to `limit` deployments whose wake-up time has come.
+/// Leases up to `limit` deployments whose wake-up time has come. The claim moves the wake-up
+/// to the lease's expiry (due again if the holder dies), so a wake-up time at or before now
+/// at release means someone woke the deployment while the step ran (see [`release`]).
 #[tracing::instrument(skip_all, fields(owner))]
 pub async fn claim_due(
     conn: &mut PgConnection,
@@ -46,7 +48,8 @@ pub async fn claim_due(
              FOR UPDATE SKIP LOCKED
          )
          UPDATE deployments d
-            SET lease_owner = $1, lease_expires_at = now() + $2, epoch = d.epoch + 1
+            SET lease_owner = $1, lease_expires_at = now() + $2, next_wake_at = now() + $2,
+                epoch = d.epoch + 1
            FROM due WHERE d.id = due.id
          RETURNING d.id, d.epoch",
     )
@@ -78,30 +81,70 @@ pub async fn heartbeat(
     fenced(done.rows_affected())
 }
 
+/// The wake-up a release sets: `$3` (the step's own), unless the deployment was woken while
+/// the step ran — a command's insert or a finishing deployment's `wake_queued` set it to now
+/// or earlier (the claim had set it to the lease's expiry; the row's latest version is read
+/// under its lock), or an unconsumed command other than those in `$4` exists (one committed
+/// while the claim read the pending commands): then it stays due at once, ahead of other work.
+pub(crate) const RELEASED_WAKE: &str = "CASE
+         WHEN next_wake_at <= now() THEN next_wake_at
+         WHEN EXISTS (SELECT FROM commands c WHERE c.deployment_id = $1 AND c.consumed_at IS NULL
+                      AND NOT (c.id = ANY($4))) THEN 'epoch'::timestamptz
+         ELSE $3::timestamptz END";
+
 /// Gives the lease back and says when the deployment is next due (`None`: only a command or
-/// an event wakes it).
+/// an event wakes it); a deployment woken while the step ran stays due (see
+/// [`RELEASED_WAKE`]). Commands consumed earlier in the caller's transaction are not pending.
 pub async fn release(
     conn: &mut PgConnection,
     claim: Claim,
     next_wake_at: Option<DateTime<Utc>>,
 ) -> Result<(), StoreError> {
-    let done = sqlx::query(
-        "UPDATE deployments SET lease_owner = NULL, lease_expires_at = NULL, next_wake_at = $3
-         WHERE id = $1 AND epoch = $2",
-    )
-    .bind(claim.id)
-    .bind(claim.epoch)
-    .bind(next_wake_at)
-    .execute(conn)
-    .await?;
+    release_after(conn, claim, next_wake_at, &[]).await
+}
+
+/// [`release`] by a step that read the commands `seen` and left them unconsumed: only another
+/// command makes the deployment due at once.
+pub async fn release_after(
+    conn: &mut PgConnection,
+    claim: Claim,
+    next_wake_at: Option<DateTime<Utc>>,
+    seen: &[Uuid],
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "UPDATE deployments SET lease_owner = NULL, lease_expires_at = NULL,
+             next_wake_at = {RELEASED_WAKE}
+         WHERE id = $1 AND epoch = $2"
+    );
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(claim.id)
+        .bind(claim.epoch)
+        .bind(next_wake_at)
+        .bind(seen)
+        .execute(conn)
+        .await?;
     fenced(done.rows_affected())
+}
+
+/// Whether the claim still holds (`LeaseLost` when another worker took the deployment over):
+/// checked before acting on a cluster, since only database writes are fenced by the epoch.
+pub async fn holds(conn: &mut PgConnection, claim: Claim) -> Result<(), StoreError> {
+    let found: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM deployments WHERE id = $1 AND epoch = $2")
+            .bind(claim.id)
+            .bind(claim.epoch)
+            .fetch_optional(conn)
+            .await?;
+    found.map(|_| ()).ok_or(StoreError::LeaseLost)
 }
 
 /// Gives back every lease `owner` holds, for a graceful shutdown: they are due at once for
 /// whoever runs next.
 pub async fn release_all(conn: &mut PgConnection, owner: &str) -> Result<u64, StoreError> {
     let done = sqlx::query(
-        "UPDATE deployments SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = $1",
+        "UPDATE deployments SET lease_owner = NULL, lease_expires_at = NULL,
+             next_wake_at = least(next_wake_at, now())
+         WHERE lease_owner = $1",
     )
     .bind(owner)
     .execute(conn)

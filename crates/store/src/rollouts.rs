@@ -7,9 +7,14 @@ use slipway_core::{ClusterKind, DeploymentStatus};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use slipway_core::rollout::CommandKind;
+use sqlx::types::Json;
+
 use crate::StoreError;
 use crate::codec::decode;
-use crate::leases::{Claim, fenced};
+use crate::commands::PendingCommand;
+use crate::events::NewEvent;
+use crate::leases::{Claim, RELEASED_WAKE, fenced};
 
 /// How to reach the cluster a deployment targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +123,278 @@ pub async fn load(conn: &mut PgConnection, claim: Claim) -> Result<RolloutRecord
     row.ok_or(StoreError::LeaseLost)?.try_into()
 }
 
+/// A deployment leased by [`claim_due`], loaded with its unconsumed commands.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub claim: Claim,
+    pub record: RolloutRecord,
+    /// Unconsumed commands, oldest first.
+    pub pending: Vec<PendingCommand>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    epoch: i64,
+    #[sqlx(flatten)]
+    row: Row,
+    cmd_ids: Option<Vec<Uuid>>,
+    cmd_kinds: Option<Vec<String>>,
+    cmd_actors: Option<Vec<String>>,
+    cmd_reasons: Option<Vec<Option<String>>>,
+    cmd_created: Option<Vec<DateTime<Utc>>>,
+}
+
+impl TryFrom<ClaimedRow> for Claimed {
+    type Error = StoreError;
+
+    fn try_from(r: ClaimedRow) -> Result<Self, StoreError> {
+        let claim = Claim {
+            id: r.row.id,
+            epoch: r.epoch,
+        };
+        let ids = r.cmd_ids.unwrap_or_default();
+        let kinds = r.cmd_kinds.unwrap_or_default();
+        let actors = r.cmd_actors.unwrap_or_default();
+        let reasons = r.cmd_reasons.unwrap_or_default();
+        let created = r.cmd_created.unwrap_or_default();
+        if [kinds.len(), actors.len(), reasons.len(), created.len()] != [ids.len(); 4] {
+            return Err(StoreError::Corrupt("pending commands".into()));
+        }
+        let pending = ids
+            .into_iter()
+            .zip(kinds)
+            .zip(actors)
+            .zip(reasons)
+            .zip(created)
+            .map(|((((id, kind), actor), reason), created_at)| {
+                Ok(PendingCommand {
+                    id,
+                    kind: decode(&kind, &CommandKind::ALL, CommandKind::as_str)?,
+                    actor,
+                    reason,
+                    created_at,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Self {
+            claim,
+            record: r.row.try_into()?,
+            pending,
+        })
+    }
+}
+
+/// Leases up to `limit` due deployments (as [`crate::leases::claim_due`]) and loads each with
+/// its pending commands, in one statement.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn claim_due(
+    conn: &mut PgConnection,
+    owner: &str,
+    ttl: std::time::Duration,
+    limit: i64,
+) -> Result<Vec<Claimed>, StoreError> {
+    let ttl = chrono::Duration::from_std(ttl).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let rows: Vec<ClaimedRow> = sqlx::query_as(
+        "WITH due AS (
+             SELECT id FROM deployments
+             WHERE next_wake_at <= now()
+               AND (lease_expires_at IS NULL OR lease_expires_at < now())
+             ORDER BY next_wake_at
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED
+         ),
+         d AS (
+             UPDATE deployments d
+                SET lease_owner = $1, lease_expires_at = now() + $2, next_wake_at = now() + $2,
+                    epoch = d.epoch + 1
+               FROM due WHERE d.id = due.id
+             RETURNING d.id, d.epoch, d.environment_id, d.status, d.rollout, d.state,
+                 d.created_by, d.attempt, d.tick, d.cluster_id, d.traceparent, d.created_at
+         )
+         SELECT d.id, d.epoch, d.environment_id, d.status::text AS status, d.rollout, d.state,
+             d.created_by, d.attempt, d.tick, c.id AS cluster_id, c.name AS cluster_name,
+             c.kind::text AS cluster_kind, c.kubeconfig_path, c.context,
+             (e.spec->>'supersede_queued')::boolean AS supersede_queued, d.traceparent,
+             d.created_at, p.cmd_ids, p.cmd_kinds, p.cmd_actors, p.cmd_reasons, p.cmd_created
+         FROM d
+         JOIN environments e ON e.id = d.environment_id
+         JOIN clusters c ON c.id = d.cluster_id
+         LEFT JOIN LATERAL (
+             SELECT array_agg(m.id ORDER BY m.created_at, m.id) AS cmd_ids,
+                 array_agg(m.kind::text ORDER BY m.created_at, m.id) AS cmd_kinds,
+                 array_agg(m.actor ORDER BY m.created_at, m.id) AS cmd_actors,
+                 array_agg(m.reason ORDER BY m.created_at, m.id) AS cmd_reasons,
+                 array_agg(m.created_at ORDER BY m.created_at, m.id) AS cmd_created
+             FROM commands m WHERE m.deployment_id = d.id AND m.consumed_at IS NULL
+         ) p ON true",
+    )
+    .bind(owner)
+    .bind(ttl)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(Claimed::try_from).collect()
+}
+
+/// Where a queued deployment stands: whether it is at the head of its environment's queue
+/// (the newest queued with `supersede_queued`, else the oldest), and whether a deployment of
+/// the environment is active. One query.
+pub async fn queue_turn(
+    conn: &mut PgConnection,
+    environment_id: Uuid,
+    id: Uuid,
+    newest_first: bool,
+) -> Result<(bool, bool), StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT $2 = CASE WHEN $3
+                 THEN (SELECT id FROM deployments WHERE environment_id = $1 AND status = 'queued'
+                       ORDER BY id DESC LIMIT 1)
+                 ELSE (SELECT id FROM deployments WHERE environment_id = $1 AND status = 'queued'
+                       ORDER BY id LIMIT 1) END IS TRUE,
+             EXISTS (SELECT 1 FROM deployments WHERE environment_id = $1
+                     AND status IN ('running', 'paused', 'rolling_back'))",
+    )
+    .bind(environment_id)
+    .bind(id)
+    .bind(newest_first)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// The journal entry of a step, written with its result.
+#[derive(Debug, Clone, Copy)]
+pub struct JournalEntry<'a> {
+    pub worker: &'a str,
+    pub started_at: DateTime<Utc>,
+    pub observation: &'a serde_json::Value,
+    pub actions: &'a serde_json::Value,
+}
+
+/// Everything one step writes, in one statement: see [`write_step`].
+#[derive(Debug, Clone, Copy)]
+pub struct StepWrite<'a> {
+    pub claim: Claim,
+    pub state: &'a RolloutState,
+    /// Appended in order, numbered after the deployment's last event.
+    pub events: &'a [NewEvent<'a>],
+    /// Commands the step read: those listed in `consumed` are marked consumed (`applied`);
+    /// any other unconsumed command makes the deployment due at once.
+    pub seen: &'a [Uuid],
+    pub consumed: &'a [Uuid],
+    pub journal: Option<JournalEntry<'a>>,
+    /// When the deployment is next due (`None`: only a command wakes it).
+    pub wake: Option<DateTime<Utc>>,
+    /// The deployment leaves the queue with this write: it must still be `queued`.
+    pub starts: bool,
+}
+
+/// Persists a step in one statement, fenced by the claim's epoch: the machine state and the
+/// columns the API shows (tick + 1), the events (numbered from `last_event_seq`, which moves
+/// by their count), the consumed commands, the journal row (started and finished), the lease
+/// released with the next wake-up (as [`crate::leases::release`]), the environment's queued
+/// deployments woken when this one finishes (with their `slipway_wake` NOTIFY). The events'
+/// `slipway_events` hint is the caller's to send once this has committed (see
+/// `slipway_engine::Notifier`): in the statement it would make the commit take the
+/// cluster-wide notification lock. Returns the new tick and last event `seq`;
+/// with a stale epoch nothing is written (`LeaseLost`). A start refused by the one-active
+/// index is `StoreError::Constraint` and writes nothing either.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn write_step(
+    conn: &mut PgConnection,
+    w: StepWrite<'_>,
+) -> Result<StepWritten, StoreError> {
+    let state = w.state;
+    let kinds: Vec<&str> = w.events.iter().map(|e| e.kind).collect();
+    let actors: Vec<&str> = w.events.iter().map(|e| e.actor).collect();
+    let messages: Vec<&str> = w.events.iter().map(|e| e.message.as_str()).collect();
+    let data: Vec<Json<&serde_json::Value>> = w.events.iter().map(|e| Json(&e.data)).collect();
+    let sql = format!(
+        "WITH d AS (
+             UPDATE deployments SET
+                 status = $5::deployment_status, phase = $6, step = $7,
+                 outcome = $8::deployment_outcome, serving_health = $9::serving_health,
+                 serving_version = $10, failure_code = $11, failure_message = $12, state = $13,
+                 waiting_reason = NULL, tick = tick + 1, updated_at = now(),
+                 last_event_seq = last_event_seq + cardinality($14::text[]),
+                 lease_owner = NULL, lease_expires_at = NULL,
+                 next_wake_at = {RELEASED_WAKE}
+             WHERE id = $1 AND epoch = $2 AND (NOT $19 OR status = 'queued')
+             RETURNING id, environment_id, tick, last_event_seq
+         ),
+         ev AS (
+             INSERT INTO deployment_events (deployment_id, seq, kind, actor, message, data)
+             SELECT d.id, d.last_event_seq - cardinality($14::text[]) + e.n, e.kind, e.actor,
+                 e.message, e.data
+             FROM d, unnest($14::text[], $15::text[], $16::text[], $17::jsonb[])
+                 WITH ORDINALITY AS e (kind, actor, message, data, n)
+             RETURNING seq
+         ),
+         cmd AS (
+             UPDATE commands c SET consumed_at = now(), outcome = 'applied'
+             FROM d WHERE c.id = ANY($18) AND c.deployment_id = d.id
+             RETURNING c.id
+         ),
+         j AS (
+             INSERT INTO deployment_journal (deployment_id, tick, epoch, worker, started_at,
+                 finished_at, observation, actions, status_after)
+             SELECT d.id, d.tick, $2, $20, $21, now(), $22, $23, $5::deployment_status
+             FROM d WHERE $20::text IS NOT NULL
+             RETURNING tick
+         ),
+         woke AS (
+             UPDATE deployments q SET next_wake_at = now()
+             FROM d
+             WHERE $5::deployment_status IN
+                     ('succeeded', 'failed', 'rolled_back', 'cancelled', 'superseded')
+               AND q.environment_id = d.environment_id AND q.status = 'queued' AND q.id <> d.id
+             RETURNING q.id
+         ),
+         note AS (SELECT pg_notify('slipway_wake', woke.id::text) FROM woke)
+         SELECT d.tick, d.last_event_seq, (SELECT count(*) FROM ev) + (SELECT count(*) FROM cmd)
+             + (SELECT count(*) FROM j) + (SELECT count(*) FROM note) AS written
+         FROM d"
+    );
+    let row: Option<(i64, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(w.claim.id)
+        .bind(w.claim.epoch)
+        .bind(w.wake)
+        .bind(w.seen)
+        .bind(state.status.as_str())
+        .bind(&state.phase)
+        .bind(i32::try_from(state.step).unwrap_or(i32::MAX))
+        .bind(state.outcome.map(|o| o.as_str()))
+        .bind(state.serving_health.as_str())
+        .bind(state.serving.as_ref().map(|r| r.version.as_str()))
+        .bind(state.failure.as_ref().map(|f| f.code.as_str()))
+        .bind(state.failure.as_ref().map(|f| f.message.as_str()))
+        .bind(Json(state))
+        .bind(&kinds)
+        .bind(&actors)
+        .bind(&messages)
+        .bind(&data)
+        .bind(w.consumed)
+        .bind(w.starts)
+        .bind(w.journal.map(|j| j.worker))
+        .bind(w.journal.map(|j| j.started_at))
+        .bind(w.journal.map(|j| Json(j.observation)))
+        .bind(w.journal.map(|j| Json(j.actions)))
+        .fetch_optional(conn)
+        .await?;
+    row.map(|(tick, last_event_seq, _)| StepWritten {
+        tick,
+        last_event_seq,
+    })
+    .ok_or(StoreError::LeaseLost)
+}
+
+/// What [`write_step`] left on the deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepWritten {
+    pub tick: i64,
+    /// The `seq` of its newest event.
+    pub last_event_seq: i64,
+}
+
 /// Loads a deployment to check a command against it (no lease needed to read).
 pub async fn read(conn: &mut PgConnection, id: Uuid) -> Result<RolloutRecord, StoreError> {
     let sql = format!("{SELECT} WHERE d.id = $1");
@@ -126,37 +403,6 @@ pub async fn read(conn: &mut PgConnection, id: Uuid) -> Result<RolloutRecord, St
         .fetch_optional(conn)
         .await?;
     row.ok_or(StoreError::NotFound("deployment"))?.try_into()
-}
-
-/// The oldest and the newest queued deployment of an environment (ids are time-ordered).
-pub async fn queue_ends(
-    conn: &mut PgConnection,
-    environment_id: Uuid,
-) -> Result<Option<(Uuid, Uuid)>, StoreError> {
-    let ends: (Option<Uuid>, Option<Uuid>) = sqlx::query_as(
-        "SELECT (SELECT id FROM deployments WHERE environment_id = $1 AND status = 'queued'
-                 ORDER BY id LIMIT 1),
-                (SELECT id FROM deployments WHERE environment_id = $1 AND status = 'queued'
-                 ORDER BY id DESC LIMIT 1)",
-    )
-    .bind(environment_id)
-    .fetch_one(conn)
-    .await?;
-    Ok(ends.0.zip(ends.1))
-}
-
-/// Whether a deployment of the environment is active.
-pub async fn environment_busy(
-    conn: &mut PgConnection,
-    environment_id: Uuid,
-) -> Result<bool, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM deployments WHERE environment_id = $1
-                        AND status IN ('running', 'paused', 'rolling_back'))",
-    )
-    .bind(environment_id)
-    .fetch_one(conn)
-    .await?)
 }
 
 /// Persists a machine state: the state itself and the columns the API shows, guarded by the

@@ -2,18 +2,18 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use slipway_core::{Deployment, DeploymentEvent, DeploymentRequest, DeploymentStatus, Role};
-use slipway_engine::intake;
+use slipway_engine::intake::{self, Requested};
 use slipway_store::deployments::{self, DeploymentFilter, Requester};
 use slipway_store::events;
+use slipway_store::idempotency::{KeyRef, RawResponse};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::extract::{IdempotencyKey, JsonBody, Principal};
-use crate::idempotency::{self, KeyedRequest, Written};
 use crate::pagination::{CursorKind, List, PageParams};
 use crate::problem::{ApiError, Problem, ProblemType};
 use crate::routes::streams;
@@ -49,29 +49,75 @@ pub async fn create(
     let traceparent = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| is_traceparent(v))
-        .map(str::to_owned);
-    let request = KeyedRequest {
-        key: key.as_deref(),
-        scope: format!("{principal} POST /v1/apps/{app}/environments/{env}/deployments"),
-        digest: &body.digest,
+        .filter(|v| is_traceparent(v));
+    let scope = format!("{principal} POST /v1/apps/{app}/environments/{env}/deployments");
+    let key = key.as_deref().map(|key| KeyRef {
+        scope: &scope,
+        key,
+        request_hash: &body.digest,
+    });
+    let by = Requester {
+        principal: principal.subject(),
+        idempotency_key: key.as_ref().map(|k| k.key),
+        traceparent,
     };
-    let idempotency_key = key.clone();
-    let deployment_request = body.value;
-    idempotency::run(&state, request, move |conn| {
-        Box::pin(async move {
-            let by = Requester {
-                principal: principal.subject(),
-                idempotency_key: idempotency_key.as_deref(),
-                traceparent: traceparent.as_deref(),
-            };
-            let deployment =
-                intake::record_deployment(conn, &app, &env, deployment_request, &by).await?;
-            let location = format!("/v1/deployments/{}", deployment.id);
-            Written::created(&deployment, location)
-        })
-    })
-    .await
+    let mut conn = state.pool.acquire().await?;
+    let requested = intake::request_deployment(
+        &mut conn,
+        &state.environments,
+        &state.notifier,
+        &app,
+        &env,
+        body.value,
+        &by,
+        key.as_ref(),
+        state.settings.idempotency_ttl,
+        |deployment| {
+            Ok(RawResponse {
+                status: StatusCode::CREATED.as_u16(),
+                body: serde_json::to_string(deployment).map_err(|e| {
+                    intake::IntakeError::Store(slipway_store::StoreError::Corrupt(e.to_string()))
+                })?,
+                location: Some(format!("/v1/deployments/{}", deployment.id)),
+            })
+        },
+    )
+    .await?;
+    drop(conn);
+    match requested {
+        Requested::Created(_, response) => raw_response(response, false),
+        Requested::Replay(stored) => raw_response(stored, true),
+        Requested::KeyReused => Err(ApiError::new(
+            ProblemType::IdempotencyKeyReused,
+            "this Idempotency-Key was used with a different request body; use a new key",
+        )),
+        Requested::KeyInFlight => Err(ApiError::new(
+            ProblemType::IdempotencyKeyInFlight,
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+        )),
+    }
+}
+
+/// A stored (or just stored) JSON answer, sent as it is.
+fn raw_response(stored: RawResponse, replayed: bool) -> Result<Response, ApiError> {
+    let status = StatusCode::from_u16(stored.status).map_err(|e| ApiError::internal(&e))?;
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        stored.body,
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if let Some(location) = stored.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(header::LOCATION, location);
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 /// `00-<32 hex>-<16 hex>-<2 hex>`, the W3C trace context version 00 form.

@@ -44,10 +44,12 @@ async fn claim(pool: &PgPool, owner: &str, ttl: Duration, id: Uuid) -> Claim {
     claims[0]
 }
 
-/// Ends `owner`'s lease as if its time had run out.
+/// Ends `owner`'s lease as if its time had run out (a claim makes the row due again at the
+/// lease's expiry).
 async fn expire(pool: &PgPool, id: Uuid) {
     sqlx::query(
-        "UPDATE deployments SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        "UPDATE deployments SET lease_expires_at = now() - interval '1 second',
+             next_wake_at = now() - interval '1 second' WHERE id = $1",
     )
     .bind(id)
     .execute(pool)
@@ -117,6 +119,37 @@ async fn a_stale_claim_writes_nothing(pool: PgPool) {
         "consume",
         commands::consume(&mut conn, a, &[command], "applied").await,
     );
+    // The one-statement step write: state, events, consumed command, journal and release.
+    let stale_event = NewEvent {
+        kind: "step_completed",
+        actor: "a",
+        message: "stale".into(),
+        data: json!({}),
+    };
+    for starts in [false, true] {
+        lost(
+            "write_step",
+            rollouts::write_step(
+                &mut conn,
+                rollouts::StepWrite {
+                    claim: a,
+                    state: &state,
+                    events: std::slice::from_ref(&stale_event),
+                    seen: &[command],
+                    consumed: &[command],
+                    journal: Some(rollouts::JournalEntry {
+                        worker: "a",
+                        started_at: Utc::now(),
+                        observation: &observed,
+                        actions: &json!([]),
+                    }),
+                    wake: Some(Utc::now()),
+                    starts,
+                },
+            )
+            .await,
+        );
+    }
     // Events are appended in the transaction of a fenced write: when the write finds the lease
     // gone, the event goes with it.
     {

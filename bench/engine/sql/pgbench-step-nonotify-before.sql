@@ -1,4 +1,4 @@
--- Diagnostic: pgbench-step.sql without its two pg_notify calls, to price NOTIFY (a
+-- Before (not run by the script; kept for comparison). pgbench-step-before.sql without its two pg_notify calls, to price NOTIFY (a
 -- transaction that sent one takes a cluster-wide lock while it commits, so such commits
 -- serialize). Otherwise the same statements, order and transaction shape as pgbench-step.sql.
 \set k :client_id + :clients * random(0, :rows - 1)
