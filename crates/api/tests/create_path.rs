@@ -97,7 +97,7 @@ async fn the_answer_is_what_a_read_returns_and_its_first_event_is_seq_1(pool: Pg
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["seq"], 1);
     assert_eq!(items[0]["kind"], "queued");
-    assert_eq!(items[0]["actor"], "anonymous");
+    assert_eq!(items[0]["actor"], "admin");
     let (seq, key, stored_body): (i64, Option<String>, serde_json::Value) = sqlx::query_as(
         "SELECT d.last_event_seq, d.idempotency_key, k.response_body
          FROM deployments d, idempotency_keys k WHERE d.id = $1::uuid",
