@@ -291,6 +291,7 @@ async fn advance(
         Ok(o) => o,
         Err(e) => return cluster_error(ctx, claim, record, Some(state), e, now).await,
     };
+    let now = Utc::now().max(now); // decide at the moment of the observation, not before it
     let tick = record.tick + 1;
     let observed = serde_json::to_value(&observation).unwrap_or_default();
     {
