@@ -284,8 +284,16 @@ async fn select_track_points_services_at_a_color() {
             o.ready_endpoints(ServiceRole::Active, Track::Blue) == 0
         })
         .await;
-    assert_eq!(o.ready_endpoints(ServiceRole::Active, Track::Green), 2, "{o:?}");
-    assert_eq!(o.ready_endpoints(ServiceRole::Preview, Track::Green), 2, "{o:?}");
+    assert_eq!(
+        o.ready_endpoints(ServiceRole::Active, Track::Green),
+        2,
+        "{o:?}"
+    );
+    assert_eq!(
+        o.ready_endpoints(ServiceRole::Preview, Track::Green),
+        2,
+        "{o:?}"
+    );
 
     // Green scaled to one pod: the endpoints follow the ready pods.
     env.apply(

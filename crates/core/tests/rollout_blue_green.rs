@@ -406,7 +406,10 @@ fn the_scale_down_delay_starts_once_the_active_endpoints_hold_the_new_color_only
     assert!(d.actions.is_empty(), "{:?}", d.actions);
     assert!(note_kinds(&d).is_empty(), "traffic has not shifted yet");
     assert_eq!(run.state.timer_at, None, "the delay has not started");
-    assert!(d.wake_at.is_some_and(|w| w <= run.at(2)), "polls the cluster");
+    assert!(
+        d.wake_at.is_some_and(|w| w <= run.at(2)),
+        "polls the cluster"
+    );
 
     // Half-way: the slices hold pods of both colors. Still waiting.
     let active = run.cluster.obs.endpoints.entry(Active).or_default();
@@ -437,7 +440,10 @@ fn endpoints_that_never_follow_the_switch_hit_the_deadline_and_blue_is_never_sca
     let mut run = Run::new(blue_green(json!({})), Cluster::with_live(Blue));
     run.cluster.endpoints_stale = true;
     run.tick_until(10, |s| s.phase == phase::SWITCHING);
-    let deadline = run.state.progress_deadline_at.expect("a deadline while switching");
+    let deadline = run
+        .state
+        .progress_deadline_at
+        .expect("a deadline while switching");
     run.now = deadline;
     run.tick();
     assert_eq!(run.status(), DeploymentStatus::RollingBack);

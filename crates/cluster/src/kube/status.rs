@@ -51,7 +51,11 @@ pub fn service_endpoints(
     type Seen = (BTreeMap<Track, BTreeSet<String>>, BTreeSet<String>);
     let mut seen: BTreeMap<ServiceRole, Seen> = BTreeMap::new();
     for slice in slices {
-        let service = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
+        let service = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL));
         let Some(role) = SERVICE_ROLES
             .into_iter()
             .find(|r| service.is_some_and(|s| *s == service_name(workload, *r)))
@@ -68,7 +72,10 @@ pub fn service_endpoints(
                 .as_ref()
                 .filter(|r| r.kind.as_deref() == Some("Pod"))
                 .and_then(|r| r.name.clone());
-            match pod.as_deref().and_then(|p| Some((pod_color(p, workload)?, p))) {
+            match pod
+                .as_deref()
+                .and_then(|p| Some((pod_color(p, workload)?, p)))
+            {
                 Some((color, p)) => {
                     colors.entry(color).or_default().insert(p.to_owned());
                 }
@@ -252,8 +259,14 @@ mod tests {
 
     #[test]
     fn pod_colors_come_from_the_deployment_name() {
-        assert_eq!(pod_color("web-blue-794f5d6999-wv45z", "web"), Some(Track::Blue));
-        assert_eq!(pod_color("web-green-5d8b9c-x2x9q", "web"), Some(Track::Green));
+        assert_eq!(
+            pod_color("web-blue-794f5d6999-wv45z", "web"),
+            Some(Track::Blue)
+        );
+        assert_eq!(
+            pod_color("web-green-5d8b9c-x2x9q", "web"),
+            Some(Track::Green)
+        );
         // Another workload whose name starts like a color of this one.
         assert_eq!(pod_color("web-blue-api-794f5d6999-wv45z", "web"), None);
         assert_eq!(pod_color("web-blue-794f5d6999", "web"), None);
@@ -280,16 +293,28 @@ mod tests {
             })
         };
         let slices = [
-            slice("web", serde_json::json!([
-                pod("web-green-abc-1", Some(true)),
-                pod("web-green-abc-2", None),
-                pod("web-blue-def-1", Some(false)),
-                pod("stray-1", Some(true)),
-            ])),
+            slice(
+                "web",
+                serde_json::json!([
+                    pod("web-green-abc-1", Some(true)),
+                    pod("web-green-abc-2", None),
+                    pod("web-blue-def-1", Some(false)),
+                    pod("stray-1", Some(true)),
+                ]),
+            ),
             // A second slice (another address family) listing the same pod.
-            slice("web", serde_json::json!([pod("web-green-abc-1", Some(true))])),
-            slice("web-preview", serde_json::json!([pod("web-blue-def-1", Some(true))])),
-            slice("api", serde_json::json!([pod("api-blue-def-1", Some(true))])),
+            slice(
+                "web",
+                serde_json::json!([pod("web-green-abc-1", Some(true))]),
+            ),
+            slice(
+                "web-preview",
+                serde_json::json!([pod("web-blue-def-1", Some(true))]),
+            ),
+            slice(
+                "api",
+                serde_json::json!([pod("api-blue-def-1", Some(true))]),
+            ),
         ];
         let seen = service_endpoints(&slices, "web");
         let active = &seen[&ServiceRole::Active];
