@@ -311,3 +311,34 @@ pub struct CommandRejected {
     /// Why, when the state alone does not say (e.g. the approver must differ from the requester).
     pub reason: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observations_stored_before_endpoints_still_read() {
+        let stored = r#"{"workloads": {}, "services": {"active": "blue"}, "canary_weight": null}"#;
+        let o: Observation =
+            serde_json::from_str(stored).unwrap_or_else(|e| panic!("old observation: {e}"));
+        assert!(o.endpoints.is_empty());
+        assert_eq!(o.ready_endpoints(ServiceRole::Active, Track::Blue), 0);
+
+        let mut o = Observation::default();
+        o.endpoints.insert(
+            ServiceRole::Active,
+            ServiceEndpoints {
+                ready: [(Track::Green, 3)].into(),
+                other: 0,
+            },
+        );
+        let json = serde_json::to_value(&o).unwrap_or_default();
+        assert_eq!(
+            json["endpoints"],
+            serde_json::json!({"active": {"ready": {"green": 3}}})
+        );
+        let back: Observation =
+            serde_json::from_value(json).unwrap_or_else(|e| panic!("round trip: {e}"));
+        assert_eq!(back, o);
+    }
+}
