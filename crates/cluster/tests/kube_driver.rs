@@ -236,6 +236,7 @@ async fn select_track_points_services_at_a_color() {
     };
     let o = env.observe(&rolling).await;
     assert!(o.services.is_empty(), "{o:?}");
+    assert!(o.endpoints.is_empty(), "{o:?}");
     assert_eq!(o.workloads.len(), 2);
     poll("web -> blue endpoints", || async {
         (env.endpoint_ips("web").await == blue).then_some(())
@@ -245,6 +246,15 @@ async fn select_track_points_services_at_a_color() {
         (env.endpoint_ips("web-preview").await == green).then_some(())
     })
     .await;
+    // The observation says the same, by color: the slices' endpoints are the pods of the
+    // selected color only.
+    let o = env.observe(&t).await;
+    let ready = |o: &Observation, role, track| o.ready_endpoints(role, track);
+    assert_eq!(ready(&o, ServiceRole::Active, Track::Blue), 2, "{o:?}");
+    assert_eq!(ready(&o, ServiceRole::Active, Track::Green), 0, "{o:?}");
+    assert_eq!(ready(&o, ServiceRole::Preview, Track::Green), 2, "{o:?}");
+    assert_eq!(ready(&o, ServiceRole::Preview, Track::Blue), 0, "{o:?}");
+    assert_eq!(o.endpoints[&ServiceRole::Active].other, 0);
 
     // The switch.
     env.apply(
@@ -269,6 +279,36 @@ async fn select_track_points_services_at_a_color() {
         env.namespace,
         t0.elapsed()
     );
+    let o = env
+        .observe_until(&t, "the observed active endpoints are green only", |o| {
+            o.ready_endpoints(ServiceRole::Active, Track::Blue) == 0
+        })
+        .await;
+    assert_eq!(
+        o.ready_endpoints(ServiceRole::Active, Track::Green),
+        2,
+        "{o:?}"
+    );
+    assert_eq!(
+        o.ready_endpoints(ServiceRole::Preview, Track::Green),
+        2,
+        "{o:?}"
+    );
+
+    // Green scaled to one pod: the endpoints follow the ready pods.
+    env.apply(
+        &t,
+        &[Action::ScaleWorkload {
+            track: Track::Green,
+            replicas: 1,
+        }],
+    )
+    .await;
+    env.observe_until(&t, "one green endpoint behind each Service", |o| {
+        o.ready_endpoints(ServiceRole::Active, Track::Green) == 1
+            && o.ready_endpoints(ServiceRole::Preview, Track::Green) == 1
+    })
+    .await;
 
     // A Service someone else created: only its selector changes.
     let services: Api<Service> = Api::namespaced(env.client.clone(), &env.namespace);

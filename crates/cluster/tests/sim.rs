@@ -263,6 +263,10 @@ async fn services_select_tracks_and_routers_report_weights() {
     assert_eq!(obs.services[&ServiceRole::Active], Track::Blue);
     assert_eq!(obs.services[&ServiceRole::Preview], Track::Green);
     assert_eq!(obs.workloads.len(), 2);
+    // Each Service's endpoints are the ready pods of the color it selects.
+    assert_eq!(obs.ready_endpoints(ServiceRole::Active, Track::Blue), 2);
+    assert_eq!(obs.ready_endpoints(ServiceRole::Active, Track::Green), 0);
+    assert_eq!(obs.ready_endpoints(ServiceRole::Preview, Track::Green), 2);
     s.apply(
         &t,
         &[Action::SelectTrack {
@@ -271,10 +275,10 @@ async fn services_select_tracks_and_routers_report_weights() {
         }],
     )
     .await;
-    assert_eq!(
-        s.observe(&t).await.services[&ServiceRole::Active],
-        Track::Green
-    );
+    let obs = s.observe(&t).await;
+    assert_eq!(obs.services[&ServiceRole::Active], Track::Green);
+    assert_eq!(obs.ready_endpoints(ServiceRole::Active, Track::Green), 2);
+    assert_eq!(obs.ready_endpoints(ServiceRole::Active, Track::Blue), 0);
 
     // The replica-ratio router has no weight to report.
     s.apply(&t, &[Action::SetCanaryWeight { canary_weight: 30 }])

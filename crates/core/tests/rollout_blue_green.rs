@@ -389,3 +389,97 @@ fn pause_during_the_scale_down_delay_holds_the_old_color() {
     let d = run.command(Resume, "bob");
     assert_eq!(d.actions, vec![scale(Blue, 0)]);
 }
+
+#[test]
+fn the_scale_down_delay_starts_once_the_active_endpoints_hold_the_new_color_only() {
+    let mut run = Run::new(blue_green(json!({})), Cluster::with_live(Blue));
+    // The endpoint controller lags: the selector moves, the EndpointSlices do not (yet).
+    run.cluster.endpoints_stale = true;
+    run.tick_until(10, |s| s.phase == phase::SWITCHING);
+    assert_eq!(run.cluster.active(), Some(Green));
+    assert_eq!(run.cluster.obs.ready_endpoints(Active, Blue), REPLICAS);
+    assert_eq!(run.cluster.obs.ready_endpoints(Active, Green), 0);
+
+    run.advance(10);
+    let d = run.tick();
+    assert_eq!(run.phase(), phase::SWITCHING);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(note_kinds(&d).is_empty(), "traffic has not shifted yet");
+    assert_eq!(run.state.timer_at, None, "the delay has not started");
+    assert!(
+        d.wake_at.is_some_and(|w| w <= run.at(2)),
+        "polls the cluster"
+    );
+
+    // Half-way: the slices hold pods of both colors. Still waiting.
+    let active = run.cluster.obs.endpoints.entry(Active).or_default();
+    active.ready.insert(Green, 2);
+    run.advance(10);
+    let d = run.tick();
+    assert_eq!(run.phase(), phase::SWITCHING);
+    assert!(d.actions.is_empty() && run.state.timer_at.is_none());
+
+    // Green only: the delay starts now, not at the switch.
+    run.cluster.endpoints_stale = false;
+    run.cluster.sync_endpoints();
+    run.advance(10);
+    let d = run.tick();
+    assert_eq!(run.phase(), phase::SCALING_DOWN_OLD);
+    assert_eq!(note_kinds(&d), vec!["traffic_shifted"]);
+    assert_eq!(run.state.timer_at, Some(run.at(30)));
+    assert!(d.actions.is_empty());
+    run.advance(30);
+    assert_eq!(run.tick().actions, vec![scale(Blue, 0)]);
+    run.tick();
+    assert_eq!(run.status(), DeploymentStatus::Succeeded);
+    assert_eq!(one_live_color(&run.cluster), Green);
+}
+
+#[test]
+fn endpoints_that_never_follow_the_switch_hit_the_deadline_and_blue_is_never_scaled() {
+    let mut run = Run::new(blue_green(json!({})), Cluster::with_live(Blue));
+    run.cluster.endpoints_stale = true;
+    run.tick_until(10, |s| s.phase == phase::SWITCHING);
+    let deadline = run
+        .state
+        .progress_deadline_at
+        .expect("a deadline while switching");
+    run.now = deadline;
+    run.tick();
+    assert_eq!(run.status(), DeploymentStatus::RollingBack);
+    assert_eq!(
+        run.state.failure.as_ref().map(|f| f.code.as_str()),
+        Some(failure_code::PROGRESS_DEADLINE_EXCEEDED)
+    );
+    run.tick_until(10, |s| s.status.is_terminal());
+    assert_eq!(run.status(), DeploymentStatus::RolledBack);
+    assert_eq!(one_live_color(&run.cluster), Blue);
+    assert!(
+        run.history
+            .iter()
+            .all(|d| !d.actions.contains(&scale(Blue, 0))),
+        "blue still had the traffic"
+    );
+}
+
+#[test]
+fn switching_back_scales_the_new_color_down_once_the_endpoints_leave_it() {
+    let mut run = Run::new(blue_green(json!({})), Cluster::with_live(Blue));
+    run.tick_until(10, |s| s.phase == phase::SCALING_DOWN_OLD);
+    assert_eq!(run.cluster.obs.ready_endpoints(Active, Green), REPLICAS);
+    run.cluster.endpoints_stale = true;
+    run.command(Abort, "bob");
+    assert_eq!(run.cluster.active(), Some(Blue));
+    for _ in 0..3 {
+        run.advance(5);
+        let d = run.tick();
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert_eq!(run.phase(), phase::SCALING_DOWN_NEW);
+    }
+    run.cluster.endpoints_stale = false;
+    run.cluster.sync_endpoints();
+    assert_eq!(run.tick().actions, vec![scale(Green, 0)]);
+    run.tick();
+    assert_eq!(run.status(), DeploymentStatus::RolledBack);
+    assert_eq!(one_live_color(&run.cluster), Blue);
+}

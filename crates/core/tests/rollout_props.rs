@@ -23,6 +23,8 @@ enum Change {
     Weight(u32),
     /// Someone else points the active Service at a color.
     Active(Track),
+    /// The endpoint controller stops (true) or resumes (false) updating EndpointSlices.
+    StaleEndpoints(bool),
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +57,7 @@ fn arb_change() -> impl Strategy<Value = Change> {
         3 => arb_track().prop_map(Change::Unstick),
         1 => (0u32..=100).prop_map(Change::Weight),
         1 => prop_oneof![Just(Track::Blue), Just(Track::Green)].prop_map(Change::Active),
+        1 => any::<bool>().prop_map(Change::StaleEndpoints),
     ]
 }
 
@@ -174,6 +177,7 @@ fn arb_setup(analysis: bool, min_deadline: u64) -> impl Strategy<Value = (Rollou
                         if track != Track::Stable {
                             cluster.obs.services.insert(ServiceRole::Active, track);
                             cluster.obs.services.insert(ServiceRole::Preview, track);
+                            cluster.sync_endpoints();
                         }
                         cluster.obs.canary_weight = weight;
                     }
@@ -262,6 +266,30 @@ fn check_decision(
     Ok(())
 }
 
+/// Blue-green scales a color down only once the active Service's endpoints hold none of its
+/// pods (a terminal failure, which leaves one color standing, aside).
+fn check_traffic_off(before: &Cluster, d: &Decision) -> Result<(), TestCaseError> {
+    if d.state.status == DeploymentStatus::Failed {
+        return Ok(());
+    }
+    for action in &d.actions {
+        if let Action::ScaleWorkload {
+            track: track @ (Track::Blue | Track::Green),
+            replicas: 0,
+        } = action
+        {
+            prop_assert_eq!(
+                before.obs.ready_endpoints(ServiceRole::Active, *track),
+                0,
+                "{:?} scaled down while the active Service's endpoints hold it: {:?}",
+                track,
+                before.obs
+            );
+        }
+    }
+    Ok(())
+}
+
 /// After a blue-green finishes: at most one color has replicas, the active Service selects it,
 /// and exactly one when something served before or the rollout succeeded.
 fn check_colors(c: &Cluster, state: &RolloutState, had_live: bool) -> Result<(), TestCaseError> {
@@ -329,6 +357,7 @@ fn play(s: Scenario) -> Result<(), TestCaseError> {
             Some(Change::Active(t)) if blue_green => {
                 run.cluster.obs.services.insert(ServiceRole::Active, t);
             }
+            Some(Change::StaleEndpoints(stale)) => run.cluster.endpoints_stale = stale,
             _ => {}
         }
         let commands: Vec<Command> = op
@@ -343,6 +372,9 @@ fn play(s: Scenario) -> Result<(), TestCaseError> {
         let observed = run.cluster.obs.canary_weight;
         let d = decide(&run.spec, &prev, &run.cluster.obs, &commands, run.now);
         check_decision(&run.spec, &prev, &d, observed, run.now)?;
+        if blue_green {
+            check_traffic_off(&run.cluster, &d)?;
+        }
         if !prev.status.is_terminal()
             && matches!(
                 d.state.status,

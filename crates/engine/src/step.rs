@@ -337,6 +337,9 @@ async fn advance(
         Ok(o) => o,
         Err(e) => return cluster_error(ctx, claim, record, Some(state), e, now).await,
     };
+    // Decide at the moment of the observation, not before it (a rate-limited observe can
+    // take seconds, and timers started from an earlier instant would end early).
+    let now = Utc::now().max(now);
     let observed = serde_json::to_value(&observation).unwrap_or_default();
     let commands: Vec<Command> = pending
         .iter()

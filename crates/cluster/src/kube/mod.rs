@@ -18,9 +18,10 @@
 //! selector, if someone else created it) and `<name>-canary`.
 //!
 //! An observation is one `list` of the workload's Deployments by label, for blue-green also a
-//! `get` of its active and preview Services, and with a router a `get` of the HTTPRoute or
-//! canary Ingress: 1 request for rolling and replica-ratio canaries, 3 for blue-green, 2 for
-//! routed canaries.
+//! `get` of its active and preview Services and one `list` of their EndpointSlices (by
+//! `kubernetes.io/service-name`; an endpoint's color comes from its pod's name), and with a
+//! router a `get` of the HTTPRoute or canary Ingress: 1 request for rolling and replica-ratio
+//! canaries, 4 for blue-green, 2 for routed canaries.
 //!
 //! The [`kube::Client`] is built on first use (building one needs the Tokio runtime, and
 //! reading exec credentials is async) and then shared: one client per driver, behind a
@@ -39,6 +40,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -257,6 +259,17 @@ impl KubeDriver {
                 services.insert(role, track);
             }
         }
+        // Only blue-green reads what the Services' EndpointSlices hold: one list for both.
+        let endpoints = if target.blue_green {
+            let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &target.namespace);
+            let listed = slices
+                .list(&ListParams::default().labels(&status::blue_green_slices_selector(name)))
+                .await
+                .map_err(from_kube)?;
+            status::service_endpoints(&listed.items, name)
+        } else {
+            BTreeMap::new()
+        };
         let canary_weight = match &target.traffic {
             TrafficRouting::Replicas => None,
             TrafficRouting::GatewayApi(r) => {
@@ -267,6 +280,7 @@ impl KubeDriver {
         Ok(Observation {
             workloads,
             services,
+            endpoints,
             canary_weight,
         })
     }

@@ -12,7 +12,9 @@
 //!   change), and then on the latest spec;
 //! - pods being terminated count as `old` until `terminate_after` has passed, and count
 //!   against `max_surge`;
-//! - the progress deadline runs from the last spec change (not from the last progress).
+//! - the progress deadline runs from the last spec change (not from the last progress);
+//! - a Service's endpoints are the ready pods of the color it selects, from the moment the
+//!   selector changes (no endpoint controller lag).
 
 mod clock;
 mod faults;
@@ -24,7 +26,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use slipway_core::TrafficRouting;
-use slipway_core::rollout::{Action, Observation, Release, ServiceRole, Track, WorkloadStatus};
+use slipway_core::rollout::{
+    Action, Observation, Release, ServiceEndpoints, ServiceRole, Track, WorkloadStatus,
+};
 
 use crate::driver::{BoxFuture, ClusterDriver, DriverError, Target};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -328,9 +332,11 @@ impl SimCluster {
                 (*track, status)
             })
             .collect();
+        let endpoints = service_endpoints(&ts.services, &workloads);
         Observation {
             workloads,
             services: ts.services.clone(),
+            endpoints,
             canary_weight: reported_weight(target, ts.canary_weight),
         }
     }
@@ -460,4 +466,22 @@ impl ClusterDriver for SimCluster {
             result
         })
     }
+}
+
+/// What a Service's EndpointSlices would hold: the ready pods of the color it selects (the
+/// simulated endpoint controller follows a selector change at once).
+fn service_endpoints(
+    services: &BTreeMap<ServiceRole, Track>,
+    workloads: &BTreeMap<Track, WorkloadStatus>,
+) -> BTreeMap<ServiceRole, ServiceEndpoints> {
+    services
+        .iter()
+        .map(|(role, track)| {
+            let mut e = ServiceEndpoints::default();
+            if let Some(ready) = workloads.get(track).map(|w| w.ready).filter(|n| *n > 0) {
+                e.ready.insert(*track, ready);
+            }
+            (*role, e)
+        })
+        .collect()
 }

@@ -1,9 +1,11 @@
 //! Blue-green: the new color comes up beside the live one on the preview Service, the active
-//! Service switches to it, and the old color is scaled down after `scale_down_delay`.
+//! Service switches to it, and once the active Service's EndpointSlices hold pods of the new
+//! color only, the old color is scaled down after `scale_down_delay`.
 //!
 //! A rollback before the switch points the preview Service back at the live color and scales the
 //! new one down; after the switch it points the active Service back at once (the old color is
-//! still up during the delay), verifies it, and only then scales the new color down.
+//! still up during the delay), verifies it (selector and endpoints), and only then scales the
+//! new color down.
 
 use super::machine::{Flow, Tick, after, duration, failure, failure_code, note_kind};
 use super::phase;
@@ -167,9 +169,17 @@ fn switching(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Result<Flow, FailureReason>
         });
         return Ok(Flow::Wait);
     }
+    if !t.serves_only(ServiceRole::Active, new) {
+        // The selector moved; the endpoint controller has yet to move the traffic.
+        return Ok(Flow::Wait);
+    }
     t.note(
         note_kind::TRAFFIC_SHIFTED,
-        format!("the active service selects {}", new.as_str()),
+        format!(
+            "the active service selects {} and its endpoints are {} pods only",
+            new.as_str(),
+            new.as_str()
+        ),
     );
     let at = after(t.now, duration(b.scale_down_delay));
     t.wait_until(phase::SCALING_DOWN_OLD, at);
@@ -197,6 +207,10 @@ fn scaling_down_old(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
     if !t.selects(ServiceRole::Active, new) {
         // Someone moved the active Service: put it back before touching the old color.
         select(t, ServiceRole::Active, new);
+        return Ok(Flow::Wait);
+    }
+    if !t.serves_only(ServiceRole::Active, new) && !t.is_zero(old) {
+        // Traffic still reaches the old color (e.g. after someone moved the Service back).
         return Ok(Flow::Wait);
     }
     if t.is_zero(old) {
@@ -249,6 +263,10 @@ fn scaling_down_new(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
     if old_ready && t.is_zero(new) {
         t.rolled_back();
         return Ok(Flow::Next);
+    }
+    if t.obs.ready_endpoints(ServiceRole::Active, new) > 0 {
+        // The active Service's endpoints still hold pods of the new color.
+        return Ok(Flow::Wait);
     }
     scale_to_zero(t, new);
     Ok(Flow::Wait)

@@ -139,6 +139,13 @@ impl Tick<'_> {
         self.obs.services.get(&service) == Some(&track)
     }
 
+    /// The EndpointSlices behind `service` hold ready endpoints of `color` and none of the
+    /// other color: traffic has left the other color, not just the selector.
+    pub fn serves_only(&self, service: ServiceRole, color: Track) -> bool {
+        self.obs.ready_endpoints(service, color) > 0
+            && self.obs.ready_endpoints(service, color.other_color()) == 0
+    }
+
     /// The workload of `track`, driven toward `release`, reports `ProgressDeadlineExceeded`.
     pub fn stalled(&self, track: Track, release: &Release) -> Option<FailureReason> {
         let w = self.obs.workload(track)?;

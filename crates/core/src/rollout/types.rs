@@ -119,6 +119,11 @@ pub struct Observation {
     pub workloads: BTreeMap<Track, WorkloadStatus>,
     /// Which color each blue-green Service selects, when the Service exists.
     pub services: BTreeMap<ServiceRole, Track>,
+    /// What the EndpointSlices behind each blue-green Service hold (blue-green only; a
+    /// Service with no slices has no entry). Observations stored before this field read as
+    /// empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoints: BTreeMap<ServiceRole, ServiceEndpoints>,
     /// The canary's traffic weight as the traffic router reports it (0–100), when a router
     /// other than replica ratio is in use.
     pub canary_weight: Option<u32>,
@@ -128,6 +133,35 @@ impl Observation {
     pub fn workload(&self, track: Track) -> Option<&WorkloadStatus> {
         self.workloads.get(&track)
     }
+
+    /// The ready endpoints behind `service` that are pods of `track`.
+    pub fn ready_endpoints(&self, service: ServiceRole, track: Track) -> u32 {
+        self.endpoints
+            .get(&service)
+            .map_or(0, |e| e.ready_of(track))
+    }
+}
+
+/// The endpoints a Service's EndpointSlices hold: what actually receives its traffic, which
+/// lags behind the Service's selector while the endpoint controller catches up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEndpoints {
+    /// Ready endpoints by the track whose workload's pod backs them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ready: BTreeMap<Track, u32>,
+    /// Ready endpoints backed by no pod of a managed workload.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub other: u32,
+}
+
+impl ServiceEndpoints {
+    pub fn ready_of(&self, track: Track) -> u32 {
+        self.ready.get(&track).copied().unwrap_or(0)
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// An idempotent intent for the cluster driver. Applying the same action twice is harmless.
@@ -276,4 +310,35 @@ pub struct CommandRejected {
     pub phase: String,
     /// Why, when the state alone does not say (e.g. the approver must differ from the requester).
     pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observations_stored_before_endpoints_still_read() {
+        let stored = r#"{"workloads": {}, "services": {"active": "blue"}, "canary_weight": null}"#;
+        let o: Observation =
+            serde_json::from_str(stored).unwrap_or_else(|e| panic!("old observation: {e}"));
+        assert!(o.endpoints.is_empty());
+        assert_eq!(o.ready_endpoints(ServiceRole::Active, Track::Blue), 0);
+
+        let mut o = Observation::default();
+        o.endpoints.insert(
+            ServiceRole::Active,
+            ServiceEndpoints {
+                ready: [(Track::Green, 3)].into(),
+                other: 0,
+            },
+        );
+        let json = serde_json::to_value(&o).unwrap_or_default();
+        assert_eq!(
+            json["endpoints"],
+            serde_json::json!({"active": {"ready": {"green": 3}}})
+        );
+        let back: Observation =
+            serde_json::from_value(json).unwrap_or_else(|e| panic!("round trip: {e}"));
+        assert_eq!(back, o);
+    }
 }

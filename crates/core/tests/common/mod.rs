@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 use slipway_core::rollout::{
     Action, Command, CommandKind, Decision, Observation, Release, RolloutSpec, RolloutState,
-    ServiceRole, Track, WorkloadStatus, accepts, decide, start,
+    ServiceEndpoints, ServiceRole, Track, WorkloadStatus, accepts, decide, start,
 };
 use slipway_core::{ApprovalPolicy, DeploymentStatus, DurationSpec, StrategySpec, Workload};
 
@@ -89,6 +89,8 @@ pub struct Cluster {
     pub stuck: BTreeSet<Track>,
     /// Stuck workloads report `ProgressDeadlineExceeded`.
     pub report_stuck: bool,
+    /// The endpoint controller does not run: the Services' endpoints stay as they are.
+    pub endpoints_stale: bool,
     pending: BTreeMap<Track, u32>,
 }
 
@@ -112,6 +114,7 @@ impl Cluster {
         c.obs.workloads.insert(live, complete(&v1(), REPLICAS));
         c.obs.services.insert(ServiceRole::Active, live);
         c.obs.services.insert(ServiceRole::Preview, live);
+        c.sync_endpoints();
         c
     }
 
@@ -177,12 +180,35 @@ impl Cluster {
         self.settle_ready();
     }
 
-    /// Time passes for pods: pending changes count down and complete.
+    /// Time passes for pods: pending changes count down and complete; then the endpoint
+    /// controller catches up (unless stale), so a selector change reaches the endpoints one
+    /// settle after the write, as it does a moment after it in Kubernetes.
     pub fn settle(&mut self) {
         for left in self.pending.values_mut() {
             *left = left.saturating_sub(1);
         }
         self.settle_ready();
+        if !self.endpoints_stale {
+            self.sync_endpoints();
+        }
+    }
+
+    /// Each Service's endpoints become the ready pods of the color it selects.
+    pub fn sync_endpoints(&mut self) {
+        let endpoints = self
+            .obs
+            .services
+            .iter()
+            .map(|(role, track)| {
+                let ready = self.obs.workload(*track).map_or(0, |w| w.ready);
+                let mut e = ServiceEndpoints::default();
+                if ready > 0 {
+                    e.ready.insert(*track, ready);
+                }
+                (*role, e)
+            })
+            .collect();
+        self.obs.endpoints = endpoints;
     }
 
     fn settle_ready(&mut self) {

@@ -91,7 +91,9 @@ async fn blue_green_previews_switches_scales_down_and_aborts_back(pool: PgPool) 
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .unwrap_or_else(|| panic!("no {kind} {needle:?} event in {log:?}"))
     };
-    let waited = at("step_started", "scaling down blue") - at("traffic_shifted", "selects green");
+    // The delay starts once the machine saw the active Service's EndpointSlices hold green only.
+    let shifted = at("traffic_shifted", "endpoints are green pods only");
+    let waited = at("step_started", "scaling down blue") - shifted;
     assert!(
         waited >= chrono::Duration::milliseconds(7_500),
         "scaled down {waited} after the switch"
