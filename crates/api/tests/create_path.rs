@@ -162,3 +162,57 @@ async fn a_create_wakes_the_engines_and_the_event_streams(pool: PgPool) {
         ]
     );
 }
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_create_is_audited_once_with_its_request_id_and_a_replay_is_audited_too(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.seed().await;
+    let before = app.count("audit_log").await;
+    let created = app
+        .send(
+            app.request(reqwest::Method::POST, DEPLOYMENTS)
+                .header("idempotency-key", "audited")
+                .header("x-request-id", "req-create-1")
+                .json(&deployment_request()),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    // Written by the create's own statement (not also by the layer): exactly one row.
+    let rows: Vec<(String, String, String, i16, Option<String>)> = sqlx::query_as(
+        "SELECT subject, method, path, status, request_id FROM audit_log ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("audit rows");
+    assert_eq!(rows.len() as i64, before + 1, "{rows:?}");
+    assert_eq!(
+        rows.last().expect("a row"),
+        &(
+            "admin".to_owned(),
+            "POST".to_owned(),
+            DEPLOYMENTS.to_owned(),
+            201,
+            Some("req-create-1".to_owned())
+        )
+    );
+
+    // In the deployment's own transaction: a crash cannot keep one without the other.
+    let (same_tx,): (bool,) = sqlx::query_as(
+        "SELECT a.xmin::text = d.xmin::text FROM audit_log a, deployments d
+         WHERE a.request_id = 'req-create-1' AND d.id = $1::uuid",
+    )
+    .bind(created.body["id"].as_str().expect("id"))
+    .fetch_one(&app.pool)
+    .await
+    .expect("transaction ids");
+    assert!(same_tx, "the audit row and the deployment commit together");
+
+    // A replay changes nothing but is still a request someone made: the layer audits it.
+    let replay = app
+        .post_keyed(DEPLOYMENTS, "audited", &deployment_request())
+        .await;
+    assert_eq!(replay.status, StatusCode::CREATED, "{}", replay.text);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(app.count("audit_log").await, before + 2);
+    assert_eq!(app.count("deployments").await, 1);
+}

@@ -14,6 +14,7 @@ use slipway_core::{
     EnvironmentSpec, NewApp, ValidationError,
 };
 use slipway_core::{DeploymentStatus, Serving, ServingHealth};
+use slipway_store::audit::NewAuditEntry;
 use slipway_store::deployments::{KeyedResponse, NewDeployment, Recorded, Requester};
 use slipway_store::environments::EnvironmentRef;
 use slipway_store::events::NewEvent;
@@ -210,7 +211,7 @@ pub async fn record_deployment(
     let env = environments::find(conn, app, environment).await?;
     let draft = Draft::new(app, environment, request, &env, by)?;
     // In the caller's transaction: the hints go out when it commits.
-    match deployments::record(conn, draft.as_new(&env, by, true), None).await? {
+    match deployments::record(conn, draft.as_new(&env, by, true, None), None).await? {
         Recorded::Recorded => Ok(draft.deployment),
         // The environment is locked by `find` for this transaction: it cannot have changed.
         other => Err(IntakeError::Conflict(format!(
@@ -246,6 +247,8 @@ const ATTEMPTS: usize = 4;
 /// request with the same key waits for the first to finish (one statement) and then replays
 /// it. A request that fails (no such environment, invalid) is checked against its key first,
 /// so a replay is answered even if it would no longer be valid; failures store nothing.
+/// `audit`, when given, is appended in the same statement as the deployment (only when the
+/// deployment is recorded: the caller audits replays and failures itself).
 #[expect(clippy::too_many_arguments, reason = "one request's whole context")]
 pub async fn request_deployment(
     conn: &mut PgConnection,
@@ -257,6 +260,7 @@ pub async fn request_deployment(
     by: &Requester<'_>,
     key: Option<&KeyRef<'_>>,
     ttl: Duration,
+    audit: Option<&NewAuditEntry<'_>>,
     respond: impl Fn(&Deployment) -> Result<RawResponse, IntakeError>,
 ) -> Result<Requested, IntakeError> {
     let mut request = Some(request);
@@ -284,7 +288,7 @@ pub async fn request_deployment(
             response: &response,
             ttl,
         });
-        match deployments::record(conn, draft.as_new(&env, by, false), keyed).await? {
+        match deployments::record(conn, draft.as_new(&env, by, false, audit), keyed).await? {
             Recorded::Recorded => {
                 notifier.wake(draft.deployment.id);
                 notifier.events(draft.deployment.id, 1);
@@ -407,6 +411,7 @@ impl<'a> Draft<'a> {
         env: &'b EnvironmentRef,
         by: &'b Requester<'b>,
         notify: bool,
+        audit: Option<&'b NewAuditEntry<'b>>,
     ) -> NewDeployment<'b> {
         NewDeployment {
             deployment: &self.deployment,
@@ -415,6 +420,7 @@ impl<'a> Draft<'a> {
             by,
             event: &self.event,
             notify,
+            audit,
         }
     }
 }

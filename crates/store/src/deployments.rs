@@ -111,6 +111,9 @@ pub struct NewDeployment<'a> {
     /// NOTIFY engines and event streams in the statement (at commit). Without it the caller
     /// sends the hints once the write has committed.
     pub notify: bool,
+    /// The audit row of the request that asks for it, written with the deployment (only when
+    /// the deployment is).
+    pub audit: Option<&'a crate::audit::NewAuditEntry<'a>>,
 }
 
 /// The response to store under an idempotency key, together with the write.
@@ -142,7 +145,8 @@ pub enum Recorded {
 /// the idempotency key (`ON CONFLICT DO NOTHING`: a concurrent request with the same key waits
 /// for this one and then finds the key taken; an expired key is taken over), inserts the
 /// deployment with `last_event_seq = 1`, its first event, wakes the engines and SSE streams,
-/// (with `notify`), and stores the key's response. Either all of it is written or none.
+/// (with `notify`), stores the key's response and appends the request's audit row (with
+/// `audit`). Either all of it is written or none.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn record(
     conn: &mut PgConnection,
@@ -188,6 +192,14 @@ pub async fn record(
         .bind(&new.event.message)
         .bind(Json(&new.event.data))
         .bind(new.notify)
+        .bind(new.audit.map(|a| a.subject))
+        .bind(new.audit.map(|a| a.method))
+        .bind(new.audit.map(|a| a.path))
+        .bind(
+            new.audit
+                .map(|a| i16::try_from(a.status).unwrap_or(i16::MAX)),
+        )
+        .bind(new.audit.and_then(|a| a.request_id))
         .fetch_one(conn)
         .await?;
     Ok(match (recorded, found, current) {
@@ -201,7 +213,8 @@ pub async fn record(
 
 // $1 app, $2 environment, $3/$4 planned environment id/revision, $5-$11 key (scope, key,
 // hash, status, body, location, ttl; all NULL without a key), $12-$24 deployment, $25-$28 event,
-// $29 whether to NOTIFY.
+// $29 whether to NOTIFY, $30-$34 the audit row (subject, method, path, status, request id;
+// all NULL without one).
 // `env` finds the environment by name and says whether it is still the planned one. The
 // channel names are those of `crate::wake`.
 const RECORD: &str = "WITH env AS (
@@ -242,6 +255,10 @@ const RECORD: &str = "WITH env AS (
          SELECT pg_notify('slipway_wake', deployment_id::text),
                 pg_notify('slipway_events', deployment_id::text || ':1')
          FROM ev WHERE $29
+     ),
+     audited AS (
+         INSERT INTO audit_log (subject, method, path, status, request_id)
+         SELECT $30, $31, $32, $33, $34 FROM dep WHERE $30::text IS NOT NULL
      )
      SELECT EXISTS (SELECT FROM env), coalesce((SELECT current FROM env), false),
             EXISTS (SELECT FROM ev) AND (SELECT count(*) FROM woken) >= 0";

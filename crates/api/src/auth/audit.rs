@@ -12,6 +12,11 @@ use slipway_store::audit::{self, NewAuditEntry};
 use super::Principal;
 use crate::state::AppState;
 
+/// Put in a response's extensions by a handler that wrote the request's audit row itself, in
+/// the transaction of its change (the deployment create): the layer then writes none.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditWritten;
+
 pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let mutating = matches!(
         *req.method(),
@@ -29,6 +34,9 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let response = next.run(req).await;
+    if response.extensions().get::<AuditWritten>().is_some() {
+        return response;
+    }
     let entry = NewAuditEntry {
         subject: principal.subject(),
         method: &method,

@@ -1,18 +1,20 @@
 //! `/v1/apps/{app}/environments/{env}/deployments` and `/v1/deployments`
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use slipway_core::{Deployment, DeploymentEvent, DeploymentRequest, DeploymentStatus, Role};
 use slipway_engine::intake::{self, Requested};
+use slipway_store::audit::NewAuditEntry;
 use slipway_store::deployments::{self, DeploymentFilter, Requester};
 use slipway_store::events;
 use slipway_store::idempotency::{KeyRef, RawResponse};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
+use crate::auth::audit::AuditWritten;
 use crate::extract::{IdempotencyKey, JsonBody, Principal};
 use crate::pagination::{CursorKind, List, PageParams};
 use crate::problem::{ApiError, Problem, ProblemType};
@@ -40,12 +42,21 @@ pub async fn create(
     Path((app, env)): Path<(String, String)>,
     principal: Principal,
     IdempotencyKey(key): IdempotencyKey,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: JsonBody<DeploymentRequest>,
 ) -> Result<Response, ApiError> {
     principal
         .require(&state, &app, Some(&env), Role::Deployer)
         .await?;
+    // The audit row goes in with the deployment; replays and failures are audited by the layer.
+    let audit = NewAuditEntry {
+        subject: principal.subject(),
+        method: "POST",
+        path: uri.path(),
+        status: StatusCode::CREATED.as_u16(),
+        request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+    };
     let traceparent = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
@@ -72,6 +83,7 @@ pub async fn create(
         &by,
         key.as_ref(),
         state.settings.idempotency_ttl,
+        Some(&audit),
         |deployment| {
             Ok(RawResponse {
                 status: StatusCode::CREATED.as_u16(),
@@ -85,7 +97,11 @@ pub async fn create(
     .await?;
     drop(conn);
     match requested {
-        Requested::Created(_, response) => raw_response(response, false),
+        Requested::Created(_, response) => {
+            let mut response = raw_response(response, false)?;
+            response.extensions_mut().insert(AuditWritten);
+            Ok(response)
+        }
         Requested::Replay(stored) => raw_response(stored, true),
         Requested::KeyReused => Err(ApiError::new(
             ProblemType::IdempotencyKeyReused,
