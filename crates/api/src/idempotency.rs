@@ -4,9 +4,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use serde::Serialize;
+use slipway_store::audit;
 use slipway_store::idempotency::{self, KeyRef, KeyState, StoredResponse};
 use slipway_store::{PgConnection, Postgres, Transaction};
 
+use crate::auth::audit::{AuditContext, AuditWritten};
 use crate::problem::{ApiError, ProblemType};
 use crate::state::AppState;
 
@@ -47,11 +49,14 @@ pub struct KeyedRequest<'a> {
     /// Principal, method and path.
     pub scope: String,
     pub digest: &'a [u8; 32],
+    /// The request's audit row, appended in the transaction of a successful write.
+    pub audit: &'a AuditContext,
 }
 
 /// Runs `work` in one transaction with the key's bookkeeping: a replay of a stored request
 /// answers the stored response, the same key with another body 422, a key whose first request
-/// is still running 409. Only successful writes are stored, together with their effect.
+/// is still running 409. Only successful writes are stored, together with their effect and
+/// the request's audit row (replays and refusals are audited by the audit layer).
 pub async fn run<F>(
     state: &AppState,
     request: KeyedRequest<'_>,
@@ -110,8 +115,11 @@ where
         };
         idempotency::complete(&mut tx, key, &stored, state.settings.idempotency_ttl).await?;
     }
+    audit::append(&mut tx, &request.audit.entry(written.status)).await?;
     tx.commit().await?;
-    Ok(written.into_response(false))
+    let mut response = written.into_response(false);
+    response.extensions_mut().insert(AuditWritten);
+    Ok(response)
 }
 
 /// Rolls `tx` back now. Dropping it would only queue the rollback until its connection is

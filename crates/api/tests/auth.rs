@@ -856,3 +856,34 @@ async fn a_token_issued_for_the_harness_names_its_subject(pool: PgPool) {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["created_by"], "ci-bot");
 }
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_successful_keyed_write_and_its_audit_row_commit_together(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let before = app.count("audit_log").await;
+    let created = app
+        .send(
+            app.request(Method::POST, "/v1/apps")
+                .header("x-request-id", "req-app-1")
+                .json(&json!({"name": "audited"})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    // One row (the handler's, not a second from the layer), in the app's own transaction.
+    assert_eq!(app.count("audit_log").await, before + 1);
+    let (same_tx, subject, status): (bool, String, i16) = sqlx::query_as(
+        "SELECT a.xmin::text = p.xmin::text, a.subject, a.status FROM audit_log a, apps p
+         WHERE a.request_id = 'req-app-1' AND p.name = 'audited'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("the audit row");
+    assert!(same_tx, "the audit row and the app commit together");
+    assert_eq!((subject.as_str(), status), (ADMIN, 201));
+
+    // A refused write changes nothing, and the layer still audits it.
+    app.post_json("/v1/apps", &json!({"name": "audited"}))
+        .await
+        .assert_problem(409, "already-exists");
+    assert_eq!(app.count("audit_log").await, before + 2);
+}

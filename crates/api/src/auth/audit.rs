@@ -3,14 +3,57 @@
 //! (a refusal is worth auditing too). Unauthenticated requests (401) are not recorded: they
 //! name nobody, and recording them would let anyone fill the table.
 
-use axum::extract::{Request, State};
-use axum::http::Method;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use slipway_store::audit::{self, NewAuditEntry};
 
 use super::Principal;
+use crate::problem::ApiError;
 use crate::state::AppState;
+
+/// A request as its audit row names it, for handlers that append the row in the transaction
+/// of their change (and then mark the response [`AuditWritten`]).
+#[derive(Debug, Clone)]
+pub struct AuditContext {
+    subject: String,
+    method: String,
+    path: String,
+    request_id: Option<String>,
+}
+
+impl AuditContext {
+    /// The row for this request answered with `status`.
+    pub fn entry(&self, status: StatusCode) -> NewAuditEntry<'_> {
+        NewAuditEntry {
+            subject: &self.subject,
+            method: &self.method,
+            path: &self.path,
+            status: status.as_u16(),
+            request_id: self.request_id.as_deref(),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        Ok(Self {
+            subject: principal.subject,
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            request_id: parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        })
+    }
+}
 
 /// Put in a response's extensions by a handler that wrote the request's audit row itself, in
 /// the transaction of its change (the deployment create): the layer then writes none.

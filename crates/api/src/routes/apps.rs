@@ -8,6 +8,7 @@ use slipway_core::{App, AppPatch, NewApp, Role};
 use slipway_engine::intake;
 use slipway_store::{Revisioned, apps};
 
+use crate::auth::audit::AuditContext;
 use crate::extract::{IdempotencyKey, IfMatch, JsonBody, Principal, etag};
 use crate::idempotency::{self, KeyedRequest, Written};
 use crate::pagination::{CursorKind, List, PageParams};
@@ -29,6 +30,7 @@ use crate::state::AppState;
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
+    audit: AuditContext,
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody<NewApp>,
 ) -> Result<Response, ApiError> {
@@ -37,6 +39,7 @@ pub async fn create(
         key: key.as_deref(),
         scope: format!("{principal} POST /v1/apps"),
         digest: &body.digest,
+        audit: &audit,
     };
     let new = body.value;
     let mut response = idempotency::run(&state, request, move |conn| {

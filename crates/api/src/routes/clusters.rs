@@ -8,6 +8,7 @@ use slipway_engine::intake;
 use slipway_store::clusters;
 use slipway_store::rollouts::ClusterRef;
 
+use crate::auth::audit::AuditContext;
 use crate::extract::{IdempotencyKey, JsonBody, Principal};
 use crate::idempotency::{self, KeyedRequest, Written};
 use crate::pagination::{CursorKind, List, PageParams};
@@ -29,6 +30,7 @@ use crate::state::AppState;
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
+    audit: AuditContext,
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody<ClusterSpec>,
 ) -> Result<Response, ApiError> {
@@ -37,6 +39,7 @@ pub async fn create(
         key: key.as_deref(),
         scope: format!("{principal} POST /v1/clusters"),
         digest: &body.digest,
+        audit: &audit,
     };
     let spec = body.value;
     idempotency::run(&state, request, move |conn| {

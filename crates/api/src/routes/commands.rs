@@ -12,6 +12,7 @@ use slipway_engine::intake;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::auth::audit::AuditContext;
 use crate::extract::{IdempotencyKey, OptionalJsonBody, Principal};
 use crate::idempotency::{self, KeyedRequest, Written};
 use crate::problem::{ApiError, Problem};
@@ -58,6 +59,7 @@ pub async fn send(
     State(state): State<AppState>,
     Path((id, command)): Path<(String, String)>,
     principal: Principal,
+    audit: AuditContext,
     IdempotencyKey(key): IdempotencyKey,
     body: OptionalJsonBody<CommandRequest>,
 ) -> Result<Response, ApiError> {
@@ -81,6 +83,7 @@ pub async fn send(
         key: key.as_deref(),
         scope: format!("{principal} POST /v1/deployments/{id}/{}", kind.as_str()),
         digest: &body.digest,
+        audit: &audit,
     };
     let idempotency_key = key.clone();
     idempotency::run(&state, request, move |conn| {

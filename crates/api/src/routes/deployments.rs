@@ -1,20 +1,19 @@
 //! `/v1/apps/{app}/environments/{env}/deployments` and `/v1/deployments`
 
 use axum::Json;
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use slipway_core::{Deployment, DeploymentEvent, DeploymentRequest, DeploymentStatus, Role};
 use slipway_engine::intake::{self, Requested};
-use slipway_store::audit::NewAuditEntry;
 use slipway_store::deployments::{self, DeploymentFilter, Requester};
 use slipway_store::events;
 use slipway_store::idempotency::{KeyRef, RawResponse};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::auth::audit::AuditWritten;
+use crate::auth::audit::{AuditContext, AuditWritten};
 use crate::extract::{IdempotencyKey, JsonBody, Principal};
 use crate::pagination::{CursorKind, List, PageParams};
 use crate::problem::{ApiError, Problem, ProblemType};
@@ -42,7 +41,7 @@ pub async fn create(
     Path((app, env)): Path<(String, String)>,
     principal: Principal,
     IdempotencyKey(key): IdempotencyKey,
-    OriginalUri(uri): OriginalUri,
+    audit: AuditContext,
     headers: HeaderMap,
     body: JsonBody<DeploymentRequest>,
 ) -> Result<Response, ApiError> {
@@ -50,13 +49,7 @@ pub async fn create(
         .require(&state, &app, Some(&env), Role::Deployer)
         .await?;
     // The audit row goes in with the deployment; replays and failures are audited by the layer.
-    let audit = NewAuditEntry {
-        subject: principal.subject(),
-        method: "POST",
-        path: uri.path(),
-        status: StatusCode::CREATED.as_u16(),
-        request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()),
-    };
+    let audit = audit.entry(StatusCode::CREATED);
     let traceparent = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())

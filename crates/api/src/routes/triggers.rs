@@ -9,6 +9,7 @@ use slipway_engine::webhooks;
 use slipway_store::{apps, triggers};
 use uuid::Uuid;
 
+use crate::auth::audit::AuditContext;
 use crate::extract::{IdempotencyKey, JsonBody, Principal};
 use crate::idempotency::{self, KeyedRequest, Written};
 use crate::pagination::{CursorKind, List, PageParams};
@@ -38,6 +39,7 @@ pub async fn create(
     State(state): State<AppState>,
     Path(app): Path<String>,
     principal: Principal,
+    audit: AuditContext,
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody<NewTrigger>,
 ) -> Result<Response, ApiError> {
@@ -46,6 +48,7 @@ pub async fn create(
         key: key.as_deref(),
         scope: format!("{principal} POST /v1/apps/{app}/triggers"),
         digest: &body.digest,
+        audit: &audit,
     };
     let new = body.value;
     let secrets = state.settings.secrets_key.clone();
