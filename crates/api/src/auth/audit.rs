@@ -5,7 +5,7 @@
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
 use slipway_store::audit::{self, NewAuditEntry};
@@ -37,21 +37,32 @@ impl AuditContext {
     }
 }
 
+impl AuditContext {
+    /// `principal`'s request: its method, path and `x-request-id`.
+    fn of(principal: &Principal, method: &Method, uri: &Uri, headers: &HeaderMap) -> Self {
+        Self {
+            subject: principal.subject.clone(),
+            method: method.as_str().to_owned(),
+            path: uri.path().to_owned(),
+            request_id: headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let principal = Principal::from_request_parts(parts, state).await?;
-        Ok(Self {
-            subject: principal.subject,
-            method: parts.method.as_str().to_owned(),
-            path: parts.uri.path().to_owned(),
-            request_id: parts
-                .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-        })
+        Ok(Self::of(
+            &principal,
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+        ))
     }
 }
 
@@ -69,30 +80,18 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     let (Some(principal), true) = (principal, mutating) else {
         return next.run(req).await;
     };
-    let method = req.method().as_str().to_owned();
-    let path = req.uri().path().to_owned();
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let context = AuditContext::of(&principal, req.method(), req.uri(), req.headers());
     let response = next.run(req).await;
     if response.extensions().get::<AuditWritten>().is_some() {
         return response;
     }
-    let entry = NewAuditEntry {
-        subject: principal.subject(),
-        method: &method,
-        path: &path,
-        status: response.status().as_u16(),
-        request_id: request_id.as_deref(),
-    };
+    let entry = context.entry(response.status());
     let written = match state.pool.acquire().await {
         Ok(mut conn) => audit::append(&mut conn, &entry).await,
         Err(e) => Err(e.into()),
     };
     if let Err(e) = written {
-        tracing::error!(error = %e, subject = %principal, %method, %path, "writing the audit trail failed");
+        tracing::error!(error = %e, subject = %principal, method = %context.method, path = %context.path, "writing the audit trail failed");
     }
     response
 }
