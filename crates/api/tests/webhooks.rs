@@ -541,6 +541,7 @@ async fn generic_deliveries_are_standard_webhooks(pool: PgPool) {
     let id = r.body["deployments"][0]["id"].as_str().unwrap();
     let d = app.get(&format!("/v1/deployments/{id}")).await;
     assert_eq!(d.body["image"], "ghcr.io/acme/web:1.4.2");
+    assert_eq!(d.body["source"]["kind"], "webhook");
     assert_eq!(d.body["source"]["commit"], "3f2a9c1");
     let metadata: Value = sqlx::query_scalar("SELECT metadata FROM webhook_deliveries")
         .fetch_one(&app.pool)

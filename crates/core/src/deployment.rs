@@ -135,6 +135,8 @@ pub enum SourceKind {
     Gitlab,
     Slack,
     Cli,
+    /// A signed delivery to `POST /v1/webhooks/generic` (any CI system).
+    Webhook,
 }
 
 impl SourceKind {
@@ -145,6 +147,7 @@ impl SourceKind {
             Self::Gitlab => "gitlab",
             Self::Slack => "slack",
             Self::Cli => "cli",
+            Self::Webhook => "webhook",
         }
     }
 }

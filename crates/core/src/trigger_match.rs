@@ -339,7 +339,7 @@ impl DeliveryFacts {
         let kind = match self.source {
             TriggerSource::Github => SourceKind::Github,
             TriggerSource::Gitlab => SourceKind::Gitlab,
-            TriggerSource::Generic => SourceKind::Api,
+            TriggerSource::Generic => SourceKind::Webhook,
         };
         let request = DeploymentRequest {
             image,

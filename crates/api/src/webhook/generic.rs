@@ -125,7 +125,7 @@ pub async fn receive(
         strategy: None,
         reason: Some(format!("generic webhook delivery {delivery_id}")),
         source: Source {
-            kind: SourceKind::Api,
+            kind: SourceKind::Webhook,
             commit: text(m, "commit"),
             repository: text(m, "repository"),
             user: text(m, "user"),
