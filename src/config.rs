@@ -55,6 +55,11 @@ pub struct Config {
     /// Largest request body, in bytes.
     pub body_limit: usize,
     pub request_timeout: DurationSpec,
+    /// Requests per second each principal (token subject) may send on average; 0 turns the
+    /// limit off. Above it the API answers 429 with `Retry-After`.
+    pub rate_limit_per_second: u32,
+    /// Requests a principal may send at once after being idle.
+    pub rate_limit_burst: u32,
     /// How long a stored idempotent response is replayed.
     pub idempotency_ttl: DurationSpec,
     /// Origins allowed by CORS (a list, or a comma-separated string); empty turns CORS off.
@@ -133,6 +138,8 @@ impl Default for Config {
             database_max_connections: 20,
             body_limit: 1024 * 1024,
             request_timeout: DurationSpec::from_secs(30),
+            rate_limit_per_second: 100,
+            rate_limit_burst: 200,
             idempotency_ttl: DurationSpec::from_secs(24 * 3600),
             cors_allowed_origins: Vec::new(),
             log_format: LogFormat::Json,
@@ -158,7 +165,7 @@ impl Default for Config {
     }
 }
 
-const KEYS: [&str; 25] = [
+const KEYS: [&str; 27] = [
     "auth_enabled",
     "jwt_issuer",
     "jwt_audience",
@@ -179,6 +186,8 @@ const KEYS: [&str; 25] = [
     "database_max_connections",
     "body_limit",
     "request_timeout",
+    "rate_limit_per_second",
+    "rate_limit_burst",
     "idempotency_ttl",
     "cors_allowed_origins",
     "log_format",
@@ -300,6 +309,18 @@ impl Config {
         if !(1..=600).contains(&self.request_timeout.as_secs()) {
             return invalid("request_timeout", "must be between 1s and 10m".into());
         }
+        if self.rate_limit_per_second > 1_000_000 {
+            return invalid(
+                "rate_limit_per_second",
+                "must be at most 1000000 (0 turns the limit off)".into(),
+            );
+        }
+        if self.rate_limit_per_second > 0 && !(1..=1_000_000).contains(&self.rate_limit_burst) {
+            return invalid(
+                "rate_limit_burst",
+                "must be between 1 and 1000000 while rate_limit_per_second is on".into(),
+            );
+        }
         if !(60..=30 * 86_400).contains(&self.idempotency_ttl.as_secs()) {
             return invalid("idempotency_ttl", "must be between 1m and 30d".into());
         }
@@ -381,6 +402,14 @@ impl Config {
         }
     }
 
+    /// Requests each principal may send (`rate_limit_per_second` 0: off).
+    pub fn rate_limit(&self) -> slipway_api::rate_limit::RateLimit {
+        slipway_api::rate_limit::RateLimit {
+            per_second: self.rate_limit_per_second,
+            burst: self.rate_limit_burst,
+        }
+    }
+
     /// The API's settings; reads the configured key files, so it fails (naming the key) on
     /// a key that cannot be used, or when authentication is on without any key.
     pub fn api_settings(&self) -> Result<slipway_api::ApiSettings, ConfigError> {
@@ -389,6 +418,7 @@ impl Config {
             request_timeout: self.request_timeout.as_std(),
             idempotency_ttl: self.idempotency_ttl.as_std(),
             cors_allowed_origins: self.cors_allowed_origins.clone(),
+            rate_limit: self.rate_limit(),
             secrets_key: self
                 .secrets_key
                 .as_ref()
@@ -558,6 +588,29 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(message.contains("`github.api_url`"), "{message}");
+    }
+
+    #[test]
+    fn rate_limits_are_validated_and_reach_the_api() {
+        let limit = Config::default().rate_limit();
+        assert_eq!(limit.per_second, 100);
+        assert_eq!(limit.burst, 200);
+        let no_burst = Config {
+            rate_limit_burst: 0,
+            ..Config::default()
+        };
+        let message = no_burst
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("`rate_limit_burst`"), "{message}");
+        let off = Config {
+            rate_limit_per_second: 0,
+            rate_limit_burst: 0,
+            ..Config::default()
+        };
+        assert!(off.validate().is_ok());
     }
 
     #[test]

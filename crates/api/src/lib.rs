@@ -9,6 +9,7 @@ pub mod idempotency;
 mod layers;
 pub mod pagination;
 pub mod problem;
+pub mod rate_limit;
 pub mod routes;
 pub mod state;
 pub mod webhook;
@@ -37,7 +38,7 @@ pub use state::{ApiSettings, AppState};
 #[openapi(
     info(
         title = "Slipway",
-        description = "Deployment control plane: register clusters, apps and environments, and request deployments.\n\nErrors are RFC 9457 `application/problem+json` documents with a stable `type`; invalid input lists each bad field by JSON pointer.\n\nEvery `/v1` route except webhooks takes `Authorization: Bearer <JWT>` (401 without a valid one). Roles `viewer < deployer < approver < admin` are bound per app (optionally per environment) through role bindings; objects of an app in which the caller holds no role answer 404.",
+        description = "Deployment control plane: register clusters, apps and environments, and request deployments.\n\nErrors are RFC 9457 `application/problem+json` documents with a stable `type`; invalid input lists each bad field by JSON pointer.\n\nEvery `/v1` route except webhooks takes `Authorization: Bearer <JWT>` (401 without a valid one), and each caller is rate-limited (429 with `Retry-After`). Roles `viewer < deployer < approver < admin` are bound per app (optionally per environment) through role bindings; objects of an app in which the caller holds no role answer 404.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
@@ -134,6 +135,10 @@ fn with_security(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi 
             for (status, description) in [
                 ("401", "No valid bearer token (see `WWW-Authenticate`)"),
                 ("403", "The caller's role does not allow this"),
+                (
+                    "429",
+                    "The caller sent more requests than its rate limit allows (see `Retry-After`)",
+                ),
             ] {
                 let problem = ResponseBuilder::new()
                     .description(description)

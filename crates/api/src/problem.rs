@@ -35,6 +35,7 @@ pub enum ProblemType {
     BadRequest,
     Unauthorized,
     Forbidden,
+    TooManyRequests,
 }
 
 impl ProblemType {
@@ -58,6 +59,7 @@ impl ProblemType {
             Self::BadRequest => "bad-request",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::TooManyRequests => "too-many-requests",
         }
     }
 
@@ -79,6 +81,7 @@ impl ProblemType {
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -97,6 +100,7 @@ impl ProblemType {
             StatusCode::CONFLICT => Self::Conflict,
             StatusCode::UNAUTHORIZED => Self::Unauthorized,
             StatusCode::FORBIDDEN => Self::Forbidden,
+            StatusCode::TOO_MANY_REQUESTS => Self::TooManyRequests,
             s if s.is_server_error() => Self::Internal,
             _ => Self::BadRequest,
         }

@@ -25,6 +25,8 @@ pub struct ApiSettings {
     pub auth: AuthSettings,
     /// Seals and opens webhook secrets; without it no trigger can be created.
     pub secrets_key: Option<slipway_engine::secrets::SecretsKey>,
+    /// Requests per principal (off by default here; `slipway serve` turns it on).
+    pub rate_limit: crate::rate_limit::RateLimit,
 }
 
 impl Default for ApiSettings {
@@ -36,6 +38,7 @@ impl Default for ApiSettings {
             cors_allowed_origins: Vec::new(),
             auth: AuthSettings::disabled(),
             secrets_key: None,
+            rate_limit: crate::rate_limit::RateLimit::OFF,
         }
     }
 }
@@ -54,6 +57,8 @@ pub struct AppState {
     pub environments: slipway_engine::intake::EnvironmentCache,
     /// Sends wake-up and event hints after the write they describe has committed.
     pub notifier: slipway_engine::Notifier,
+    /// Per-principal token buckets (see [`crate::rate_limit`]).
+    pub rate_limiter: Arc<crate::rate_limit::RateLimiter>,
 }
 
 impl AppState {
@@ -63,6 +68,7 @@ impl AppState {
             events: EventHub::start(pool.clone()),
             notifier: slipway_engine::Notifier::new(pool.clone()),
             pool,
+            rate_limiter: Arc::new(crate::rate_limit::RateLimiter::new(settings.rate_limit)),
             settings: Arc::new(settings),
             metrics: crate::metrics_handle(),
             drivers: Drivers::default(),

@@ -887,3 +887,40 @@ async fn a_successful_keyed_write_and_its_audit_row_commit_together(pool: PgPool
         .assert_problem(409, "already-exists");
     assert_eq!(app.count("audit_log").await, before + 2);
 }
+
+/// Each principal has its own bucket: past its burst a caller gets 429 problem+json with
+/// `Retry-After`, while another caller (and the health endpoints) are still served; after the
+/// wait the first caller is served again.
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_principal_over_its_rate_limit_gets_429_with_retry_after(pool: PgPool) {
+    let app = TestApp::builder(pool).rate_limit(2, 3).start().await;
+    let alice = app.as_user("alice", &[]);
+    for _ in 0..3 {
+        assert_eq!(alice.get("/v1/apps").await.status, StatusCode::OK);
+    }
+    let refused = alice.get("/v1/apps").await;
+    refused.assert_problem(429, "too-many-requests");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(
+        refused.body["detail"].as_str().unwrap().contains("alice"),
+        "{}",
+        refused.text
+    );
+    // Writes are limited as well, and a refused write changes nothing.
+    let create = alice
+        .post_json("/v1/apps", &json!({"name": "limited"}))
+        .await;
+    create.assert_problem(429, "too-many-requests");
+    let admin = app.as_user(ADMIN, &[]);
+    assert_eq!(
+        admin.get("/v1/apps/limited").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.without_token().get("/healthz").await.status,
+        StatusCode::OK
+    );
+    // Two tokens a second: one is back after half a second.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(alice.get("/v1/apps").await.status, StatusCode::OK);
+}

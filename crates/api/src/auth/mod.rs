@@ -9,6 +9,8 @@
 //!   [`Principal::require_admin`]; lists filter with [`Principal::visible_to`]. An app in which
 //!   the caller holds no binding answers 404, as if it did not exist.
 //! - [`audit`] records every mutating request that passed authentication.
+//! - The authenticated subject then takes a token from its bucket ([`crate::rate_limit`]):
+//!   `429` with `Retry-After` when it has sent too many.
 
 pub mod access;
 pub mod audit;
@@ -146,7 +148,11 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     }
     let auth = &state.settings.auth;
     let Some(verifier) = &auth.verifier else {
-        req.extensions_mut().insert(Principal::anonymous());
+        let principal = Principal::anonymous();
+        if let Err(wait) = state.rate_limiter.check(&principal.subject) {
+            return too_many_requests(&principal.subject, wait);
+        }
+        req.extensions_mut().insert(principal);
         return next.run(req).await;
     };
     let token = match bearer(req.headers()) {
@@ -155,6 +161,9 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     };
     match verifier.verify(token) {
         Ok(claims) => {
+            if let Err(wait) = state.rate_limiter.check(&claims.sub) {
+                return too_many_requests(&claims.sub, wait);
+            }
             let superuser = auth.bootstrap_admins.include(&claims.sub, &claims.groups);
             req.extensions_mut().insert(Principal {
                 subject: claims.sub,
@@ -185,6 +194,26 @@ fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, String> {
         }
         _ => Err("the Authorization header must be: Bearer <JWT>".into()),
     }
+}
+
+/// A 429 problem with `Retry-After` in whole seconds (at least 1).
+fn too_many_requests(subject: &str, wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = seconds.max(1);
+    tracing::info!(
+        subject,
+        retry_after = seconds,
+        "request refused by the rate limit"
+    );
+    let mut response = problem_response(
+        ProblemType::TooManyRequests,
+        format!("too many requests from {subject}; try again in {seconds} s"),
+        Vec::new(),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// A 401 problem with the `WWW-Authenticate` challenge of RFC 6750.

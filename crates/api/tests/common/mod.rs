@@ -110,6 +110,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Per-principal rate limit (off unless set).
+    pub fn rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.settings.rate_limit = slipway_api::rate_limit::RateLimit { per_second, burst };
+        self
+    }
+
     pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
         self.settings.idempotency_ttl = ttl;
         self
