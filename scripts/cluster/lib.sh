@@ -23,6 +23,18 @@ CLUSTER_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl 
 
 cluster_log() { printf '%s\n' "cluster: $*" >&2; }
 
+# cluster_close_fds: closes every descriptor above 2 of the current (sub)shell. The daemons run
+# long after the script that starts them: an inherited descriptor would keep whatever it
+# holds (the scripts' own lock, or a caller's `flock FILE scripts/test` lock) held for as long
+# as the cluster runs.
+cluster_close_fds() {
+  local fd
+  for fd in /proc/"$BASHPID"/fd/*; do
+    fd=${fd##*/}
+    if ((fd > 2)); then eval "exec $fd>&-"; fi
+  done
+}
+
 # cluster_pid_alive NAME: true when pids/NAME.pid names a live process running our binary.
 cluster_pid_alive() {
   local name=$1 pidfile=$CLUSTER_RUN/pids/$1.pid pid exe
