@@ -11,7 +11,8 @@
 #   throughput  BENCH_ENVS environments x 2 deployments (the first deploys the stable version,
 #               the second is a 10-step canary); (a) 1 process x 32 workers, (a') the same
 #               with a pool of 40, (b) 2 processes x 16 workers; steps/s until every
-#               deployment is finished; then pgbench on
+#               deployment is finished (2 processes share one simulated cluster through
+#               SLIPWAY_SIM_STATE_DIR=$BENCH_OUT/sim-2x16); then pgbench on
 #               scratch copies of the tables in the database of (b): the issue's transition
 #               transaction, and (diagnostics) every statement of one engine step, and the
 #               same with the events' pg_notify inside the step's write.
@@ -268,7 +269,14 @@ throughput_run() { # throughput_run DB LABEL PROCESSES WORKERS [VAR=VALUE...]
   local i
   wait_quiet "throughput $2"
   background "throughput-$2"
-  for ((i = 1; i <= $3; i++)); do start_engine "engine-$2-$i.log" "$4" 0s "${@:5}"; done
+  # Several processes share one simulated cluster through a state directory (each would
+  # otherwise have its own, and a deployment stepped by the other process would find nothing).
+  local shared=()
+  if (($3 > 1)); then
+    rm -rf "$out/sim-$2"
+    shared=("SLIPWAY_SIM_STATE_DIR=$out/sim-$2")
+  fi
+  for ((i = 1; i <= $3; i++)); do start_engine "engine-$2-$i.log" "$4" 0s "${shared[@]}" "${@:5}"; done
   monitor "throughput-$2" --until-done --max-seconds 600
   load "throughput $2 after"
   for i in "${engine_pids[@]}"; do stop_pid "$i"; done

@@ -73,6 +73,9 @@ pub struct Config {
     pub poll_interval_ms: u64,
     /// How long a pod of the simulated cluster takes to become ready.
     pub sim_ready_after: DurationSpec,
+    /// A directory holding the simulated cluster's state, shared by every process that names
+    /// it (several engine processes on one machine); unset keeps it in this process's memory.
+    pub sim_state_dir: Option<PathBuf>,
     /// Require a bearer JWT on the API (`slipway dev` turns it off by default).
     pub auth_enabled: bool,
     /// The `iss` tokens must carry (and `slipway token issue` writes).
@@ -142,6 +145,7 @@ impl Default for Config {
             lease_ttl: DurationSpec::from_secs(30),
             poll_interval_ms: 1_000,
             sim_ready_after: DurationSpec::from_secs(0),
+            sim_state_dir: None,
             auth_enabled: true,
             jwt_issuer: "slipway".into(),
             jwt_audience: "slipway".into(),
@@ -158,7 +162,7 @@ impl Default for Config {
     }
 }
 
-const KEYS: [&str; 25] = [
+const KEYS: [&str; 26] = [
     "auth_enabled",
     "jwt_issuer",
     "jwt_audience",
@@ -174,6 +178,7 @@ const KEYS: [&str; 25] = [
     "lease_ttl",
     "poll_interval_ms",
     "sim_ready_after",
+    "sim_state_dir",
     "listen",
     "database_url",
     "database_max_connections",
