@@ -268,7 +268,7 @@ impl SimCluster {
     /// What exists for `target` now (empty if nothing does). Not an API call: no faults apply.
     pub fn snapshot(&self, target: &Target) -> TargetSnapshot {
         let now = self.clock.now();
-        let result = self.with_target(target, |ts, env| {
+        let result = self.with_target(target, false, |ts, env| {
             let workloads = ts
                 .workloads
                 .iter_mut()
@@ -305,11 +305,15 @@ impl SimCluster {
     }
 
     /// Runs `f` on `target`'s state (empty if nothing exists for it), brought in from the
-    /// shared directory and written back to it when there is one; a target left empty is
-    /// forgotten.
+    /// shared directory when there is one and, if `changes`, written back to it under the
+    /// target's lock; a target left empty is forgotten. Bringing a workload up to `now`
+    /// ([`WorkloadSim::advance`]) replays what happened since its last change, whenever it is
+    /// done, so a call that changes nothing else reads the latest file (renamed into place
+    /// whole) without the lock and writes nothing back.
     fn with_target<R>(
         &self,
         target: &Target,
+        changes: bool,
         f: impl FnOnce(&mut TargetState, Env<'_>) -> R,
     ) -> Result<R, DriverError> {
         let never_ready = self.never_ready(target);
@@ -344,9 +348,12 @@ impl SimCluster {
                         ),
                     )
                 };
-                let (locked, mut ts) = dir
-                    .load(&target.namespace, &target.workload.name)
-                    .map_err(unavailable)?;
+                let (namespace, name) = (&target.namespace, &target.workload.name);
+                if !changes {
+                    let mut ts = dir.read(namespace, name).map_err(unavailable)?;
+                    return Ok(f(&mut ts, env));
+                }
+                let (locked, mut ts) = dir.load(namespace, name).map_err(unavailable)?;
                 let result = f(&mut ts, env);
                 locked.store(&ts).map_err(unavailable)?;
                 Ok(result)
@@ -384,7 +391,8 @@ impl SimCluster {
             .faults
             .flapping(&target.namespace, &target.workload.name);
         let now = self.clock.now();
-        self.with_target(target, |ts, env| {
+        // Only the flapping fault's count of observes is state an observe changes.
+        self.with_target(target, flapping, |ts, env| {
             if ts.is_empty() {
                 return Observation {
                     canary_weight: reported_weight(target, None),
@@ -418,7 +426,7 @@ impl SimCluster {
 
     fn apply_now(&self, target: &Target, actions: &[Action]) -> Result<(), DriverError> {
         let now = self.clock.now();
-        self.with_target(target, |ts, env| {
+        self.with_target(target, true, |ts, env| {
             for action in actions {
                 apply_one(ts, action, now, env)?;
                 self.actions.fetch_add(1, Ordering::Relaxed);

@@ -3,9 +3,11 @@
 //! `slipway serve` processes on one database, `SLIPWAY_SIM_STATE_DIR`).
 //!
 //! One JSON file per target (`<namespace>~<workload>.json`), read, changed and written back by
-//! every call on that target while the caller holds an exclusive `flock` on the target's
-//! `.lock` file; the new state is written to a temporary file and renamed over the old one, so
-//! a crash never leaves half a file. A target with nothing in the cluster has no file.
+//! every call that changes the target while the caller holds an exclusive `flock` on the
+//! target's `.lock` file; the new state is written to a temporary file and renamed over the
+//! old one, so a crash never leaves half a file and a reader (an observe, which changes
+//! nothing) sees one whole version without the lock. A target with nothing in the cluster has
+//! no file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
@@ -49,12 +51,17 @@ impl SharedDir {
             .open(self.dir.join(format!("{stem}.lock")))?;
         lock.lock()?;
         let data = self.dir.join(format!("{stem}.json"));
-        let state = match fs::read(&data) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(io::Error::other)?,
-            Err(e) if e.kind() == ErrorKind::NotFound => TargetState::default(),
-            Err(e) => return Err(e),
-        };
+        let state = parse(fs::read(&data))?;
         Ok((Locked { data, _lock: lock }, state))
+    }
+
+    /// Reads the target's state without locking it, for a call that changes nothing: every
+    /// file is renamed into place whole, so this sees one complete version.
+    pub(crate) fn read(&self, namespace: &str, name: &str) -> io::Result<TargetState> {
+        let data = self
+            .dir
+            .join(format!("{}.json", file_stem(namespace, name)));
+        parse(fs::read(&data))
     }
 
     /// Target files present (targets with anything in the cluster).
@@ -84,6 +91,15 @@ impl Locked {
             .with_extension(format!("json.tmp.{}", std::process::id()));
         fs::write(&tmp, bytes)?;
         fs::rename(&tmp, &self.data)
+    }
+}
+
+/// A target file's contents; a missing file is an empty target.
+fn parse(read: io::Result<Vec<u8>>) -> io::Result<TargetState> {
+    match read {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(io::Error::other),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(TargetState::default()),
+        Err(e) => Err(e),
     }
 }
 
