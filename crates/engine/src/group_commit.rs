@@ -1,5 +1,7 @@
 //! Group commit of step writes: the workers of one process hand their steps' writes to one
-//! task, which writes whatever has gathered as ONE statement (`rollouts::write_steps`).
+//! task, which writes whatever has gathered as ONE statement (`rollouts::write_steps`). The
+//! fence checks before acting on a cluster (`leases::holds`) are gathered the same way
+//! (`leases::holding`, one read for all waiting claims).
 //!
 //! Every step stays fenced by its own `(id, epoch)` and gets its own result: a stale epoch
 //! fails only that step (`LeaseLost`, its worker stops as before), the others are written. A
@@ -15,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, Utc};
 use slipway_core::rollout::RolloutState;
 use slipway_store::events::NewEvent;
-use slipway_store::leases::Claim;
+use slipway_store::leases::{self, Claim};
 use slipway_store::rollouts::{self, JournalEntry, StepWrite, StepWritten};
 use slipway_store::{PgPool, StoreError};
 use tokio::sync::{mpsc, oneshot};
@@ -23,6 +25,10 @@ use uuid::Uuid;
 
 /// Most step writes in one statement.
 const BATCH: usize = 64;
+
+/// Batches in flight at once (each on its own connection): while one is written, the next
+/// gathers and can go out, so the database's cores are not left to one statement.
+const LANES: usize = 2;
 
 /// An event of a step, owned (see [`NewEvent`]).
 #[derive(Debug, Clone)]
@@ -88,6 +94,7 @@ impl OwnedStepWrite {
 }
 
 type Reply = oneshot::Sender<Result<StepWritten, StoreError>>;
+type FenceReply = oneshot::Sender<Result<(), StoreError>>;
 
 /// Collects step writes and writes them in batches from one background task (started on
 /// first use, inside the Tokio runtime). Cheap to clone.
@@ -95,6 +102,7 @@ type Reply = oneshot::Sender<Result<StepWritten, StoreError>>;
 pub struct StepWriter {
     pool: PgPool,
     queue: Arc<OnceLock<mpsc::UnboundedSender<(OwnedStepWrite, Reply)>>>,
+    fences: Arc<OnceLock<mpsc::UnboundedSender<(Claim, FenceReply)>>>,
 }
 
 impl StepWriter {
@@ -102,7 +110,27 @@ impl StepWriter {
         Self {
             pool,
             queue: Arc::new(OnceLock::new()),
+            fences: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// `leases::holds`, checked for whatever claims are waiting in one query: `LeaseLost`
+    /// when another worker took the deployment over.
+    pub async fn holds(&self, claim: Claim) -> Result<(), StoreError> {
+        let queue = self.fences.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(check_fences(self.pool.clone(), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        if queue.send((claim, reply)).is_ok()
+            && let Ok(result) = answer.await
+        {
+            return result;
+        }
+        // The task is gone: a read can be asked again.
+        let mut conn = self.pool.acquire().await?;
+        leases::holds(&mut conn, claim).await
     }
 
     /// Writes one step, with whatever other steps are waiting; `LeaseLost` when its epoch is
@@ -110,7 +138,10 @@ impl StepWriter {
     pub async fn write(&self, write: OwnedStepWrite) -> Result<StepWritten, StoreError> {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run(self.pool.clone(), rx));
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            for _ in 0..LANES {
+                tokio::spawn(run(self.pool.clone(), rx.clone()));
+            }
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -128,11 +159,47 @@ impl StepWriter {
     }
 }
 
-async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(OwnedStepWrite, Reply)>) {
+/// One lane: takes whatever has gathered (waiting for the first write if nothing has) and
+/// writes it.
+async fn run(
+    pool: PgPool,
+    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<(OwnedStepWrite, Reply)>>>,
+) {
     let mut jobs = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut jobs, BATCH).await > 0 {
+    loop {
+        let received = rx.lock().await.recv_many(&mut jobs, BATCH).await;
+        if received == 0 {
+            break;
+        }
         metrics::histogram!("slipway_engine_step_write_batch").record(jobs.len() as f64);
         write_batch(&pool, &mut jobs).await;
+    }
+}
+
+async fn check_fences(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(Claim, FenceReply)>) {
+    let mut jobs = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut jobs, BATCH).await > 0 {
+        let claims: Vec<Claim> = jobs.iter().map(|(c, _)| *c).collect();
+        let held = match pool.acquire().await {
+            Ok(mut conn) => leases::holding(&mut conn, &claims).await,
+            Err(e) => Err(e.into()),
+        };
+        match held {
+            Ok(held) => {
+                for ((_, reply), held) in jobs.drain(..).zip(held) {
+                    let _ = reply.send(if held {
+                        Ok(())
+                    } else {
+                        Err(StoreError::LeaseLost)
+                    });
+                }
+            }
+            Err(e) => {
+                for (_, reply) in jobs.drain(..) {
+                    let _ = reply.send(Err(same_error(&e)));
+                }
+            }
+        }
     }
 }
 

@@ -355,8 +355,7 @@ async fn advance(
     if !decision.actions.is_empty() {
         // Only database writes are fenced: a holder whose lease was taken over while it
         // observed (paused past its expiry) must not act on the cluster either.
-        let mut conn = ctx.pool.acquire().await?;
-        leases::holds(&mut conn, claim).await?;
+        ctx.writer.holds(claim).await?;
     }
     if let Err(e) = driver.apply(&target, &decision.actions).await {
         return cluster_error(ctx, claim, record, Some(state), e, now).await;
