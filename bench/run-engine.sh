@@ -11,7 +11,8 @@
 #   throughput  BENCH_ENVS environments x 2 deployments (the first deploys the stable version,
 #               the second is a 10-step canary); (a) 1 process x 32 workers, (a') the same
 #               with a pool of 40, (b) 2 processes x 16 workers; steps/s until every
-#               deployment is finished; then pgbench on
+#               deployment is finished (2 processes share one simulated cluster through
+#               SLIPWAY_SIM_STATE_DIR, a directory in /dev/shm); then pgbench on
 #               scratch copies of the tables in the database of (b): the issue's transition
 #               transaction, and (diagnostics) every statement of one engine step, and the
 #               same with the events' pg_notify inside the step's write.
@@ -118,9 +119,11 @@ stop_pid() {
   for p in "${pids[@]}"; do [[ $p == "$pid" ]] || kept+=("$p"); done
   pids=("${kept[@]}")
 }
+simdirs=()
 cleanup() {
   local p
   for p in "${pids[@]}"; do stop_pid "$p"; done
+  for p in "${simdirs[@]}"; do rm -rf -- "$p"; done
   if [[ ${BENCH_STOP_PG:-} == 1 ]]; then stop_test_postgres || true; fi
 }
 trap cleanup EXIT
@@ -270,7 +273,19 @@ throughput_run() { # throughput_run DB LABEL PROCESSES WORKERS [VAR=VALUE...]
   local i
   wait_quiet "throughput $2"
   background "throughput-$2"
-  for ((i = 1; i <= $3; i++)); do start_engine "engine-$2-$i.log" "$4" 0s "${@:5}"; done
+  # Several processes share one simulated cluster through a state directory (each would
+  # otherwise have its own, and a deployment stepped by the other process would find nothing).
+  # The directory is on tmpfs when there is one (/dev/shm): the simulator should cost little.
+  local shared=()
+  if (($3 > 1)); then
+    local simdir=$out/sim-$2
+    if [[ -d /dev/shm && -w /dev/shm ]]; then
+      simdir=$(mktemp -d /dev/shm/slipway-bench-sim.XXXXXX)
+      simdirs+=("$simdir")
+    fi
+    shared=("SLIPWAY_SIM_STATE_DIR=$simdir")
+  fi
+  for ((i = 1; i <= $3; i++)); do start_engine "engine-$2-$i.log" "$4" 0s "${shared[@]}" "${@:5}"; done
   monitor "throughput-$2" --until-done --max-seconds 600
   load "throughput $2 after"
   for i in "${engine_pids[@]}"; do stop_pid "$i"; done

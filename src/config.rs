@@ -78,6 +78,9 @@ pub struct Config {
     pub poll_interval_ms: u64,
     /// How long a pod of the simulated cluster takes to become ready.
     pub sim_ready_after: DurationSpec,
+    /// A directory holding the simulated cluster's state, shared by every process that names
+    /// it (several engine processes on one machine); unset keeps it in this process's memory.
+    pub sim_state_dir: Option<PathBuf>,
     /// Require a bearer JWT on the API (`slipway dev` turns it off by default).
     pub auth_enabled: bool,
     /// The `iss` tokens must carry (and `slipway token issue` writes).
@@ -149,6 +152,7 @@ impl Default for Config {
             lease_ttl: DurationSpec::from_secs(30),
             poll_interval_ms: 1_000,
             sim_ready_after: DurationSpec::from_secs(0),
+            sim_state_dir: None,
             auth_enabled: true,
             jwt_issuer: "slipway".into(),
             jwt_audience: "slipway".into(),
@@ -165,7 +169,7 @@ impl Default for Config {
     }
 }
 
-const KEYS: [&str; 27] = [
+const KEYS: [&str; 28] = [
     "auth_enabled",
     "jwt_issuer",
     "jwt_audience",
@@ -181,6 +185,7 @@ const KEYS: [&str; 27] = [
     "lease_ttl",
     "poll_interval_ms",
     "sim_ready_after",
+    "sim_state_dir",
     "listen",
     "database_url",
     "database_max_connections",

@@ -153,7 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 Some(bind(&config).await?)
             };
-            let drivers = drivers(&config);
+            let drivers = drivers(&config)?;
             let shutdown = startup::shutdown_signal();
             startup::run(listener, !no_workers, pool, &config, drivers, shutdown).await
         }
@@ -227,21 +227,29 @@ fn database_url(config: &Config) -> anyhow::Result<&slipway::config::Secret> {
 
 /// The cluster drivers of this process: one simulated cluster for every cluster registered
 /// as `simulated`, and one rate-limited client per Kubernetes cluster.
-fn drivers(config: &Config) -> slipway_engine::Drivers {
+fn drivers(config: &Config) -> anyhow::Result<slipway_engine::Drivers> {
     let settings = slipway_cluster::SimSettings {
         ready_after: config.sim_ready_after.as_std(),
         ..slipway_cluster::SimSettings::default()
     };
-    let sim = slipway_cluster::SimCluster::with_settings(
-        std::sync::Arc::new(slipway_cluster::SystemClock),
-        settings,
-    );
+    let clock = std::sync::Arc::new(slipway_cluster::SystemClock);
+    let sim = match &config.sim_state_dir {
+        None => slipway_cluster::SimCluster::with_settings(clock, settings),
+        Some(dir) => {
+            slipway_cluster::SimCluster::shared(clock, settings, dir).with_context(|| {
+                format!(
+                    "configuration key `sim_state_dir`: cannot use {}",
+                    dir.display()
+                )
+            })?
+        }
+    };
     let kube = slipway_cluster::KubeSettings {
         qps: config.kube_qps,
         burst: config.kube_burst,
         ..slipway_cluster::KubeSettings::default()
     };
-    slipway_engine::Drivers::new(std::sync::Arc::new(sim)).with_kube_settings(kube)
+    Ok(slipway_engine::Drivers::new(std::sync::Arc::new(sim)).with_kube_settings(kube))
 }
 
 async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
@@ -289,7 +297,7 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
             tracing::info!("{line}");
         }
         warn_if_open(&config.auth_settings()?);
-        let drivers = drivers(&config);
+        let drivers = drivers(&config)?;
         let shutdown = startup::shutdown_signal();
         let ran = startup::run(
             Some(listener),

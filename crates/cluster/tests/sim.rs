@@ -425,3 +425,143 @@ async fn ten_thousand_targets_observe_fine() {
     s.sim.reset_api_calls();
     assert_eq!(s.sim.api_calls().observe, 0);
 }
+
+/// Two simulated clusters on one state directory (as two engine processes with
+/// `SLIPWAY_SIM_STATE_DIR`): what one applies, the other observes, on the same clock.
+fn shared_pair(dir: &std::path::Path, settings: SimSettings) -> (Arc<ManualClock>, Sim, Sim) {
+    let clock = Arc::new(ManualClock::default());
+    let open = || {
+        let sim = match SimCluster::shared(clock.clone(), settings.clone(), dir) {
+            Ok(sim) => Arc::new(sim),
+            Err(e) => panic!("cannot open the shared state: {e}"),
+        };
+        let driver: Arc<dyn ClusterDriver> = sim.clone();
+        Sim {
+            clock: clock.clone(),
+            sim,
+            driver,
+        }
+    };
+    (clock.clone(), open(), open())
+}
+
+fn scratch_dir() -> tempfile::TempDir {
+    match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => panic!("tempdir: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn instances_on_one_state_dir_see_each_others_applies() {
+    let dir = scratch_dir();
+    let (clock, a, b) = shared_pair(
+        dir.path(),
+        SimSettings {
+            ready_after: Duration::from_secs(5),
+            ..SimSettings::default()
+        },
+    );
+    let t = target_in(
+        "shop",
+        "web",
+        TrafficRouting::GatewayApi(GatewayApiRoute {
+            http_route: "web".to_owned(),
+        }),
+    );
+    a.apply(&t, &[apply_workload(Track::Stable, "1", 4, 1, 0)])
+        .await;
+    let seen = b.observe(&t).await;
+    assert_eq!(seen.workloads[&Track::Stable].desired, 4);
+    assert_eq!(seen.workloads[&Track::Stable].ready, 0);
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(b.observe(&t).await.workloads[&Track::Stable].ready, 4);
+
+    // And back: b's changes are what a observes next, nothing of a's old view survives.
+    b.apply(
+        &t,
+        &[
+            apply_workload(Track::Canary, "2", 1, 1, 0),
+            Action::SetCanaryWeight { canary_weight: 20 },
+        ],
+    )
+    .await;
+    let seen = a.observe(&t).await;
+    assert_eq!(seen.workloads[&Track::Canary].desired, 1);
+    assert_eq!(seen.canary_weight, Some(20));
+    assert_eq!(
+        a.sim.snapshot(&t).release(Track::Canary),
+        Some(&release("2"))
+    );
+    b.apply(
+        &t,
+        &[Action::DeleteWorkload {
+            track: Track::Canary,
+        }],
+    )
+    .await;
+    assert!(!a.observe(&t).await.workloads.contains_key(&Track::Canary));
+    assert_eq!(a.sim.target_count(), 1);
+
+    // A third instance opened later (a restarted process) finds the cluster as it was.
+    let c = match SimCluster::shared(a.clock.clone(), SimSettings::default(), dir.path()) {
+        Ok(sim) => sim,
+        Err(e) => panic!("reopen: {e}"),
+    };
+    assert_eq!(c.snapshot(&t).replicas(Track::Stable), Some(4));
+
+    // A delete by one instance is seen by all.
+    a.apply(
+        &t,
+        &[
+            Action::DeleteWorkload {
+                track: Track::Stable,
+            },
+            Action::SetCanaryWeight { canary_weight: 0 },
+        ],
+    )
+    .await;
+    assert_eq!(b.sim.snapshot(&t).canary_weight, Some(0));
+    assert!(b.observe(&t).await.workloads.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_applies_from_two_instances_lose_nothing() {
+    let dir = scratch_dir();
+    let (_clock, a, b) = shared_pair(dir.path(), SimSettings::default());
+    let a = Arc::new(a);
+    let b = Arc::new(b);
+    let t = target();
+    // Each instance creates its own track's workload and rescales it over and over; the
+    // file lock makes each apply read-modify-write the latest state, so neither instance
+    // overwrites the other's workload with a stale copy.
+    let run = |s: Arc<Sim>, track: Track| {
+        let t = t.clone();
+        tokio::spawn(async move {
+            for i in 1..=100u32 {
+                let action = if i == 1 {
+                    apply_workload(track, "1", 1, 1, 0)
+                } else {
+                    Action::ScaleWorkload { track, replicas: i }
+                };
+                s.apply(&t, &[action]).await;
+            }
+        })
+    };
+    let (ra, rb) = tokio::join!(run(a.clone(), Track::Stable), run(b.clone(), Track::Canary));
+    assert!(ra.is_ok() && rb.is_ok());
+    let snapshot = a.sim.snapshot(&t);
+    assert_eq!(snapshot.replicas(Track::Stable), Some(100));
+    assert_eq!(snapshot.replicas(Track::Canary), Some(100));
+}
+
+#[tokio::test]
+async fn instances_without_a_state_dir_stay_apart() {
+    let a = Sim::paced(0);
+    let b = Sim::paced(0);
+    let t = target();
+    a.apply(&t, &[apply_workload(Track::Stable, "1", 2, 1, 0)])
+        .await;
+    assert!(b.observe(&t).await.workloads.is_empty());
+    assert_eq!(a.sim.shared_dir(), None);
+}

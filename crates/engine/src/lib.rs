@@ -4,6 +4,7 @@
 
 pub mod drivers;
 pub mod github_status;
+pub mod group_commit;
 pub mod intake;
 pub mod notify;
 pub mod secrets;

@@ -13,10 +13,11 @@ use slipway_core::{
 use slipway_store::commands::{self, PendingCommand};
 use slipway_store::events::{self, NewEvent};
 use slipway_store::leases::{self, Claim};
-use slipway_store::rollouts::{self, Claimed, JournalEntry, RolloutRecord, StepWrite};
+use slipway_store::rollouts::{self, Claimed, RolloutRecord, StepWrite};
 use slipway_store::{PgConnection, PgPool, StoreError};
 
 use crate::drivers::Drivers;
+use crate::group_commit::{OwnedStepWrite, StepEvent, StepJournal};
 
 /// The actor recorded for what the engine does on its own.
 pub const ENGINE_ACTOR: &str = "slipway";
@@ -47,6 +48,8 @@ pub struct StepContext {
     pub pool: PgPool,
     /// Sends the events' hints once a step's write has committed.
     pub notifier: crate::notify::Notifier,
+    /// Writes the steps' results, many in one statement under load.
+    pub writer: crate::group_commit::StepWriter,
     pub drivers: Drivers,
     pub worker: String,
     /// Delay before retrying after a retryable cluster error.
@@ -352,13 +355,12 @@ async fn advance(
     if !decision.actions.is_empty() {
         // Only database writes are fenced: a holder whose lease was taken over while it
         // observed (paused past its expiry) must not act on the cluster either.
-        let mut conn = ctx.pool.acquire().await?;
-        leases::holds(&mut conn, claim).await?;
+        ctx.writer.holds(claim).await?;
     }
     if let Err(e) = driver.apply(&target, &decision.actions).await {
         return cluster_error(ctx, claim, record, Some(state), e, now).await;
     }
-    persist(ctx, claim, record, state, pending, decision, &observed, now).await
+    persist(ctx, claim, record, state, pending, decision, observed, now).await
 }
 
 #[expect(
@@ -372,18 +374,28 @@ async fn persist(
     before: &RolloutState,
     pending: &[PendingCommand],
     decision: Decision,
-    observed: &serde_json::Value,
+    observed: serde_json::Value,
     now: DateTime<Utc>,
 ) -> Result<StepOutcome, StepError> {
     let mut events = Vec::with_capacity(pending.len() + decision.notes.len());
     for cmd in pending {
         let message = format!("{} by {}", cmd.kind.as_str(), cmd.actor);
         let data = json!({"command": cmd.kind.as_str(), "actor": cmd.actor, "reason": cmd.reason});
-        events.push(event("command", &cmd.actor, message, data));
+        events.push(StepEvent {
+            kind: "command".into(),
+            actor: cmd.actor.clone(),
+            message,
+            data,
+        });
     }
     for note in &decision.notes {
         let data = json!({"phase": decision.state.phase, "step": decision.state.step, "status": decision.state.status.as_str()});
-        events.push(event(&note.kind, ENGINE_ACTOR, note.message.clone(), data));
+        events.push(StepEvent {
+            kind: note.kind.clone(),
+            actor: ENGINE_ACTOR.into(),
+            message: note.message.clone(),
+            data,
+        });
     }
     let seen = ids(pending);
     let actions = serde_json::to_value(&decision.actions).unwrap_or_default();
@@ -400,30 +412,29 @@ async fn persist(
     } else {
         wake
     };
-    let write = StepWrite {
+    let any_events = !events.is_empty();
+    let terminal = decision.state.status.is_terminal();
+    let outcome = decision.state.outcome;
+    let write = OwnedStepWrite {
         claim,
-        state: &decision.state,
-        events: &events,
-        seen: &seen,
-        consumed: &seen,
-        journal: Some(JournalEntry {
-            worker: &ctx.worker,
+        state: decision.state,
+        events,
+        consumed: seen.clone(),
+        seen,
+        journal: Some(StepJournal {
+            worker: ctx.worker.clone(),
             started_at: now,
             observation: observed,
-            actions: &actions,
+            actions,
         }),
         wake,
-        starts: false,
     };
-    let written = {
-        let mut conn = ctx.pool.acquire().await?;
-        rollouts::write_step(&mut conn, write).await?
-    };
-    if !events.is_empty() {
+    let written = ctx.writer.write(write).await?;
+    if any_events {
         ctx.notifier.events(claim.id, written.last_event_seq);
     }
-    if decision.state.status.is_terminal() {
-        let outcome = decision.state.outcome.map_or("none", Outcome::as_str);
+    if terminal {
+        let outcome = outcome.map_or("none", Outcome::as_str);
         if let Ok(total) = (Utc::now() - record.created_at).to_std() {
             let strategy = record.spec.strategy.kind();
             metrics::histogram!("slipway_deployment_duration_seconds", "strategy" => strategy)

@@ -59,6 +59,7 @@ impl Engine {
     pub fn new(pool: PgPool, drivers: Drivers, settings: EngineSettings) -> Self {
         let ctx = StepContext {
             notifier: crate::notify::Notifier::new(pool.clone()),
+            writer: crate::group_commit::StepWriter::new(pool.clone()),
             pool,
             drivers,
             worker: settings.worker.clone(),

@@ -138,6 +138,27 @@ pub async fn holds(conn: &mut PgConnection, claim: Claim) -> Result<(), StoreErr
     found.map(|_| ()).ok_or(StoreError::LeaseLost)
 }
 
+/// [`holds`] for several claims in one query: which of them still hold, in order.
+pub async fn holding(conn: &mut PgConnection, claims: &[Claim]) -> Result<Vec<bool>, StoreError> {
+    let ids: Vec<Uuid> = claims.iter().map(|c| c.id).collect();
+    let epochs: Vec<i64> = claims.iter().map(|c| c.epoch).collect();
+    let held: Vec<i64> = sqlx::query_scalar(
+        "SELECT c.n FROM unnest($1::uuid[], $2::bigint[]) WITH ORDINALITY AS c (id, epoch, n)
+         JOIN deployments d ON d.id = c.id AND d.epoch = c.epoch",
+    )
+    .bind(&ids)
+    .bind(&epochs)
+    .fetch_all(conn)
+    .await?;
+    let mut out = vec![false; claims.len()];
+    for n in held {
+        if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| out.get_mut(i)) {
+            *slot = true;
+        }
+    }
+    Ok(out)
+}
+
 /// Gives back every lease `owner` holds, for a graceful shutdown: they are due at once for
 /// whoever runs next.
 pub async fn release_all(conn: &mut PgConnection, owner: &str) -> Result<u64, StoreError> {

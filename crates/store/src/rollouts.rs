@@ -387,6 +387,197 @@ pub async fn write_step(
     .ok_or(StoreError::LeaseLost)
 }
 
+/// Several steps' [`write_step`]s as ONE statement (group commit): each step is fenced by
+/// its own `(id, epoch)` and writes exactly what [`write_step`] would (state and shown
+/// columns, events numbered after its `last_event_seq`, consumed commands, journal row,
+/// lease release with the next wake-up, queued deployments of a finished one's environment
+/// woken), all in one commit. Returns one entry per write, in order: `None` where the epoch
+/// was stale (that step wrote nothing; the others are not affected). The writes must be to
+/// distinct deployments and must not start a deployment (`starts`: use [`write_step`]).
+/// An error means the statement wrote nothing, for any step.
+#[tracing::instrument(level = "debug", skip_all, fields(steps = writes.len()))]
+pub async fn write_steps(
+    conn: &mut PgConnection,
+    writes: &[StepWrite<'_>],
+) -> Result<Vec<Option<StepWritten>>, StoreError> {
+    if writes.iter().any(|w| w.starts) {
+        return Err(StoreError::Conflict(
+            "a batch of step writes cannot start a deployment".into(),
+        ));
+    }
+    let k = writes.len();
+    let mut ids = Vec::with_capacity(k);
+    let mut epochs = Vec::with_capacity(k);
+    let mut wakes = Vec::with_capacity(k);
+    let mut statuses = Vec::with_capacity(k);
+    let mut phases = Vec::with_capacity(k);
+    let mut steps = Vec::with_capacity(k);
+    let mut outcomes = Vec::with_capacity(k);
+    let mut healths = Vec::with_capacity(k);
+    let mut serving = Vec::with_capacity(k);
+    let mut failure_codes = Vec::with_capacity(k);
+    let mut failure_messages = Vec::with_capacity(k);
+    let mut states = Vec::with_capacity(k);
+    let mut event_counts = Vec::with_capacity(k);
+    let mut workers = Vec::with_capacity(k);
+    let mut started = Vec::with_capacity(k);
+    let mut observations = Vec::with_capacity(k);
+    let mut actions = Vec::with_capacity(k);
+    // Per-step lists, flattened with the step's 1-based position (`n`) beside each item.
+    let (mut ev_step, mut ev_n) = (Vec::new(), Vec::new());
+    let (mut kinds, mut actors, mut messages, mut data) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut seen_step, mut seen_ids) = (Vec::new(), Vec::new());
+    let (mut consumed_step, mut consumed_ids) = (Vec::new(), Vec::new());
+    for (i, w) in writes.iter().enumerate() {
+        let n = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        let state = w.state;
+        ids.push(w.claim.id);
+        epochs.push(w.claim.epoch);
+        wakes.push(w.wake);
+        statuses.push(state.status.as_str());
+        phases.push(state.phase.as_str());
+        steps.push(i32::try_from(state.step).unwrap_or(i32::MAX));
+        outcomes.push(state.outcome.map(|o| o.as_str()));
+        healths.push(state.serving_health.as_str());
+        serving.push(state.serving.as_ref().map(|r| r.version.as_str()));
+        failure_codes.push(state.failure.as_ref().map(|f| f.code.as_str()));
+        failure_messages.push(state.failure.as_ref().map(|f| f.message.as_str()));
+        states.push(Json(state));
+        event_counts.push(i32::try_from(w.events.len()).unwrap_or(i32::MAX));
+        workers.push(w.journal.map(|j| j.worker));
+        started.push(w.journal.map(|j| j.started_at));
+        observations.push(w.journal.map(|j| Json(j.observation)));
+        actions.push(w.journal.map(|j| Json(j.actions)));
+        for (e, event) in w.events.iter().enumerate() {
+            ev_step.push(n);
+            ev_n.push(i32::try_from(e + 1).unwrap_or(i32::MAX));
+            kinds.push(event.kind);
+            actors.push(event.actor);
+            messages.push(event.message.as_str());
+            data.push(Json(&event.data));
+        }
+        seen_step.extend(std::iter::repeat_n(n, w.seen.len()));
+        seen_ids.extend_from_slice(w.seen);
+        consumed_step.extend(std::iter::repeat_n(n, w.consumed.len()));
+        consumed_ids.extend_from_slice(w.consumed);
+    }
+    let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+        "WITH w AS (
+             SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::text[],
+                 $5::text[], $6::int[], $7::text[], $8::text[], $9::text[], $10::text[],
+                 $11::text[], $12::jsonb[], $13::int[], $14::text[], $15::timestamptz[],
+                 $16::jsonb[], $17::jsonb[])
+             WITH ORDINALITY AS w (id, epoch, wake, status, phase, step, outcome, health,
+                 serving, failure_code, failure_message, state, events, worker, started_at,
+                 observation, actions, n)
+         ),
+         d AS (
+             UPDATE deployments dep SET
+                 status = w.status::deployment_status, phase = w.phase, step = w.step,
+                 outcome = w.outcome::deployment_outcome,
+                 serving_health = w.health::serving_health, serving_version = w.serving,
+                 failure_code = w.failure_code, failure_message = w.failure_message,
+                 state = w.state, waiting_reason = NULL, tick = dep.tick + 1,
+                 updated_at = now(), last_event_seq = dep.last_event_seq + w.events,
+                 lease_owner = NULL, lease_expires_at = NULL,
+                 next_wake_at = CASE
+                     WHEN dep.next_wake_at <= now() THEN dep.next_wake_at
+                     WHEN EXISTS (
+                         SELECT FROM commands c
+                         WHERE c.deployment_id = dep.id AND c.consumed_at IS NULL
+                           AND NOT EXISTS (
+                               SELECT FROM unnest($24::bigint[], $25::uuid[]) AS s (n, id)
+                               WHERE s.n = w.n AND s.id = c.id))
+                     THEN 'epoch'::timestamptz
+                     ELSE w.wake END
+             FROM w
+             WHERE dep.id = w.id AND dep.epoch = w.epoch
+             RETURNING w.n, dep.id, dep.environment_id, dep.tick, dep.last_event_seq,
+                 w.events, w.status, w.epoch, w.worker, w.started_at, w.observation, w.actions
+         ),
+         ev AS (
+             INSERT INTO deployment_events (deployment_id, seq, kind, actor, message, data)
+             SELECT d.id, d.last_event_seq - d.events + e.i, e.kind, e.actor, e.message, e.data
+             FROM unnest($18::bigint[], $19::int[], $20::text[], $21::text[], $22::text[],
+                     $23::jsonb[]) AS e (n, i, kind, actor, message, data)
+                 JOIN d ON d.n = e.n
+             RETURNING seq
+         ),
+         cmd AS (
+             UPDATE commands c SET consumed_at = now(), outcome = 'applied'
+             FROM unnest($26::bigint[], $27::uuid[]) AS k (n, id) JOIN d ON d.n = k.n
+             WHERE c.id = k.id AND c.deployment_id = d.id
+             RETURNING c.id
+         ),
+         j AS (
+             INSERT INTO deployment_journal (deployment_id, tick, epoch, worker, started_at,
+                 finished_at, observation, actions, status_after)
+             SELECT d.id, d.tick, d.epoch, d.worker, d.started_at, now(), d.observation,
+                 d.actions, d.status::deployment_status
+             FROM d WHERE d.worker IS NOT NULL
+             RETURNING tick
+         ),
+         woke AS (
+             UPDATE deployments q SET next_wake_at = now()
+             FROM d
+             WHERE d.status IN ('succeeded', 'failed', 'rolled_back', 'cancelled', 'superseded')
+               AND q.environment_id = d.environment_id AND q.status = 'queued'
+               AND NOT (q.id = ANY($1))
+             RETURNING q.id
+         ),
+         note AS (SELECT pg_notify('slipway_wake', woke.id::text) FROM woke)
+         SELECT d.n, d.tick, d.last_event_seq, (SELECT count(*) FROM ev)
+             + (SELECT count(*) FROM cmd) + (SELECT count(*) FROM j)
+             + (SELECT count(*) FROM note) AS written
+         FROM d",
+    )
+    .bind(&ids)
+    .bind(&epochs)
+    .bind(&wakes)
+    .bind(&statuses)
+    .bind(&phases)
+    .bind(&steps)
+    .bind(&outcomes)
+    .bind(&healths)
+    .bind(&serving)
+    .bind(&failure_codes)
+    .bind(&failure_messages)
+    .bind(&states)
+    .bind(&event_counts)
+    .bind(&workers)
+    .bind(&started)
+    .bind(&observations)
+    .bind(&actions)
+    .bind(ev_step.iter().map(|n| i64::from(*n)).collect::<Vec<_>>())
+    .bind(&ev_n)
+    .bind(&kinds)
+    .bind(&actors)
+    .bind(&messages)
+    .bind(&data)
+    .bind(seen_step.iter().map(|n| i64::from(*n)).collect::<Vec<_>>())
+    .bind(&seen_ids)
+    .bind(
+        consumed_step
+            .iter()
+            .map(|n| i64::from(*n))
+            .collect::<Vec<_>>(),
+    )
+    .bind(&consumed_ids)
+    .fetch_all(conn)
+    .await?;
+    let mut out = vec![None; k];
+    for (n, tick, last_event_seq, _) in rows {
+        if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| out.get_mut(i)) {
+            *slot = Some(StepWritten {
+                tick,
+                last_event_seq,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// What [`write_step`] left on the deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepWritten {

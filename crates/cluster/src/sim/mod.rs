@@ -18,9 +18,11 @@
 
 mod clock;
 mod faults;
+mod shared;
 mod workload;
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -33,6 +35,7 @@ use slipway_core::rollout::{
 use crate::driver::{BoxFuture, ClusterDriver, DriverError, Target};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use faults::{Fault, FaultKind, FaultScope, Faults};
+use shared::SharedDir;
 pub use workload::WorkloadSpec;
 use workload::{Env, WorkloadSim};
 
@@ -113,7 +116,7 @@ pub struct TemplatePods {
     pub ready: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct TargetState {
     workloads: BTreeMap<Track, WorkloadSim>,
     services: BTreeMap<ServiceRole, Track>,
@@ -144,6 +147,8 @@ struct State {
 pub struct SimCluster {
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    /// Set by [`SimCluster::shared`]: targets live in files there instead of `state.targets`.
+    shared: Option<SharedDir>,
     faults: Faults,
     observe_calls: AtomicU64,
     apply_calls: AtomicU64,
@@ -158,6 +163,7 @@ impl std::fmt::Debug for SimCluster {
             .field("clock", &self.clock)
             .field("settings", &state.settings)
             .field("targets", &state.targets.len())
+            .field("shared", &self.shared.as_ref().map(SharedDir::path))
             .field("faults", &self.faults)
             .finish()
     }
@@ -183,12 +189,34 @@ impl SimCluster {
                 settings,
                 targets: HashMap::new(),
             }),
+            shared: None,
             faults: Faults::default(),
             observe_calls: AtomicU64::new(0),
             apply_calls: AtomicU64::new(0),
             actions: AtomicU64::new(0),
             failed_calls: AtomicU64::new(0),
         }
+    }
+
+    /// A cluster whose targets live in `dir`, shared with every other `SimCluster` (in this
+    /// process or another on the same machine) opened on the same directory: what one applies,
+    /// the others observe. Each call on a target reads and rewrites the target's file under an
+    /// exclusive file lock. Settings, faults and API call counts stay per instance; all
+    /// instances should use the same settings. A development and benchmark feature (several
+    /// engine processes on one simulated cluster), not a model of a real cluster's latency.
+    pub fn shared(
+        clock: Arc<dyn Clock>,
+        settings: SimSettings,
+        dir: &Path,
+    ) -> std::io::Result<Self> {
+        let mut sim = Self::with_settings(clock, settings);
+        sim.shared = Some(SharedDir::open(dir)?);
+        Ok(sim)
+    }
+
+    /// The directory the state is shared in, if it is.
+    pub fn shared_dir(&self) -> Option<&Path> {
+        self.shared.as_ref().map(SharedDir::path)
     }
 
     /// The faults in force; set and clear them at any time.
@@ -228,49 +256,108 @@ impl SimCluster {
 
     /// Targets with anything in the cluster.
     pub fn target_count(&self) -> usize {
-        self.lock().targets.len()
+        match &self.shared {
+            None => self.lock().targets.len(),
+            Some(dir) => dir.count().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot list the shared simulated cluster");
+                0
+            }),
+        }
     }
 
     /// What exists for `target` now (empty if nothing does). Not an API call: no faults apply.
     pub fn snapshot(&self, target: &Target) -> TargetSnapshot {
-        let never_ready = self.never_ready(target);
         let now = self.clock.now();
-        let mut state = self.lock();
-        let State { settings, targets } = &mut *state;
-        let env = Env {
-            settings,
-            never_ready: &never_ready,
-        };
-        let Some(ts) = targets.get_mut(&key(target)) else {
-            return TargetSnapshot::default();
-        };
-        let workloads = ts
-            .workloads
-            .iter_mut()
-            .map(|(track, w)| {
-                w.advance(now, env);
-                let (templates, terminating) = w.pods(env);
-                let templates = templates
-                    .into_iter()
-                    .map(|(release, pods, ready)| TemplatePods {
-                        release,
-                        pods,
-                        ready,
-                    })
-                    .collect();
-                let snapshot = WorkloadSnapshot {
-                    spec: w.spec().clone(),
-                    status: w.status(env),
-                    templates,
-                    terminating,
+        let result = self.with_target(target, false, |ts, env| {
+            let workloads = ts
+                .workloads
+                .iter_mut()
+                .map(|(track, w)| {
+                    w.advance(now, env);
+                    let (templates, terminating) = w.pods(env);
+                    let templates = templates
+                        .into_iter()
+                        .map(|(release, pods, ready)| TemplatePods {
+                            release,
+                            pods,
+                            ready,
+                        })
+                        .collect();
+                    let snapshot = WorkloadSnapshot {
+                        spec: w.spec().clone(),
+                        status: w.status(env),
+                        templates,
+                        terminating,
+                    };
+                    (*track, snapshot)
+                })
+                .collect();
+            TargetSnapshot {
+                workloads,
+                services: ts.services.clone(),
+                canary_weight: ts.canary_weight,
+            }
+        });
+        result.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the shared simulated cluster");
+            TargetSnapshot::default()
+        })
+    }
+
+    /// Runs `f` on `target`'s state (empty if nothing exists for it), brought in from the
+    /// shared directory when there is one and, if `changes`, written back to it under the
+    /// target's lock; a target left empty is forgotten. Bringing a workload up to `now`
+    /// ([`WorkloadSim::advance`]) replays what happened since its last change, whenever it is
+    /// done, so a call that changes nothing else reads the latest file (renamed into place
+    /// whole) without the lock and writes nothing back.
+    fn with_target<R>(
+        &self,
+        target: &Target,
+        changes: bool,
+        f: impl FnOnce(&mut TargetState, Env<'_>) -> R,
+    ) -> Result<R, DriverError> {
+        let never_ready = self.never_ready(target);
+        match &self.shared {
+            None => {
+                let mut state = self.lock();
+                let State { settings, targets } = &mut *state;
+                let env = Env {
+                    settings,
+                    never_ready: &never_ready,
                 };
-                (*track, snapshot)
-            })
-            .collect();
-        TargetSnapshot {
-            workloads,
-            services: ts.services.clone(),
-            canary_weight: ts.canary_weight,
+                let k = key(target);
+                let ts = targets.entry(k.clone()).or_default();
+                let result = f(ts, env);
+                if ts.is_empty() {
+                    targets.remove(&k);
+                }
+                Ok(result)
+            }
+            Some(dir) => {
+                let settings = self.settings();
+                let env = Env {
+                    settings: &settings,
+                    never_ready: &never_ready,
+                };
+                let unavailable = |e: std::io::Error| {
+                    DriverError::retryable(
+                        "sim_state_unavailable",
+                        format!(
+                            "the shared simulated cluster in {} failed: {e}",
+                            dir.path().display()
+                        ),
+                    )
+                };
+                let (namespace, name) = (&target.namespace, &target.workload.name);
+                if !changes {
+                    let mut ts = dir.read(namespace, name).map_err(unavailable)?;
+                    return Ok(f(&mut ts, env));
+                }
+                let (locked, mut ts) = dir.load(namespace, name).map_err(unavailable)?;
+                let result = f(&mut ts, env);
+                locked.store(&ts).map_err(unavailable)?;
+                Ok(result)
+            }
         }
     }
 
@@ -299,71 +386,53 @@ impl SimCluster {
         }
     }
 
-    fn observe_now(&self, target: &Target) -> Observation {
-        let never_ready = self.never_ready(target);
+    fn observe_now(&self, target: &Target) -> Result<Observation, DriverError> {
         let flapping = self
             .faults
             .flapping(&target.namespace, &target.workload.name);
         let now = self.clock.now();
-        let mut state = self.lock();
-        let State { settings, targets } = &mut *state;
-        let env = Env {
-            settings,
-            never_ready: &never_ready,
-        };
-        let Some(ts) = targets.get_mut(&key(target)) else {
-            return Observation {
-                canary_weight: reported_weight(target, None),
-                ..Observation::default()
-            };
-        };
-        ts.observes += 1;
-        let dip = flapping && ts.observes % 2 == 0;
-        let workloads = ts
-            .workloads
-            .iter_mut()
-            .map(|(track, w)| {
-                w.advance(now, env);
-                let mut status = w.status(env);
-                if dip {
-                    status.ready = status.ready.saturating_sub(1);
-                    status.available = status.available.saturating_sub(1);
-                }
-                (*track, status)
-            })
-            .collect();
-        let endpoints = service_endpoints(&ts.services, &workloads);
-        Observation {
-            workloads,
-            services: ts.services.clone(),
-            endpoints,
-            canary_weight: reported_weight(target, ts.canary_weight),
-        }
+        // Only the flapping fault's count of observes is state an observe changes.
+        self.with_target(target, flapping, |ts, env| {
+            if ts.is_empty() {
+                return Observation {
+                    canary_weight: reported_weight(target, None),
+                    ..Observation::default()
+                };
+            }
+            ts.observes += 1;
+            let dip = flapping && ts.observes % 2 == 0;
+            let workloads = ts
+                .workloads
+                .iter_mut()
+                .map(|(track, w)| {
+                    w.advance(now, env);
+                    let mut status = w.status(env);
+                    if dip {
+                        status.ready = status.ready.saturating_sub(1);
+                        status.available = status.available.saturating_sub(1);
+                    }
+                    (*track, status)
+                })
+                .collect();
+            let endpoints = service_endpoints(&ts.services, &workloads);
+            Observation {
+                workloads,
+                services: ts.services.clone(),
+                endpoints,
+                canary_weight: reported_weight(target, ts.canary_weight),
+            }
+        })
     }
 
     fn apply_now(&self, target: &Target, actions: &[Action]) -> Result<(), DriverError> {
-        let never_ready = self.never_ready(target);
         let now = self.clock.now();
-        let mut state = self.lock();
-        let State { settings, targets } = &mut *state;
-        let env = Env {
-            settings,
-            never_ready: &never_ready,
-        };
-        let k = key(target);
-        let ts = targets.entry(k.clone()).or_default();
-        let mut result = Ok(());
-        for action in actions {
-            if let Err(e) = apply_one(ts, action, now, env) {
-                result = Err(e);
-                break;
+        self.with_target(target, true, |ts, env| {
+            for action in actions {
+                apply_one(ts, action, now, env)?;
+                self.actions.fetch_add(1, Ordering::Relaxed);
             }
-            self.actions.fetch_add(1, Ordering::Relaxed);
-        }
-        if ts.is_empty() {
-            targets.remove(&k);
-        }
-        result
+            Ok(())
+        })?
     }
 }
 
@@ -448,7 +517,11 @@ impl ClusterDriver for SimCluster {
     ) -> BoxFuture<'a, Result<Observation, DriverError>> {
         Box::pin(async move {
             self.enter(target, &self.observe_calls).await?;
-            Ok(self.observe_now(target))
+            let result = self.observe_now(target);
+            if result.is_err() {
+                self.failed_calls.fetch_add(1, Ordering::Relaxed);
+            }
+            result
         })
     }
 

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use slipway_core::rollout::{Release, WorkloadStatus};
 
 use super::SimSettings;
@@ -19,7 +20,7 @@ use super::clock::after;
 const MAX_PASSES_PER_INSTANT: usize = 10_000;
 
 /// What a workload was last applied with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadSpec {
     pub release: Release,
     pub replicas: u32,
@@ -36,14 +37,14 @@ pub(crate) struct Env<'a> {
 }
 
 /// Pods that share an instant: they become ready (or finish terminating) at `at`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Batch {
     at: DateTime<Utc>,
     count: u32,
 }
 
 /// The pods of one pod template (a ReplicaSet), ordered by when they become ready.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Template {
     release: Release,
     batches: Vec<Batch>,
@@ -101,7 +102,7 @@ impl Template {
 }
 
 /// A managed workload and its pods.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct WorkloadSim {
     spec: WorkloadSpec,
     generation: i64,

@@ -9,6 +9,7 @@ mod common;
 mod concurrency;
 mod failures;
 mod github_status;
+mod group_commit;
 mod http;
 mod leases;
 mod queue;
