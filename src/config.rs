@@ -57,6 +57,8 @@ pub struct Config {
     pub request_timeout: DurationSpec,
     /// How long a stored idempotent response is replayed.
     pub idempotency_ttl: DurationSpec,
+    /// Most deployment creates written by one statement (group commit; 1 writes each alone).
+    pub create_batch_max: usize,
     /// Origins allowed by CORS (a list, or a comma-separated string); empty turns CORS off.
     #[serde(deserialize_with = "list_or_csv")]
     pub cors_allowed_origins: Vec<String>,
@@ -134,6 +136,7 @@ impl Default for Config {
             body_limit: 1024 * 1024,
             request_timeout: DurationSpec::from_secs(30),
             idempotency_ttl: DurationSpec::from_secs(24 * 3600),
+            create_batch_max: slipway_engine::create_batch::DEFAULT_MAX_BATCH,
             cors_allowed_origins: Vec::new(),
             log_format: LogFormat::Json,
             log_level: "info".into(),
@@ -158,7 +161,7 @@ impl Default for Config {
     }
 }
 
-const KEYS: [&str; 25] = [
+const KEYS: [&str; 26] = [
     "auth_enabled",
     "jwt_issuer",
     "jwt_audience",
@@ -180,6 +183,7 @@ const KEYS: [&str; 25] = [
     "body_limit",
     "request_timeout",
     "idempotency_ttl",
+    "create_batch_max",
     "cors_allowed_origins",
     "log_format",
     "log_level",
@@ -303,6 +307,15 @@ impl Config {
         if !(60..=30 * 86_400).contains(&self.idempotency_ttl.as_secs()) {
             return invalid("idempotency_ttl", "must be between 1m and 30d".into());
         }
+        if !(1..=slipway_engine::create_batch::MAX_BATCH_LIMIT).contains(&self.create_batch_max) {
+            return invalid(
+                "create_batch_max",
+                format!(
+                    "must be between 1 and {}",
+                    slipway_engine::create_batch::MAX_BATCH_LIMIT
+                ),
+            );
+        }
         if !(1..=1_024).contains(&self.workers) {
             return invalid("workers", "must be between 1 and 1024".into());
         }
@@ -388,6 +401,7 @@ impl Config {
             body_limit: self.body_limit,
             request_timeout: self.request_timeout.as_std(),
             idempotency_ttl: self.idempotency_ttl.as_std(),
+            create_batch_max: self.create_batch_max,
             cors_allowed_origins: self.cors_allowed_origins.clone(),
             secrets_key: self
                 .secrets_key

@@ -25,6 +25,8 @@ pub struct ApiSettings {
     pub auth: AuthSettings,
     /// Seals and opens webhook secrets; without it no trigger can be created.
     pub secrets_key: Option<slipway_engine::secrets::SecretsKey>,
+    /// Most deployment creates written by one statement (group commit; 1 writes each alone).
+    pub create_batch_max: usize,
 }
 
 impl Default for ApiSettings {
@@ -36,6 +38,7 @@ impl Default for ApiSettings {
             cors_allowed_origins: Vec::new(),
             auth: AuthSettings::disabled(),
             secrets_key: None,
+            create_batch_max: slipway_engine::create_batch::DEFAULT_MAX_BATCH,
         }
     }
 }
@@ -54,6 +57,8 @@ pub struct AppState {
     pub environments: slipway_engine::intake::EnvironmentCache,
     /// Sends wake-up and event hints after the write they describe has committed.
     pub notifier: slipway_engine::Notifier,
+    /// Writes concurrent deployment creates together (group commit).
+    pub creates: slipway_engine::CreateBatcher,
 }
 
 impl AppState {
@@ -62,6 +67,7 @@ impl AppState {
         Self {
             events: EventHub::start(pool.clone()),
             notifier: slipway_engine::Notifier::new(pool.clone()),
+            creates: slipway_engine::CreateBatcher::new(pool.clone(), settings.create_batch_max),
             pool,
             settings: Arc::new(settings),
             metrics: crate::metrics_handle(),
