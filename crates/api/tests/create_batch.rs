@@ -331,3 +331,56 @@ async fn an_environment_changed_under_a_batch_replans_only_its_rows(pool: PgPool
     assert_eq!((prod, staged), (6, 6), "the warm-ups and five each");
     assert_eq!(app.count("idempotency_keys").await, 10);
 }
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_create_whose_caller_gives_up_is_neither_lost_nor_doubled(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.seed().await;
+    let body = json!({"image": "ghcr.io/acme/web:4.0.0"});
+    let requests: Vec<_> = (0..6)
+        .map(|i| {
+            let (app, body) = (&app, &body);
+            move || async move {
+                if i != 3 {
+                    return app.post_keyed(DEPLOYMENTS, &format!("k-{i}"), body).await;
+                }
+                // This caller hangs up while its create waits for the stuck batch.
+                let sent = app
+                    .json_request(reqwest::Method::POST, DEPLOYMENTS, body)
+                    .header("idempotency-key", "impatient")
+                    .timeout(Duration::from_millis(200))
+                    .send()
+                    .await;
+                assert!(sent.is_err(), "the caller gave up before any answer");
+                Resp {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    headers: Default::default(),
+                    body: serde_json::Value::Null,
+                    text: String::new(),
+                }
+            }
+        })
+        .collect();
+    let answers = while_stuck(&app, requests).await;
+    for (i, a) in answers.iter().enumerate() {
+        if i != 3 {
+            assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+        }
+    }
+    // Its retry is answered: recorded now or replayed, but one deployment either way.
+    let retried = app.post_keyed(DEPLOYMENTS, "impatient", &body).await;
+    assert_eq!(retried.status, StatusCode::CREATED, "{}", retried.text);
+    let again = app.post_keyed(DEPLOYMENTS, "impatient", &body).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.text);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body["id"], retried.body["id"]);
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deployments WHERE idempotency_key = 'impatient'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(recorded, 1);
+    // The warm-up, the five others and the impatient one.
+    assert_eq!(app.count("deployments").await, 7);
+    assert_eq!(app.count("deployment_events").await, 7);
+}

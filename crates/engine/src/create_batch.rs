@@ -80,7 +80,9 @@ fn gone() -> StoreError {
     StoreError::Database(sqlx::Error::PoolClosed)
 }
 
-/// The batch task: one batch at a time, so batches never wait for each other's locks.
+/// The batch task: one batch at a time, so batches never wait for each other's key rows (and
+/// the batches are as large as they can be: with two writers they were smaller and the rate
+/// lower, bench/README.md).
 async fn run(pool: PgPool, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
     let mut waiting: Vec<Pending> = Vec::with_capacity(max_batch);
     let mut deferred: Vec<Pending> = Vec::new();
@@ -138,10 +140,12 @@ pub async fn write_batch(pool: &PgPool, rows: &[RecordRow]) -> Vec<Result<Record
         Ok(mut conn) => deployments::record_many(&mut conn, rows).await,
         Err(e) => Err(e.into()),
     };
+    metrics::histogram!("slipway_create_batch_rows").record(rows.len() as f64);
     match written {
         Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
         Err(e) if rows.len() == 1 => vec![Err(e)],
         Err(e) => {
+            metrics::counter!("slipway_create_batch_fallbacks_total").increment(1);
             tracing::warn!(error = %e, rows = rows.len(),
                 "a batch of creates failed as a whole; writing its rows one by one");
             let mut outcomes = Vec::with_capacity(rows.len());

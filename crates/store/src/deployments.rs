@@ -440,8 +440,9 @@ pub async fn record_many(
 }
 
 // [`RECORD`] for many rows: the rows come as one array per column, numbered by `WITH
-// ORDINALITY`; each CTE works on all rows at once and joins back to its input by that number
-// (the environment), by the key's scope and key (unique in a batch) or by the deployment id.
+// ORDINALITY`; each CTE works on all rows at once and joins back to its input by that number,
+// by the key's scope and key (unique in a batch) or by the deployment id. Each environment
+// named is looked up and key-share locked once, however many rows go to it.
 // Data-modifying CTEs run to completion whether or not the final SELECT reads them.
 const RECORD_MANY: &str = "WITH input AS (
          SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[], $5::uuid[],
@@ -457,13 +458,18 @@ const RECORD_MANY: &str = "WITH input AS (
                  created_at, event_kind, event_actor, event_message, event_data, audit_subject,
                  audit_method, audit_path, audit_status, audit_request_id, n)
      ),
-     env AS (
-         SELECT i.n, e.id, e.revision = i.environment_revision AND e.id = i.environment_id
-                AS current
-         FROM input i
-         JOIN apps a ON a.name = i.app
-         JOIN environments e ON e.app_id = a.id AND e.name = i.environment
+     named AS (SELECT DISTINCT app, environment FROM input),
+     locked AS (
+         SELECT n.app, n.environment, e.id, e.revision
+         FROM named n
+         JOIN apps a ON a.name = n.app
+         JOIN environments e ON e.app_id = a.id AND e.name = n.environment
          FOR KEY SHARE OF e, a
+     ),
+     env AS (
+         SELECT i.n, l.id, l.revision = i.environment_revision AND l.id = i.environment_id
+                AS current
+         FROM input i JOIN locked l ON l.app = i.app AND l.environment = i.environment
      ),
      target AS (SELECT n, id FROM env WHERE current),
      key AS (
@@ -495,7 +501,6 @@ const RECORD_MANY: &str = "WITH input AS (
              i.request_reason, i.created_by, i.idempotency_key, i.traceparent, now(), 1,
              i.created_at, i.created_at
          FROM go JOIN input i ON i.n = go.n
-         ORDER BY go.n
          RETURNING id
      ),
      ev AS (
@@ -503,7 +508,6 @@ const RECORD_MANY: &str = "WITH input AS (
          SELECT i.id, 1, i.created_at, i.event_kind, i.event_actor, i.event_message,
              i.event_data::jsonb
          FROM dep JOIN input i ON i.id = dep.id
-         ORDER BY i.n
          RETURNING deployment_id
      ),
      audited AS (
@@ -512,7 +516,6 @@ const RECORD_MANY: &str = "WITH input AS (
              i.audit_request_id
          FROM dep JOIN input i ON i.id = dep.id
          WHERE i.audit_subject IS NOT NULL
-         ORDER BY i.n
      )
      SELECT i.n, env.n IS NOT NULL, coalesce(env.current, false),
             ev.deployment_id IS NOT NULL
