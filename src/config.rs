@@ -575,6 +575,29 @@ mod tests {
     }
 
     #[test]
+    fn create_batch_max_is_bounded_and_reaches_the_api() {
+        for wrong in [0, slipway_engine::create_batch::MAX_BATCH_LIMIT + 1] {
+            let bad = Config {
+                create_batch_max: wrong,
+                ..Config::default()
+            };
+            let message = bad
+                .validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(message.contains("`create_batch_max`"), "{wrong}: {message}");
+        }
+        let one = Config {
+            create_batch_max: 1,
+            auth_enabled: false,
+            ..Config::default()
+        };
+        assert!(one.validate().is_ok());
+        assert_eq!(one.api_settings().map(|s| s.create_batch_max).ok(), Some(1));
+    }
+
+    #[test]
     fn validation_names_the_key() {
         let bad = Config {
             listen: "nowhere".into(),
