@@ -19,7 +19,8 @@ use serde_json::json;
 use sqlx::PgPool;
 
 /// Sends `requests` while the environment web/prod is locked: the first one alone, so the batch
-/// task is stuck on it, then the others, which wait together for the next batch; then lets go.
+/// task is stuck on it, then the others, which wait together for the next batch; then lets go
+/// (after 3 s: time for every request to reach the batcher even on a loaded machine).
 async fn while_stuck<F, Fut>(app: &TestApp, requests: Vec<F>) -> Vec<Resp>
 where
     F: FnOnce() -> Fut,
@@ -45,7 +46,7 @@ where
             futures::future::join_all(rest).await
         },
         async {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            tokio::time::sleep(Duration::from_millis(3000)).await;
             lock.commit().await.expect("unlock");
         }
     );
