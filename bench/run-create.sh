@@ -25,6 +25,9 @@
 #   BENCH_SKIP_BUILD=1 use the binaries as they are (else `cargo build --release` first)
 #   SLIPWAY_BIN, SLIPWAY_LOAD_BIN   binaries to use (default: $CARGO_TARGET_DIR/release/...)
 #   SLIPWAY_SERVE_ARGS              more arguments for `slipway serve`, e.g. --no-workers
+#   BENCH_DURABLE=1    the benchmark's PostgreSQL with durable commits (fsync, synchronous_commit
+#                      and full_page_writes on, PostgreSQL's defaults) instead of the test
+#                      configuration (all three off); both sides of the comparison pay for it
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -74,8 +77,10 @@ export SLIPWAY_TOKEN
 # A PostgreSQL of its own (scripts/lib/pg.sh's test instance, on another port and in another
 # directory): the shared test instance carries other databases, whose backends, locks, WAL
 # and LISTEN/NOTIFY queue would weigh on the numbers.
+[[ ${BENCH_DURABLE:-0} =~ ^[01]$ ]] || die "BENCH_DURABLE must be 0 or 1"
 pg_env=(SLIPWAY_TEST_PG_PORT="${BENCH_PG_PORT:-55433}"
-  SLIPWAY_CACHE="${BENCH_PG_CACHE:-${SLIPWAY_CACHE:-/var/cache/slipway}/bench}")
+  SLIPWAY_CACHE="${BENCH_PG_CACHE:-${SLIPWAY_CACHE:-/var/cache/slipway}/bench}"
+  SLIPWAY_TEST_PG_DURABLE="${BENCH_DURABLE:-0}")
 say "PostgreSQL (${pg_env[*]})"
 ensure_postgres_installed
 export "${pg_env[@]}"
@@ -91,6 +96,9 @@ psql_bench() { "$bin/psql" -X -q -v ON_ERROR_STOP=1 "$bench_url" "$@"; }
 psql_admin -c 'DROP DATABASE IF EXISTS slipway_bench WITH (FORCE)'
 psql_admin -c 'CREATE DATABASE slipway_bench'
 pg_version=$(psql_bench -At -c 'SHOW server_version')
+pg_commits=$(psql_bench -At -c "SELECT 'fsync=' || current_setting('fsync') ||
+  ' synchronous_commit=' || current_setting('synchronous_commit') ||
+  ' full_page_writes=' || current_setting('full_page_writes')")
 
 server_pid=""
 server_stopped=0
@@ -289,6 +297,7 @@ say "summary"
 {
   printf 'PostgreSQL %s, %s clients/workers, %ss per phase, %s CPUs; raw output in %s\n' \
     "$pg_version" "$concurrency" "$duration" "$(nproc)" "$out"
+  printf 'commits: %s\n' "$pg_commits"
   printf 'slipway serve %s(%s)\n\n' "${SLIPWAY_SERVE_ARGS:+$SLIPWAY_SERVE_ARGS }" "$("$slipway" --version)"
   printf '%-40s %12s %10s %10s %10s\n' "run" "rate/s" "p50 ms" "p99 ms" "max ms"
   printf '%-40s %12.1f %10s %10s %10s\n' "(a) pgbench single-row INSERT tx" "$insert_tps" \

@@ -62,6 +62,8 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// How long a stored idempotent response is replayed.
     pub idempotency_ttl: DurationSpec,
+    /// Most deployment creates written by one statement (group commit; 1 writes each alone).
+    pub create_batch_max: usize,
     /// Origins allowed by CORS (a list, or a comma-separated string); empty turns CORS off.
     #[serde(deserialize_with = "list_or_csv")]
     pub cors_allowed_origins: Vec<String>,
@@ -144,6 +146,7 @@ impl Default for Config {
             rate_limit_per_second: 100,
             rate_limit_burst: 200,
             idempotency_ttl: DurationSpec::from_secs(24 * 3600),
+            create_batch_max: slipway_engine::create_batch::DEFAULT_MAX_BATCH,
             cors_allowed_origins: Vec::new(),
             log_format: LogFormat::Json,
             log_level: "info".into(),
@@ -169,7 +172,7 @@ impl Default for Config {
     }
 }
 
-const KEYS: [&str; 28] = [
+const KEYS: [&str; 29] = [
     "auth_enabled",
     "jwt_issuer",
     "jwt_audience",
@@ -194,6 +197,7 @@ const KEYS: [&str; 28] = [
     "rate_limit_per_second",
     "rate_limit_burst",
     "idempotency_ttl",
+    "create_batch_max",
     "cors_allowed_origins",
     "log_format",
     "log_level",
@@ -329,6 +333,15 @@ impl Config {
         if !(60..=30 * 86_400).contains(&self.idempotency_ttl.as_secs()) {
             return invalid("idempotency_ttl", "must be between 1m and 30d".into());
         }
+        if !(1..=slipway_engine::create_batch::MAX_BATCH_LIMIT).contains(&self.create_batch_max) {
+            return invalid(
+                "create_batch_max",
+                format!(
+                    "must be between 1 and {}",
+                    slipway_engine::create_batch::MAX_BATCH_LIMIT
+                ),
+            );
+        }
         if !(1..=1_024).contains(&self.workers) {
             return invalid("workers", "must be between 1 and 1024".into());
         }
@@ -422,6 +435,7 @@ impl Config {
             body_limit: self.body_limit,
             request_timeout: self.request_timeout.as_std(),
             idempotency_ttl: self.idempotency_ttl.as_std(),
+            create_batch_max: self.create_batch_max,
             cors_allowed_origins: self.cors_allowed_origins.clone(),
             rate_limit: self.rate_limit(),
             secrets_key: self
@@ -616,6 +630,29 @@ mod tests {
             ..Config::default()
         };
         assert!(off.validate().is_ok());
+    }
+
+    #[test]
+    fn create_batch_max_is_bounded_and_reaches_the_api() {
+        for wrong in [0, slipway_engine::create_batch::MAX_BATCH_LIMIT + 1] {
+            let bad = Config {
+                create_batch_max: wrong,
+                ..Config::default()
+            };
+            let message = bad
+                .validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(message.contains("`create_batch_max`"), "{wrong}: {message}");
+        }
+        let one = Config {
+            create_batch_max: 1,
+            auth_enabled: false,
+            ..Config::default()
+        };
+        assert!(one.validate().is_ok());
+        assert_eq!(one.api_settings().map(|s| s.create_batch_max).ok(), Some(1));
     }
 
     #[test]

@@ -175,6 +175,10 @@ start_test_postgres() {
   fi
 
   # Settings rewritten on every start, so a changed SLIPWAY_TEST_PG_PORT takes effect.
+  # SLIPWAY_TEST_PG_DURABLE=1 keeps PostgreSQL's durable defaults (fsync, synchronous_commit,
+  # full_page_writes on: a WAL flush per commit), for benchmarks that price it.
+  local durable=off
+  if [[ ${SLIPWAY_TEST_PG_DURABLE:-} == 1 ]]; then durable=on; fi
   printf '%s\n' \
     '# Written by scripts/lib/pg.sh on every start; edits are overwritten.' \
     "listen_addresses = '127.0.0.1'" \
@@ -183,9 +187,9 @@ start_test_postgres() {
     'unix_socket_permissions = 0700' \
     'max_connections = 300' \
     'shared_buffers = 128MB' \
-    'fsync = off' \
-    'synchronous_commit = off' \
-    'full_page_writes = off' >"$dir/slipway-test.conf.new" || return 1
+    "fsync = $durable" \
+    "synchronous_commit = $durable" \
+    "full_page_writes = $durable" >"$dir/slipway-test.conf.new" || return 1
   if [[ $(id -u) -eq 0 ]]; then
     chown -R postgres: "$data" "$dir/slipway-test.conf.new" || return 1
   fi

@@ -27,6 +27,8 @@ pub struct ApiSettings {
     pub secrets_key: Option<slipway_engine::secrets::SecretsKey>,
     /// Requests per principal (off by default here; `slipway serve` turns it on).
     pub rate_limit: crate::rate_limit::RateLimit,
+    /// Most deployment creates written by one statement (group commit; 1 writes each alone).
+    pub create_batch_max: usize,
 }
 
 impl Default for ApiSettings {
@@ -39,6 +41,7 @@ impl Default for ApiSettings {
             auth: AuthSettings::disabled(),
             secrets_key: None,
             rate_limit: crate::rate_limit::RateLimit::OFF,
+            create_batch_max: slipway_engine::create_batch::DEFAULT_MAX_BATCH,
         }
     }
 }
@@ -59,6 +62,8 @@ pub struct AppState {
     pub notifier: slipway_engine::Notifier,
     /// Per-principal token buckets (see [`crate::rate_limit`]).
     pub rate_limiter: Arc<crate::rate_limit::RateLimiter>,
+    /// Writes concurrent deployment creates together (group commit).
+    pub creates: slipway_engine::CreateBatcher,
 }
 
 impl AppState {
@@ -67,6 +72,7 @@ impl AppState {
         Self {
             events: EventHub::start(pool.clone()),
             notifier: slipway_engine::Notifier::new(pool.clone()),
+            creates: slipway_engine::CreateBatcher::new(pool.clone(), settings.create_batch_max),
             pool,
             rate_limiter: Arc::new(crate::rate_limit::RateLimiter::new(settings.rate_limit)),
             settings: Arc::new(settings),

@@ -15,15 +15,16 @@ use slipway_core::{
 };
 use slipway_core::{DeploymentStatus, Serving, ServingHealth};
 use slipway_store::audit::NewAuditEntry;
-use slipway_store::deployments::{KeyedResponse, NewDeployment, Recorded, Requester};
+use slipway_store::deployments::{KeyedResponse, NewDeployment, RecordRow, Recorded, Requester};
 use slipway_store::environments::EnvironmentRef;
 use slipway_store::events::NewEvent;
 use slipway_store::idempotency::{self, KeyRef, RawResponse, Taken};
 
+use crate::create_batch::CreateBatcher;
 use crate::notify::Notifier;
 use slipway_store::{
-    PgConnection, Revisioned, StoreError, apps, clusters, commands, deployments, environments,
-    rollouts,
+    PgConnection, PgPool, Revisioned, StoreError, apps, clusters, commands, deployments,
+    environments, rollouts,
 };
 
 /// An `If-Match` condition on a stored revision.
@@ -240,8 +241,10 @@ const ATTEMPTS: usize = 4;
 /// Records a deployment request in one round trip in the common case (the environment known,
 /// the key new): the plan is made from the cached environment, the deployment, its first
 /// event and the key's stored response (`respond`, built here before the write) are written
-/// by one autocommit statement that checks the environment is still the planned one. The
-/// engines' and event streams' hints are sent by `notifier` once it has committed.
+/// by one autocommit statement that checks the environment is still the planned one, shared
+/// with the other creates waiting at the time (`creates`, group commit; no connection is held
+/// while waiting for it). The engines' and event streams' hints are sent by `notifier` once
+/// it has committed.
 ///
 /// A key already used answers its stored response (`Replay`) or `KeyReused`; a concurrent
 /// request with the same key waits for the first to finish (one statement) and then replays
@@ -251,7 +254,8 @@ const ATTEMPTS: usize = 4;
 /// deployment is recorded: the caller audits replays and failures itself).
 #[expect(clippy::too_many_arguments, reason = "one request's whole context")]
 pub async fn request_deployment(
-    conn: &mut PgConnection,
+    pool: &PgPool,
+    creates: &CreateBatcher,
     cache: &EnvironmentCache,
     notifier: &Notifier,
     app: &str,
@@ -267,10 +271,13 @@ pub async fn request_deployment(
     for attempt in 1..=ATTEMPTS {
         let env = match cache.get(app, environment) {
             Some(env) => env,
-            None => match environments::find(conn, app, environment).await {
-                Ok(env) => cache.put(app, environment, env),
-                Err(e) => return settle_failure(conn, key, e.into()).await,
-            },
+            None => {
+                let mut conn = pool.acquire().await.map_err(StoreError::from)?;
+                match environments::find(&mut conn, app, environment).await {
+                    Ok(env) => cache.put(app, environment, env),
+                    Err(e) => return settle_failure(&mut conn, key, e.into()).await,
+                }
+            }
         };
         let this = if attempt == ATTEMPTS {
             request.take()
@@ -280,7 +287,14 @@ pub async fn request_deployment(
         let Some(this) = this else { break };
         let draft = match Draft::new(app, environment, this, &env, by) {
             Ok(d) => d,
-            Err(e) => return settle_failure(conn, key, e).await,
+            Err(e) => {
+                return settle_failure(
+                    &mut *pool.acquire().await.map_err(StoreError::from)?,
+                    key,
+                    e,
+                )
+                .await;
+            }
         };
         let response = respond(&draft.deployment)?;
         let keyed = key.map(|key| KeyedResponse {
@@ -288,7 +302,8 @@ pub async fn request_deployment(
             response: &response,
             ttl,
         });
-        match deployments::record(conn, draft.as_new(&env, by, false, audit), keyed).await? {
+        let row = RecordRow::new(draft.as_new(&env, by, false, audit), keyed)?;
+        match creates.record(row).await? {
             Recorded::Recorded => {
                 notifier.wake(draft.deployment.id);
                 notifier.events(draft.deployment.id, 1);
@@ -296,12 +311,14 @@ pub async fn request_deployment(
             }
             Recorded::EnvironmentMissing => {
                 cache.forget(app, environment);
-                return settle_failure(conn, key, IntakeError::NotFound("environment")).await;
+                let mut conn = pool.acquire().await.map_err(StoreError::from)?;
+                return settle_failure(&mut conn, key, IntakeError::NotFound("environment")).await;
             }
             Recorded::EnvironmentChanged => cache.forget(app, environment),
             Recorded::KeyTaken => {
                 let Some(key) = key else { break };
-                match idempotency::taken(conn, key).await? {
+                let mut conn = pool.acquire().await.map_err(StoreError::from)?;
+                match idempotency::taken(&mut conn, key).await? {
                     Taken::Replay(stored) => return Ok(Requested::Replay(stored)),
                     Taken::Mismatch => return Ok(Requested::KeyReused),
                     Taken::Vacant => {}

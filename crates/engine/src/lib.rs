@@ -2,6 +2,7 @@
 //! claims due deployments under fenced leases, `step` runs one observe → decide → act →
 //! persist cycle of a deployment's state machine).
 
+pub mod create_batch;
 pub mod drivers;
 pub mod github_status;
 pub mod group_commit;
@@ -12,6 +13,7 @@ pub mod step;
 pub mod webhooks;
 pub mod worker;
 
+pub use create_batch::CreateBatcher;
 pub use drivers::Drivers;
 pub use intake::{IntakeError, Precondition};
 pub use notify::Notifier;

@@ -65,9 +65,9 @@ pub async fn create(
         idempotency_key: key.as_ref().map(|k| k.key),
         traceparent,
     };
-    let mut conn = state.pool.acquire().await?;
     let requested = intake::request_deployment(
-        &mut conn,
+        &state.pool,
+        &state.creates,
         &state.environments,
         &state.notifier,
         &app,
@@ -88,7 +88,6 @@ pub async fn create(
         },
     )
     .await?;
-    drop(conn);
     match requested {
         Requested::Created(_, response) => {
             let mut response = raw_response(response, false)?;
