@@ -522,6 +522,15 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// What `validate` says of `config` (empty when it accepts it).
+    fn validation_error(config: &Config) -> String {
+        config
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
     #[test]
     fn secrets_do_not_print() {
         let config = Config {
@@ -550,11 +559,7 @@ mod tests {
             jwt_secret: Some(Secret::new("short")),
             ..Config::default()
         };
-        let message = short
-            .validate()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let message = validation_error(&short);
         assert!(message.contains("`jwt_secret`"), "{message}");
         let missing = Config {
             jwks_path: Some("/nonexistent/jwks.json".into()),
@@ -588,11 +593,7 @@ mod tests {
             secrets_key: Some(Secret::new("c2hvcnQ=")),
             ..Config::default()
         };
-        let message = short_key
-            .validate()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let message = validation_error(&short_key);
         assert!(message.contains("`secrets_key`"), "{message}");
         let bad = Config {
             github: GithubConfig {
@@ -601,11 +602,7 @@ mod tests {
             },
             ..Config::default()
         };
-        let message = bad
-            .validate()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let message = validation_error(&bad);
         assert!(message.contains("`github.api_url`"), "{message}");
     }
 
@@ -618,11 +615,7 @@ mod tests {
             rate_limit_burst: 0,
             ..Config::default()
         };
-        let message = no_burst
-            .validate()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let message = validation_error(&no_burst);
         assert!(message.contains("`rate_limit_burst`"), "{message}");
         let off = Config {
             rate_limit_per_second: 0,
@@ -639,11 +632,7 @@ mod tests {
                 create_batch_max: wrong,
                 ..Config::default()
             };
-            let message = bad
-                .validate()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let message = validation_error(&bad);
             assert!(message.contains("`create_batch_max`"), "{wrong}: {message}");
         }
         let one = Config {
@@ -661,31 +650,19 @@ mod tests {
             listen: "nowhere".into(),
             ..Config::default()
         };
-        let message = bad
-            .validate()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let message = validation_error(&bad);
         assert!(message.contains("`listen`"), "{message}");
         let bad = Config {
             database_url: Some(Secret::new("mysql://x")),
             ..Config::default()
         };
-        let message = bad
-            .validate()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let message = validation_error(&bad);
         assert!(message.contains("`database_url`"), "{message}");
         let bad = Config {
             kube_qps: 0,
             ..Config::default()
         };
-        let message = bad
-            .validate()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let message = validation_error(&bad);
         assert!(message.contains("`kube_qps`"), "{message}");
     }
 }

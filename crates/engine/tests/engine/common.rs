@@ -254,3 +254,12 @@ pub async fn deploy_ok(engine: &Engine, pool: &PgPool, env: &str, version: &str)
     assert_eq!(d.serving.version.as_deref(), Some(version));
     id
 }
+
+/// The whole stored row of a deployment, to compare before and after.
+pub async fn row(pool: &PgPool, id: Uuid) -> Value {
+    sqlx::query_scalar("SELECT to_jsonb(d) FROM deployments d WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .expect("the deployment row")
+}

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 use slipway_core::DeploymentStatus;
 use slipway_core::Outcome;
 use slipway_core::rollout::CommandKind;
@@ -75,14 +75,6 @@ fn write_of(c: &Claimed, message: &str, wake: DateTime<Utc>) -> OwnedStepWrite {
         }),
         wake: Some(wake),
     }
-}
-
-async fn row(pool: &PgPool, id: Uuid) -> Value {
-    sqlx::query_scalar("SELECT to_jsonb(d) FROM deployments d WHERE id = $1")
-        .bind(id)
-        .fetch_one(pool)
-        .await
-        .expect("the deployment row")
 }
 
 /// The transaction that last wrote the deployment row.

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::json;
 use slipway_cluster::{Fault, FaultKind, FaultScope};
 use slipway_core::rollout::{self, CommandKind, Observation};
 use slipway_core::{DeploymentStatus, Outcome};
@@ -15,15 +15,6 @@ use slipway_store::{PgPool, StoreError, commands, journal, rollouts};
 use uuid::Uuid;
 
 use crate::common::*;
-
-/// The whole stored row of a deployment, to compare before and after.
-async fn row(pool: &PgPool, id: Uuid) -> Value {
-    sqlx::query_scalar("SELECT to_jsonb(d) FROM deployments d WHERE id = $1")
-        .bind(id)
-        .fetch_one(pool)
-        .await
-        .expect("the deployment row")
-}
 
 async fn count(pool: &PgPool, sql: &'static str, id: Uuid) -> i64 {
     sqlx::query_scalar(sql)
