@@ -28,7 +28,8 @@
 #
 # Environment (all optional):
 #   BENCH_ONLY            parts to run, comma-separated (throughput,latency,scale; also
-#                         sweep: 1 process x 8/16/32/64 workers, BENCH_SWEEP_WORKERS)
+#                         sweep: 1 process x 8/16/32/64 workers, BENCH_SWEEP_WORKERS;
+#                         sweep2: 2 processes x 16/32/64 workers each)
 #   BENCH_ENVS            environments for throughput (1000)
 #   BENCH_LAT_ENVS        parked canaries for latency (60)
 #   BENCH_SCALE_ENVS      environments for scale (10000)
@@ -326,6 +327,16 @@ if [[ ,$only, == *,throughput,* ]]; then
   pgbench_run pgbench-step.sql step 32 "$rows"
   pgbench_run pgbench-step-notify-inline.sql step-notify-inline 32 "$rows"
   load "pgbench after"
+fi
+
+# Diagnostic (BENCH_ONLY=sweep2): two processes with BENCH_SWEEP_WORKERS workers each (16 32 64;
+# pool = workers + 8): larger step-write batches per process, against the same baseline.
+if [[ ,$only, == *,sweep2,* ]]; then
+  for w in ${BENCH_SWEEP_WORKERS:-16 32 64}; do
+    int BENCH_SWEEP_WORKERS "$w"
+    throughput_run "slipway_bench_engine_v$w" "sweep-2x$w" 2 "$w" \
+      SLIPWAY_DATABASE_MAX_CONNECTIONS=$((w + 8))
+  done
 fi
 
 # Diagnostic (BENCH_ONLY=sweep): one process with 8, 16, 32, 64 workers (pool = workers + 8),
