@@ -51,6 +51,17 @@ impl PageParams {
         }
         Ok(Some(value.to_owned()))
     }
+
+    /// [`Self::after`], parsed as the list's key type (a uuid, a sequence number).
+    pub fn after_parsed<T: std::str::FromStr>(
+        &self,
+        kind: CursorKind,
+    ) -> Result<Option<T>, ApiError> {
+        self.after(kind)?
+            .map(|raw| raw.parse::<T>())
+            .transpose()
+            .map_err(|_| ApiError::invalid_parameter("cursor", "not a cursor this list issued"))
+    }
 }
 
 /// What a cursor points into; a cursor of one list is refused by another.

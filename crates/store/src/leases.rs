@@ -28,42 +28,6 @@ fn interval(ttl: Duration) -> Result<chrono::Duration, StoreError> {
     chrono::Duration::from_std(ttl).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Leases up to `limit` deployments whose wake-up time has come. The claim moves the wake-up
-/// to the lease's expiry (due again if the holder dies), so a wake-up time at or before now
-/// at release means someone woke the deployment while the step ran (see [`release`]).
-#[tracing::instrument(skip_all, fields(owner))]
-pub async fn claim_due(
-    conn: &mut PgConnection,
-    owner: &str,
-    ttl: Duration,
-    limit: i64,
-) -> Result<Vec<Claim>, StoreError> {
-    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-        "WITH due AS (
-             SELECT id FROM deployments
-             WHERE next_wake_at <= now()
-               AND (lease_expires_at IS NULL OR lease_expires_at < now())
-             ORDER BY next_wake_at
-             LIMIT $3
-             FOR UPDATE SKIP LOCKED
-         )
-         UPDATE deployments d
-            SET lease_owner = $1, lease_expires_at = now() + $2, next_wake_at = now() + $2,
-                epoch = d.epoch + 1
-           FROM due WHERE d.id = due.id
-         RETURNING d.id, d.epoch",
-    )
-    .bind(owner)
-    .bind(interval(ttl)?)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, epoch)| Claim { id, epoch })
-        .collect())
-}
-
 /// Extends the lease; `LeaseLost` when another worker holds the row now.
 pub async fn heartbeat(
     conn: &mut PgConnection,

@@ -184,8 +184,11 @@ impl TryFrom<ClaimedRow> for Claimed {
     }
 }
 
-/// Leases up to `limit` due deployments (as [`crate::leases::claim_due`]) and loads each with
-/// its pending commands, in one statement.
+/// Leases up to `limit` deployments whose wake-up time has come and loads each with its
+/// pending commands, in one statement. The claim bumps the fencing epoch and moves the
+/// wake-up to the lease's expiry (due again if the holder dies), so a wake-up time at or
+/// before now at release means someone woke the deployment while the step ran (see
+/// [`crate::leases::release`]).
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn claim_due(
     conn: &mut PgConnection,

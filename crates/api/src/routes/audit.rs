@@ -51,11 +51,7 @@ pub async fn list(
 ) -> Result<Json<List<AuditEntry>>, ApiError> {
     principal.require_admin()?;
     let limit = page.limit()?;
-    let before = page
-        .after(CursorKind::Audit)?
-        .map(|raw| raw.parse::<i64>())
-        .transpose()
-        .map_err(|_| ApiError::invalid_parameter("cursor", "not a cursor this list issued"))?;
+    let before = page.after_parsed::<i64>(CursorKind::Audit)?;
     let mut conn = state.pool.acquire().await?;
     let found = audit::list(&mut conn, query.subject.as_deref(), before, limit).await?;
     let page = slipway_store::Page {

@@ -190,11 +190,7 @@ pub async fn list(
     Query(page): Query<PageParams>,
 ) -> Result<Json<List<Deployment>>, ApiError> {
     let limit = page.limit()?;
-    let after = page
-        .after(CursorKind::Deployment)?
-        .map(|raw| raw.parse::<Uuid>())
-        .transpose()
-        .map_err(|_| ApiError::invalid_parameter("cursor", "not a cursor this list issued"))?;
+    let after = page.after_parsed::<Uuid>(CursorKind::Deployment)?;
     let filter = query.filter()?;
     let mut conn = state.pool.acquire().await?;
     let found = deployments::list(
@@ -281,11 +277,7 @@ pub async fn events(
         return Ok(stream.into_response());
     }
     let limit = page.limit()?;
-    let after = page
-        .after(CursorKind::Event)?
-        .map(|raw| raw.parse::<i64>())
-        .transpose()
-        .map_err(|_| ApiError::invalid_parameter("cursor", "not a cursor this list issued"))?;
+    let after = page.after_parsed::<i64>(CursorKind::Event)?;
     let mut conn = state.pool.acquire().await?;
     deployments::get(&mut conn, id).await?;
     let found = events::list(&mut conn, id, after, limit).await?;

@@ -72,11 +72,7 @@ pub async fn list(
 ) -> Result<Json<List<RoleBinding>>, ApiError> {
     principal.require(&state, &app, None, Role::Admin).await?;
     let limit = page.limit()?;
-    let after = page
-        .after(CursorKind::RoleBinding)?
-        .map(|raw| raw.parse::<Uuid>())
-        .transpose()
-        .map_err(|_| ApiError::invalid_parameter("cursor", "not a cursor this list issued"))?;
+    let after = page.after_parsed::<Uuid>(CursorKind::RoleBinding)?;
     let mut conn = state.pool.acquire().await?;
     apps::id_of(&mut conn, &app).await?;
     let found = role_bindings::list(&mut conn, &app, after, limit).await?;

@@ -11,7 +11,7 @@ use slipway_core::Outcome;
 use slipway_core::rollout::CommandKind;
 use slipway_engine::group_commit::{OwnedStepWrite, StepEvent, StepJournal, StepWriter};
 use slipway_store::rollouts::{self, Claimed};
-use slipway_store::{PgPool, StoreError, commands, leases};
+use slipway_store::{PgPool, StoreError, commands};
 use uuid::Uuid;
 
 use crate::common::*;
@@ -113,10 +113,13 @@ async fn concurrent_step_writes_commit_together_each_fenced_by_its_own_claim(poo
     .await
     .expect("expire");
     let mut conn = pool.acquire().await.expect("acquire");
-    let taken = leases::claim_due(&mut conn, "other", Duration::from_secs(30), 10)
+    let taken = rollouts::claim_due(&mut conn, "other", Duration::from_secs(30), 10)
         .await
         .expect("claim");
-    assert_eq!(taken.iter().map(|c| c.id).collect::<Vec<_>>(), vec![ids[1]]);
+    assert_eq!(
+        taken.iter().map(|c| c.claim.id).collect::<Vec<_>>(),
+        vec![ids[1]]
+    );
     let stale_before = row(&pool, ids[1]).await;
 
     // The first one finishes: its environment's queued deployment must be woken.

@@ -27,12 +27,12 @@ async fn count(pool: &PgPool, sql: &'static str, id: Uuid) -> i64 {
 /// Claims whatever is due as `owner`; exactly one claim, of `id`.
 async fn claim(pool: &PgPool, owner: &str, ttl: Duration, id: Uuid) -> Claim {
     let mut conn = pool.acquire().await.expect("acquire");
-    let claims = leases::claim_due(&mut conn, owner, ttl, 10)
+    let claims = rollouts::claim_due(&mut conn, owner, ttl, 10)
         .await
         .expect("claim");
     assert_eq!(claims.len(), 1, "{claims:?}");
-    assert_eq!(claims[0].id, id);
-    claims[0]
+    assert_eq!(claims[0].claim.id, id);
+    claims[0].claim
 }
 
 /// Ends `owner`'s lease as if its time had run out (a claim makes the row due again at the

@@ -207,7 +207,7 @@ async fn claim_only(pool: &PgPool, owner: &str, id: Uuid) -> slipway_store::leas
         .await
         .expect("make it due");
     let claims =
-        slipway_store::leases::claim_due(&mut tx, owner, std::time::Duration::from_secs(30), 10)
+        slipway_store::rollouts::claim_due(&mut tx, owner, std::time::Duration::from_secs(30), 10)
             .await
             .expect("claim");
     for (other, wake) in others {
@@ -220,7 +220,7 @@ async fn claim_only(pool: &PgPool, owner: &str, id: Uuid) -> slipway_store::leas
     }
     tx.commit().await.expect("commit");
     assert_eq!(claims.len(), 1, "{claims:?}");
-    claims[0]
+    claims[0].claim
 }
 
 /// The active deployment finishes (and wakes the queue) while a queued one is deciding that
