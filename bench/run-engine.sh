@@ -317,6 +317,9 @@ if [[ ,$only, == *,throughput,* ]]; then
   # Diagnostic: the same with a pool as large as the worker count (the default pool is 20).
   throughput_run slipway_bench_engine_t1b 1x32-pool40 1 32 SLIPWAY_DATABASE_MAX_CONNECTIONS=40
   throughput_run slipway_bench_engine_t2 2x16 2 16
+  # Diagnostic: the same with every step's lease given back (chain_steps 1, as before chained
+  # steps): what chaining buys, in the same run.
+  throughput_run slipway_bench_engine_t2c 2x16-chain1 2 16 SLIPWAY_CHAIN_STEPS=1
   say "pgbench in slipway_bench_engine_t2: 32 clients, -T $pgbench_seconds -M prepared -n"
   psql_ "$db_url" -f bench/engine/sql/pgbench-setup.sql >"$out/pgbench-setup.txt"
   rows=$(psql_ "$db_url" -Atc 'SELECT count(*) / 32 FROM engine_bench_deployments')

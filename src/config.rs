@@ -78,6 +78,9 @@ pub struct Config {
     pub lease_ttl: DurationSpec,
     /// How often workers look for due work when no notification wakes them.
     pub poll_interval_ms: u64,
+    /// Steps a worker runs for one claim while the deployment is due again at once (1 gives
+    /// the lease back after every step).
+    pub chain_steps: usize,
     /// How long a pod of the simulated cluster takes to become ready.
     pub sim_ready_after: DurationSpec,
     /// A directory holding the simulated cluster's state, shared by every process that names
@@ -154,6 +157,7 @@ impl Default for Config {
             workers: 16,
             lease_ttl: DurationSpec::from_secs(30),
             poll_interval_ms: 1_000,
+            chain_steps: 32,
             sim_ready_after: DurationSpec::from_secs(0),
             sim_state_dir: None,
             auth_enabled: true,
@@ -172,7 +176,7 @@ impl Default for Config {
     }
 }
 
-const KEYS: [&str; 29] = [
+const KEYS: [&str; 30] = [
     "auth_enabled",
     "jwt_issuer",
     "jwt_audience",
@@ -187,6 +191,7 @@ const KEYS: [&str; 29] = [
     "workers",
     "lease_ttl",
     "poll_interval_ms",
+    "chain_steps",
     "sim_ready_after",
     "sim_state_dir",
     "listen",
@@ -351,6 +356,9 @@ impl Config {
         if !(10..=60_000).contains(&self.poll_interval_ms) {
             return invalid("poll_interval_ms", "must be between 10 and 60000".into());
         }
+        if !(1..=1_000).contains(&self.chain_steps) {
+            return invalid("chain_steps", "must be between 1 and 1000".into());
+        }
         if self
             .jwt_secret
             .as_ref()
@@ -416,6 +424,7 @@ impl Config {
             concurrency: self.workers,
             lease_ttl: self.lease_ttl.as_std(),
             poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
+            chain_steps: self.chain_steps,
             ..slipway_engine::EngineSettings::new(worker)
         }
     }

@@ -59,6 +59,8 @@ pub struct OwnedStepWrite {
     pub consumed: Vec<Uuid>,
     pub journal: Option<StepJournal>,
     pub wake: Option<DateTime<Utc>>,
+    /// Keep the lease this long and go on with the next step (see [`StepWrite::hold`]).
+    pub hold: Option<std::time::Duration>,
 }
 
 impl OwnedStepWrite {
@@ -89,6 +91,7 @@ impl OwnedStepWrite {
             }),
             wake: self.wake,
             starts: false,
+            hold: self.hold,
         }
     }
 }

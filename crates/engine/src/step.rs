@@ -3,6 +3,9 @@
 //! No transaction is held across a cluster call. Every write names the claim's fencing epoch;
 //! the first one that finds the lease gone ends the step without touching anything else.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use slipway_cluster::{DriverError, Target};
@@ -56,10 +59,36 @@ pub struct StepContext {
     pub retry_after: chrono::Duration,
     /// Fallback wake-up of a queued deployment that waits for its environment.
     pub queue_recheck: chrono::Duration,
+    /// How long a claim lasts without a heartbeat; a chained step holds the lease this long.
+    pub lease_ttl: std::time::Duration,
+    /// A worker goes on with a deployment it holds, step after step, for at most this long
+    /// after the claim (see [`run_claimed`]).
+    pub chain_time: std::time::Duration,
+    /// Set when the engine is shutting down: chains end with their current step.
+    pub stopping: Arc<AtomicBool>,
 }
 
-/// Loads the leased deployment and runs one step; a lost lease is an outcome, not an error.
-pub async fn run(ctx: &StepContext, claim: Claim) -> Result<StepOutcome, StepError> {
+/// What one step left to do.
+enum Stepped {
+    /// The step released the lease (or lost it).
+    Done(StepOutcome),
+    /// The step kept the lease and its deployment is due again at once: go on with it.
+    Again {
+        state: Box<RolloutState>,
+        tick: i64,
+        /// Commands may be waiting (one came in while the step ran, or the step left some
+        /// unconsumed): read them before the next step.
+        reload: bool,
+    },
+}
+
+/// Loads the leased deployment and runs its steps (see [`run_claimed`]); a lost lease is an
+/// outcome, not an error.
+pub async fn run(
+    ctx: &StepContext,
+    claim: Claim,
+    max_steps: usize,
+) -> Result<StepOutcome, StepError> {
     let loaded = async {
         let mut conn = ctx.pool.acquire().await?;
         let record = rollouts::load(&mut conn, claim).await?;
@@ -72,16 +101,59 @@ pub async fn run(ctx: &StepContext, claim: Claim) -> Result<StepOutcome, StepErr
     }
     .await;
     match loaded {
-        Ok(claimed) => run_claimed(ctx, claimed).await,
+        Ok(claimed) => run_claimed(ctx, claimed, max_steps).await,
         Err(e) => lease_lost_is_an_outcome(claim, Err(e)),
     }
 }
 
-/// Runs one step of a deployment loaded by its claim ([`rollouts::claim_due`]).
-pub async fn run_claimed(ctx: &StepContext, claimed: Claimed) -> Result<StepOutcome, StepError> {
-    let claim = claimed.claim;
-    let outcome = run_inner(ctx, claim, &claimed.record, &claimed.pending).await;
-    lease_lost_is_an_outcome(claim, outcome)
+/// Runs the steps of a deployment loaded by its claim ([`rollouts::claim_due`]): one, and
+/// while the deployment is due again at once (the step changed the cluster, or started it),
+/// the next ones without giving the lease back, up to `max_steps` and [`StepContext::chain_time`]
+/// after the claim. Each step is still written on its own, fenced by the claim's epoch, and
+/// keeps the lease for another `lease_ttl`; the last one releases it with the next wake-up.
+/// This saves a claim (a new version of the deployment row) per step for work that follows
+/// at once, as on a fast cluster; a worker that dies mid-chain leaves the deployment due when
+/// its lease expires, as any holder.
+pub async fn run_claimed(
+    ctx: &StepContext,
+    claimed: Claimed,
+    max_steps: usize,
+) -> Result<StepOutcome, StepError> {
+    let Claimed {
+        claim,
+        mut record,
+        mut pending,
+    } = claimed;
+    let began = std::time::Instant::now();
+    let mut steps = 1;
+    loop {
+        let hold = (steps < max_steps
+            && began.elapsed() < ctx.chain_time
+            && !ctx.stopping.load(Ordering::Relaxed))
+        .then_some(ctx.lease_ttl);
+        let stepped = run_inner(ctx, claim, &record, &pending, hold).await;
+        match stepped {
+            Ok(Stepped::Done(outcome)) => return Ok(outcome),
+            Ok(Stepped::Again {
+                state,
+                tick,
+                reload,
+            }) => {
+                record.status = state.status;
+                record.state = Some(*state);
+                record.tick = tick;
+                pending = if reload {
+                    let mut conn = ctx.pool.acquire().await?;
+                    commands::pending(&mut conn, claim.id).await?
+                } else {
+                    Vec::new()
+                };
+                steps += 1;
+                metrics::counter!("slipway_engine_chained_steps_total").increment(1);
+            }
+            Err(e) => return lease_lost_is_an_outcome(claim, Err(e)),
+        }
+    }
 }
 
 fn lease_lost_is_an_outcome(
@@ -98,22 +170,27 @@ fn lease_lost_is_an_outcome(
     }
 }
 
+/// One step; `hold`: the lease may be kept for this long if the deployment is due again at
+/// once.
 async fn run_inner(
     ctx: &StepContext,
     claim: Claim,
     record: &RolloutRecord,
     pending: &[PendingCommand],
-) -> Result<StepOutcome, StepError> {
+    hold: Option<std::time::Duration>,
+) -> Result<Stepped, StepError> {
     let now = Utc::now();
     match (record.status, &record.state) {
         (DeploymentStatus::Queued, _) | (_, None) => {
             match pending.iter().find(|c| c.kind == CommandKind::Abort) {
-                Some(abort) => cancel(ctx, claim, abort, pending).await,
-                None => start(ctx, claim, record, pending, now).await,
+                Some(abort) => cancel(ctx, claim, abort, pending).await.map(Stepped::Done),
+                None => start(ctx, claim, record, pending, now, hold).await,
             }
         }
-        (status, Some(_)) if status.is_terminal() => finished(ctx, claim, record, pending).await,
-        (_, Some(state)) => advance(ctx, claim, record, state, pending, now).await,
+        (status, Some(_)) if status.is_terminal() => finished(ctx, claim, record, pending)
+            .await
+            .map(Stepped::Done),
+        (_, Some(state)) => advance(ctx, claim, record, state, pending, now, hold).await,
     }
 }
 
@@ -151,7 +228,8 @@ async fn start(
     record: &RolloutRecord,
     pending: &[PendingCommand],
     now: DateTime<Utc>,
-) -> Result<StepOutcome, StepError> {
+    hold: Option<std::time::Duration>,
+) -> Result<Stepped, StepError> {
     let (my_turn, busy) = {
         let mut conn = ctx.pool.acquire().await?;
         rollouts::queue_turn(
@@ -163,7 +241,9 @@ async fn start(
         .await?
     };
     if busy || !my_turn {
-        return wait_in_queue(ctx, claim, pending, now).await;
+        return wait_in_queue(ctx, claim, pending, now)
+            .await
+            .map(Stepped::Done);
     }
 
     let target = target(record);
@@ -173,7 +253,11 @@ async fn start(
     };
     let observation = match observed {
         Ok(o) => o,
-        Err(e) => return cluster_error(ctx, claim, record, None, e, now).await,
+        Err(e) => {
+            return cluster_error(ctx, claim, record, None, e, now)
+                .await
+                .map(Stepped::Done);
+        }
     };
     let state = rollout::start(&record.spec, &observation, now);
     let message = format!(
@@ -194,6 +278,7 @@ async fn start(
         journal: None,
         wake: Some(now),
         starts: true,
+        hold,
     };
     let written = if record.supersede_queued {
         let mut tx = ctx.pool.begin().await?;
@@ -211,11 +296,21 @@ async fn start(
         Err(StoreError::Constraint { constraint })
             if constraint == "deployments_one_active_per_environment" =>
         {
-            wait_in_queue(ctx, claim, pending, now).await
+            wait_in_queue(ctx, claim, pending, now)
+                .await
+                .map(Stepped::Done)
         }
         Ok(written) => {
             ctx.notifier.events(claim.id, written.last_event_seq);
-            Ok(StepOutcome::Advanced)
+            Ok(match hold {
+                Some(_) => Stepped::Again {
+                    state: Box::new(state),
+                    tick: written.tick,
+                    // The commands it saw are still pending (a start consumes none).
+                    reload: written.woken || !pending.is_empty(),
+                },
+                None => Stepped::Done(StepOutcome::Advanced),
+            })
         }
         Err(e) => Err(e.into()),
     }
@@ -330,15 +425,17 @@ async fn advance(
     state: &RolloutState,
     pending: &[PendingCommand],
     now: DateTime<Utc>,
-) -> Result<StepOutcome, StepError> {
+    hold: Option<std::time::Duration>,
+) -> Result<Stepped, StepError> {
+    let failed = |e| cluster_error(ctx, claim, record, Some(state), e, now);
     let driver = match ctx.drivers.for_cluster(&record.cluster) {
         Ok(d) => d,
-        Err(e) => return cluster_error(ctx, claim, record, Some(state), e, now).await,
+        Err(e) => return failed(e).await.map(Stepped::Done),
     };
     let target = target(record);
     let observation = match driver.observe(&target).await {
         Ok(o) => o,
-        Err(e) => return cluster_error(ctx, claim, record, Some(state), e, now).await,
+        Err(e) => return failed(e).await.map(Stepped::Done),
     };
     // Decide at the moment of the observation, not before it (a rate-limited observe can
     // take seconds, and timers started from an earlier instant would end early).
@@ -358,9 +455,12 @@ async fn advance(
         ctx.writer.holds(claim).await?;
     }
     if let Err(e) = driver.apply(&target, &decision.actions).await {
-        return cluster_error(ctx, claim, record, Some(state), e, now).await;
+        return failed(e).await.map(Stepped::Done);
     }
-    persist(ctx, claim, record, state, pending, decision, observed, now).await
+    persist(
+        ctx, claim, record, state, pending, decision, observed, now, hold,
+    )
+    .await
 }
 
 #[expect(
@@ -376,7 +476,8 @@ async fn persist(
     decision: Decision,
     observed: serde_json::Value,
     now: DateTime<Utc>,
-) -> Result<StepOutcome, StepError> {
+    hold: Option<std::time::Duration>,
+) -> Result<Stepped, StepError> {
     let mut events = Vec::with_capacity(pending.len() + decision.notes.len());
     for cmd in pending {
         let message = format!("{} by {}", cmd.kind.as_str(), cmd.actor);
@@ -415,6 +516,9 @@ async fn persist(
     let any_events = !events.is_empty();
     let terminal = decision.state.status.is_terminal();
     let outcome = decision.state.outcome;
+    // Due again at once: keep the lease and go on (see `run_claimed`).
+    let hold = hold.filter(|_| wake.is_some_and(|w| w <= now));
+    let next = hold.map(|_| decision.state.clone());
     let write = OwnedStepWrite {
         claim,
         state: decision.state,
@@ -428,6 +532,7 @@ async fn persist(
             actions,
         }),
         wake,
+        hold,
     };
     let written = ctx.writer.write(write).await?;
     if any_events {
@@ -447,7 +552,14 @@ async fn persist(
         metrics::histogram!("slipway_engine_step_duration_seconds", "strategy" => record.spec.strategy.kind())
             .record(elapsed.as_secs_f64());
     }
-    Ok(StepOutcome::Advanced)
+    Ok(match next {
+        Some(state) => Stepped::Again {
+            state: Box::new(state),
+            tick: written.tick,
+            reload: written.woken,
+        },
+        None => Stepped::Done(StepOutcome::Advanced),
+    })
 }
 
 /// Gives the lease back, due at `wake`, unless the deployment was woken while the step ran

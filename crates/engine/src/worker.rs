@@ -2,6 +2,7 @@
 //! once, woken by NOTIFY and by polling. Any number of processes may share one database.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use slipway_store::leases::{self, Claim};
@@ -28,6 +29,9 @@ pub struct EngineSettings {
     pub retry_after: Duration,
     /// Fallback re-check of a queued deployment waiting for its environment.
     pub queue_recheck: Duration,
+    /// Steps a worker may run for one claim, one after the other, while the deployment is
+    /// due again at once (1: give the lease back after every step). See `step::run_claimed`.
+    pub chain_steps: usize,
 }
 
 impl EngineSettings {
@@ -39,6 +43,7 @@ impl EngineSettings {
             poll_interval: Duration::from_secs(1),
             retry_after: Duration::from_secs(5),
             queue_recheck: Duration::from_secs(30),
+            chain_steps: 32,
         }
     }
 }
@@ -65,6 +70,11 @@ impl Engine {
             worker: settings.worker.clone(),
             retry_after: chrono(settings.retry_after),
             queue_recheck: chrono(settings.queue_recheck),
+            lease_ttl: settings.lease_ttl,
+            // Well inside the lease, so that a chain never outlives the claim's wake-up
+            // (`next_wake_at`, the claim's lease expiry), which tells a wake-up apart.
+            chain_time: settings.lease_ttl / 3,
+            stopping: Arc::new(AtomicBool::new(false)),
         };
         Self {
             ctx,
@@ -73,14 +83,14 @@ impl Engine {
         }
     }
 
-    /// Claims what is due (up to `limit`) and runs each step to its end, one after the other.
-    /// For deterministic tests; `run` is the production loop.
+    /// Claims what is due (up to `limit`) and runs one step of each to its end, one after
+    /// the other (no chaining). For deterministic tests; `run` is the production loop.
     pub async fn run_once(&self, limit: i64) -> Result<Vec<(Claim, StepOutcome)>, step::StepError> {
         let claims = self.claim(limit).await?;
         let mut done = Vec::with_capacity(claims.len());
         for claimed in claims {
             let claim = claimed.claim;
-            done.push((claim, self.step_claimed(claimed).await?));
+            done.push((claim, self.step_claimed(claimed, 1).await?));
         }
         Ok(done)
     }
@@ -97,25 +107,30 @@ impl Engine {
         .await?)
     }
 
-    /// Runs one step of a claimed deployment (loading it first) while a heartbeat keeps the
-    /// lease; if the lease is lost the step is dropped at its next await point.
+    /// Runs the steps of a claimed deployment (loading it first; as many as
+    /// `chain_steps` allows, see `step::run_claimed`) while a heartbeat keeps the lease; if
+    /// the lease is lost the step is dropped at its next await point.
     pub async fn step(&self, claim: Claim) -> Result<StepOutcome, step::StepError> {
         let heartbeat = heartbeat(self.ctx.pool.clone(), claim, self.settings.lease_ttl);
         tokio::select! {
-            outcome = step::run(&self.ctx, claim) => outcome,
+            outcome = step::run(&self.ctx, claim, self.settings.chain_steps) => outcome,
             () = heartbeat => Ok(StepOutcome::LeaseLost),
         }
     }
 
-    /// [`Engine::step`] for a deployment loaded by its claim.
-    async fn step_claimed(&self, claimed: Claimed) -> Result<StepOutcome, step::StepError> {
+    /// [`Engine::step`] for a deployment loaded by its claim, at most `max_steps` steps.
+    async fn step_claimed(
+        &self,
+        claimed: Claimed,
+        max_steps: usize,
+    ) -> Result<StepOutcome, step::StepError> {
         let heartbeat = heartbeat(
             self.ctx.pool.clone(),
             claimed.claim,
             self.settings.lease_ttl,
         );
         tokio::select! {
-            outcome = step::run_claimed(&self.ctx, claimed) => outcome,
+            outcome = step::run_claimed(&self.ctx, claimed, max_steps) => outcome,
             () = heartbeat => Ok(StepOutcome::LeaseLost),
         }
     }
@@ -160,7 +175,8 @@ impl Engine {
                 let engine = self.clone();
                 running.spawn(async move {
                     let claim = claimed.claim;
-                    if let Err(e) = engine.step_claimed(claimed).await {
+                    let chain = engine.settings.chain_steps;
+                    if let Err(e) = engine.step_claimed(claimed, chain).await {
                         tracing::warn!(deployment = %claim.id, error = %e, "step failed; it will be retried");
                     }
                     drop(permit);
@@ -177,6 +193,7 @@ impl Engine {
                 () = tokio::time::sleep(self.settings.poll_interval) => {}
             }
         }
+        self.ctx.stopping.store(true, Ordering::Relaxed);
         tracing::info!(
             in_flight = running.len(),
             "engine stopping: letting running steps finish"

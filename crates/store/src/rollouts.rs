@@ -289,6 +289,16 @@ pub struct StepWrite<'a> {
     pub wake: Option<DateTime<Utc>>,
     /// The deployment leaves the queue with this write: it must still be `queued`.
     pub starts: bool,
+    /// Keep the lease for this long instead of releasing it: the worker goes on with the
+    /// deployment's next step at once (see [`StepWritten::woken`]). `wake` is then unused:
+    /// `next_wake_at` keeps the claim's value, so a holder that dies leaves the deployment
+    /// due once the lease has expired.
+    pub hold: Option<std::time::Duration>,
+}
+
+/// A held lease's length in whole milliseconds, as the write statements take it.
+fn hold_ms(hold: Option<std::time::Duration>) -> Option<i64> {
+    hold.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Persists a step in one statement, fenced by the claim's epoch: the machine state and the
@@ -319,10 +329,13 @@ pub async fn write_step(
                  serving_version = $10, failure_code = $11, failure_message = $12, state = $13,
                  waiting_reason = NULL, tick = tick + 1, updated_at = now(),
                  last_event_seq = last_event_seq + cardinality($14::text[]),
-                 lease_owner = NULL, lease_expires_at = NULL,
-                 next_wake_at = {RELEASED_WAKE}
+                 lease_owner = CASE WHEN $24::bigint IS NULL THEN NULL ELSE lease_owner END,
+                 lease_expires_at = now() + $24::bigint * interval '1 millisecond',
+                 next_wake_at = CASE WHEN $24::bigint IS NULL THEN {RELEASED_WAKE}
+                     ELSE next_wake_at END
              WHERE id = $1 AND epoch = $2 AND (NOT $19 OR status = 'queued')
-             RETURNING id, environment_id, tick, last_event_seq
+             RETURNING id, environment_id, tick, last_event_seq,
+                 coalesce(next_wake_at <= now(), false) AS woken
          ),
          ev AS (
              INSERT INTO deployment_events (deployment_id, seq, kind, actor, message, data)
@@ -353,11 +366,12 @@ pub async fn write_step(
              RETURNING q.id
          ),
          note AS (SELECT pg_notify('slipway_wake', woke.id::text) FROM woke)
-         SELECT d.tick, d.last_event_seq, (SELECT count(*) FROM ev) + (SELECT count(*) FROM cmd)
-             + (SELECT count(*) FROM j) + (SELECT count(*) FROM note) AS written
+         SELECT d.tick, d.last_event_seq, d.woken, (SELECT count(*) FROM ev)
+             + (SELECT count(*) FROM cmd) + (SELECT count(*) FROM j)
+             + (SELECT count(*) FROM note) AS written
          FROM d"
     );
-    let row: Option<(i64, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let row: Option<(i64, i64, bool, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(w.claim.id)
         .bind(w.claim.epoch)
         .bind(w.wake)
@@ -381,11 +395,13 @@ pub async fn write_step(
         .bind(w.journal.map(|j| j.started_at))
         .bind(w.journal.map(|j| Json(j.observation)))
         .bind(w.journal.map(|j| Json(j.actions)))
+        .bind(hold_ms(w.hold))
         .fetch_optional(conn)
         .await?;
-    row.map(|(tick, last_event_seq, _)| StepWritten {
+    row.map(|(tick, last_event_seq, woken, _)| StepWritten {
         tick,
         last_event_seq,
+        woken,
     })
     .ok_or(StoreError::LeaseLost)
 }
@@ -426,6 +442,7 @@ pub async fn write_steps(
     let mut started = Vec::with_capacity(k);
     let mut observations = Vec::with_capacity(k);
     let mut actions = Vec::with_capacity(k);
+    let mut holds = Vec::with_capacity(k);
     // Per-step lists, flattened with the step's 1-based position (`n`) beside each item.
     let (mut ev_step, mut ev_n) = (Vec::new(), Vec::new());
     let (mut kinds, mut actors, mut messages, mut data) =
@@ -452,6 +469,7 @@ pub async fn write_steps(
         started.push(w.journal.map(|j| j.started_at));
         observations.push(w.journal.map(|j| Json(j.observation)));
         actions.push(w.journal.map(|j| Json(j.actions)));
+        holds.push(hold_ms(w.hold));
         for (e, event) in w.events.iter().enumerate() {
             ev_step.push(n);
             ev_n.push(i32::try_from(e + 1).unwrap_or(i32::MAX));
@@ -465,15 +483,15 @@ pub async fn write_steps(
         consumed_step.extend(std::iter::repeat_n(n, w.consumed.len()));
         consumed_ids.extend_from_slice(w.consumed);
     }
-    let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+    let rows: Vec<(i64, i64, i64, bool, i64)> = sqlx::query_as(
         "WITH w AS (
              SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::text[],
                  $5::text[], $6::int[], $7::text[], $8::text[], $9::text[], $10::text[],
                  $11::text[], $12::jsonb[], $13::int[], $14::text[], $15::timestamptz[],
-                 $16::jsonb[], $17::jsonb[])
+                 $16::jsonb[], $17::jsonb[], $28::bigint[])
              WITH ORDINALITY AS w (id, epoch, wake, status, phase, step, outcome, health,
                  serving, failure_code, failure_message, state, events, worker, started_at,
-                 observation, actions, n)
+                 observation, actions, hold_ms, n)
          ),
          d AS (
              UPDATE deployments dep SET
@@ -483,9 +501,11 @@ pub async fn write_steps(
                  failure_code = w.failure_code, failure_message = w.failure_message,
                  state = w.state, waiting_reason = NULL, tick = dep.tick + 1,
                  updated_at = now(), last_event_seq = dep.last_event_seq + w.events,
-                 lease_owner = NULL, lease_expires_at = NULL,
+                 lease_owner = CASE WHEN w.hold_ms IS NULL THEN NULL ELSE dep.lease_owner END,
+                 lease_expires_at = now() + w.hold_ms * interval '1 millisecond',
                  next_wake_at = CASE
-                     WHEN dep.next_wake_at <= now() THEN dep.next_wake_at
+                     WHEN w.hold_ms IS NOT NULL OR dep.next_wake_at <= now()
+                     THEN dep.next_wake_at
                      WHEN EXISTS (
                          SELECT FROM commands c
                          WHERE c.deployment_id = dep.id AND c.consumed_at IS NULL
@@ -497,7 +517,8 @@ pub async fn write_steps(
              FROM w
              WHERE dep.id = w.id AND dep.epoch = w.epoch
              RETURNING w.n, dep.id, dep.environment_id, dep.tick, dep.last_event_seq,
-                 w.events, w.status, w.epoch, w.worker, w.started_at, w.observation, w.actions
+                 w.events, w.status, w.epoch, w.worker, w.started_at, w.observation, w.actions,
+                 coalesce(dep.next_wake_at <= now(), false) AS woken
          ),
          ev AS (
              INSERT INTO deployment_events (deployment_id, seq, kind, actor, message, data)
@@ -530,7 +551,7 @@ pub async fn write_steps(
              RETURNING q.id
          ),
          note AS (SELECT pg_notify('slipway_wake', woke.id::text) FROM woke)
-         SELECT d.n, d.tick, d.last_event_seq, (SELECT count(*) FROM ev)
+         SELECT d.n, d.tick, d.last_event_seq, d.woken, (SELECT count(*) FROM ev)
              + (SELECT count(*) FROM cmd) + (SELECT count(*) FROM j)
              + (SELECT count(*) FROM note) AS written
          FROM d",
@@ -567,14 +588,16 @@ pub async fn write_steps(
             .collect::<Vec<_>>(),
     )
     .bind(&consumed_ids)
+    .bind(&holds)
     .fetch_all(conn)
     .await?;
     let mut out = vec![None; k];
-    for (n, tick, last_event_seq, _) in rows {
+    for (n, tick, last_event_seq, woken, _) in rows {
         if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| out.get_mut(i)) {
             *slot = Some(StepWritten {
                 tick,
                 last_event_seq,
+                woken,
             });
         }
     }
@@ -587,6 +610,9 @@ pub struct StepWritten {
     pub tick: i64,
     /// The `seq` of its newest event.
     pub last_event_seq: i64,
+    /// With a held lease ([`StepWrite::hold`]): the deployment was woken while the step ran
+    /// (a command came in), so the next step must read its pending commands first.
+    pub woken: bool,
 }
 
 /// Loads a deployment to check a command against it (no lease needed to read).

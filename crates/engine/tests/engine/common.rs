@@ -41,6 +41,7 @@ pub fn settings(worker: &str) -> EngineSettings {
         poll_interval: Duration::from_millis(100),
         retry_after: Duration::from_millis(500),
         queue_recheck: Duration::from_secs(30),
+        chain_steps: 32,
     }
 }
 

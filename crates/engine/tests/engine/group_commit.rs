@@ -74,6 +74,7 @@ fn write_of(c: &Claimed, message: &str, wake: DateTime<Utc>) -> OwnedStepWrite {
             actions: json!([]),
         }),
         wake: Some(wake),
+        hold: None,
     }
 }
 

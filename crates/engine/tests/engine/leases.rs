@@ -136,6 +136,7 @@ async fn a_stale_claim_writes_nothing(pool: PgPool) {
                     }),
                     wake: Some(Utc::now()),
                     starts,
+                    hold: None,
                 },
             )
             .await,

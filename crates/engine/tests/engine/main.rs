@@ -5,6 +5,7 @@
     reason = "helpers of the tests fail the test with a message, like the tests themselves"
 )]
 
+mod chain;
 mod common;
 mod concurrency;
 mod failures;

@@ -140,6 +140,7 @@ impl E2e {
             poll_interval: Duration::from_millis(200),
             retry_after: Duration::from_secs(1),
             queue_recheck: Duration::from_secs(5),
+            chain_steps: 32,
         };
         let engine = Engine::new(
             pool.clone(),
