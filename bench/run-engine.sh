@@ -9,8 +9,9 @@
 # `slipway serve --no-workers` by `slipway-engine-bench seed`, and driven by
 # `slipway serve --no-api` engine processes on the simulated cluster:
 #   throughput  BENCH_ENVS environments x 2 deployments (the first deploys the stable version,
-#               the second is a 10-step canary); (a) 1 process x 32 workers, (a') the same
-#               with a pool of 40, (b) 2 processes x 16 workers; steps/s until every
+#               the second is a 10-step canary); (a) 1 process x 64 workers (the default),
+#               2 x 16 and 2 x 64 with chain_steps 1 (diagnostics), (b) 2 processes with the
+#               default settings (64 workers, pool 20); steps/s until every
 #               deployment is finished (2 processes share one simulated cluster through
 #               SLIPWAY_SIM_STATE_DIR, a directory in /dev/shm); then pgbench on
 #               scratch copies of the tables in the database of (b): the issue's transition
@@ -20,7 +21,7 @@
 #               out and in bursts; commands.created_at -> the engine's `command` event;
 #               once more while BENCH_ENVS new environments load the engine.
 #   scale       BENCH_SCALE_ENVS environments x 2 deployments (stable, then a canary with
-#               timed pauses), one engine process x 32 workers, pods ready after 5 s;
+#               timed pauses), one engine process x 64 workers, pods ready after 5 s;
 #               RSS/CPU/progress every second for BENCH_SCALE_SECONDS.
 # Processes this script starts are stopped on exit; the test PostgreSQL stays up (as with
 # scripts/test; BENCH_STOP_PG=1 stops it too). Raw output (JSON, CSV, logs) goes to BENCH_OUT;
@@ -29,7 +30,8 @@
 # Environment (all optional):
 #   BENCH_ONLY            parts to run, comma-separated (throughput,latency,scale; also
 #                         sweep: 1 process x 8/16/32/64 workers, BENCH_SWEEP_WORKERS;
-#                         sweep2: 2 processes x 16/32/64 workers each)
+#                         sweep2: 2 processes x 16/32/64 workers each; pool BENCH_SWEEP_POOL,
+#                         default workers + 8)
 #   BENCH_ENVS            environments for throughput (1000)
 #   BENCH_LAT_ENVS        parked canaries for latency (60)
 #   BENCH_SCALE_ENVS      environments for scale (10000)
@@ -313,13 +315,13 @@ pgbench_run() { # pgbench_run SCRIPT LABEL CLIENTS ROWS
 }
 
 if [[ ,$only, == *,throughput,* ]]; then
-  throughput_run slipway_bench_engine_t1 1x32 1 32
-  # Diagnostic: the same with a pool as large as the worker count (the default pool is 20).
-  throughput_run slipway_bench_engine_t1b 1x32-pool40 1 32 SLIPWAY_DATABASE_MAX_CONNECTIONS=40
-  throughput_run slipway_bench_engine_t2 2x16 2 16
-  # Diagnostic: the same with every step's lease given back (chain_steps 1, as before chained
-  # steps): what chaining buys, in the same run.
-  throughput_run slipway_bench_engine_t2c 2x16-chain1 2 16 SLIPWAY_CHAIN_STEPS=1
+  throughput_run slipway_bench_engine_t1 1x64 1 64
+  # Diagnostics: 16 workers per process (the default before chained steps), and the default
+  # with every step's lease given back (chain_steps 1): what each buys, in the same run.
+  throughput_run slipway_bench_engine_t2s 2x16 2 16
+  throughput_run slipway_bench_engine_t2c 2x64-chain1 2 64 SLIPWAY_CHAIN_STEPS=1
+  # The issue's measurement: 2 processes with the default settings (64 workers, pool 20).
+  throughput_run slipway_bench_engine_t2 2x64 2 64
   say "pgbench in slipway_bench_engine_t2: 32 clients, -T $pgbench_seconds -M prepared -n"
   psql_ "$db_url" -f bench/engine/sql/pgbench-setup.sql >"$out/pgbench-setup.txt"
   rows=$(psql_ "$db_url" -Atc 'SELECT count(*) / 32 FROM engine_bench_deployments')
@@ -338,7 +340,7 @@ if [[ ,$only, == *,sweep2,* ]]; then
   for w in ${BENCH_SWEEP_WORKERS:-16 32 64}; do
     int BENCH_SWEEP_WORKERS "$w"
     throughput_run "slipway_bench_engine_v$w" "sweep-2x$w" 2 "$w" \
-      SLIPWAY_DATABASE_MAX_CONNECTIONS=$((w + 8))
+      SLIPWAY_DATABASE_MAX_CONNECTIONS=${BENCH_SWEEP_POOL:-$((w + 8))}
   done
 fi
 
@@ -348,13 +350,13 @@ if [[ ,$only, == *,sweep,* ]]; then
   for w in ${BENCH_SWEEP_WORKERS:-8 16 32 64}; do
     int BENCH_SWEEP_WORKERS "$w"
     throughput_run "slipway_bench_engine_w$w" "sweep-1x$w" 1 "$w" \
-      SLIPWAY_DATABASE_MAX_CONNECTIONS=$((w + 8))
+      SLIPWAY_DATABASE_MAX_CONNECTIONS=${BENCH_SWEEP_POOL:-$((w + 8))}
   done
 fi
 
 # --- 2. wake latency -------------------------------------------------------------------------
 if [[ ,$only, == *,latency,* ]]; then
-  say "latency: $lat_envs canaries parked at indefinite pauses, one engine process x 16 workers"
+  say "latency: $lat_envs canaries parked at indefinite pauses, one engine process x 64 workers"
   parked=('{"set_weight":10}')
   for ((i = 0; i < 63; i++)); do parked+=('{"pause":{}}'); done
   fresh_db slipway_bench_engine_lat
@@ -364,7 +366,7 @@ if [[ ,$only, == *,latency,* ]]; then
   engine_pids=()
   wait_quiet latency
   background latency
-  start_engine engine-latency.log 16 0s
+  start_engine engine-latency.log 64 0s
   load "latency before"
   DATABASE_URL=$db_url "$bench" latency --api "$api" --label idle --tag idle \
     --samples 250 --spacing-ms 50 --burst "$((lat_envs < 50 ? lat_envs : 50))" --burst-rounds 4 >"$out/latency-idle.json"
@@ -383,7 +385,7 @@ fi
 
 # --- 3. scale ----------------------------------------------------------------------------------
 if [[ ,$only, == *,scale,* ]]; then
-  say "scale: $scale_envs environments x 2 deployments, one engine process x 32 workers, pods ready after 5 s"
+  say "scale: $scale_envs environments x 2 deployments, one engine process x 64 workers, pods ready after 5 s"
   fresh_db slipway_bench_engine_scale
   start_api
   timed=$(canary_steps '{"set_weight":10}' '{"pause":{"duration":"60s"}}' \
@@ -396,7 +398,7 @@ if [[ ,$only, == *,scale,* ]]; then
   wait_quiet scale
   background scale
   load "scale before"
-  start_engine engine-scale.log 32 5s
+  start_engine engine-scale.log 64 5s
   monitor scale --until-done --max-seconds "$scale_seconds" \
     --window-active "$((scale_envs * 95 / 100))"
   load "scale after"

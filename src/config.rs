@@ -154,7 +154,7 @@ impl Default for Config {
             log_format: LogFormat::Json,
             log_level: "info".into(),
             dev_state_dir: None,
-            workers: 16,
+            workers: 64,
             lease_ttl: DurationSpec::from_secs(30),
             poll_interval_ms: 1_000,
             chain_steps: 32,

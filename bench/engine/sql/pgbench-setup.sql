@@ -6,6 +6,17 @@
 -- each engine worker owns the deployment it leased.
 DROP TABLE IF EXISTS engine_bench_journal, engine_bench_events, engine_bench_deployments;
 CREATE TABLE engine_bench_deployments (LIKE deployments INCLUDING ALL);
+-- LIKE does not copy storage parameters: the same fillfactor as deployments (see its
+-- migration), so that the baseline's updates stay on their page as the engine's do.
+DO $$
+DECLARE ff text := (SELECT option_value FROM pg_options_to_table(
+    (SELECT reloptions FROM pg_class WHERE oid = 'deployments'::regclass))
+    WHERE option_name = 'fillfactor');
+BEGIN
+    IF ff IS NOT NULL THEN
+        EXECUTE format('ALTER TABLE engine_bench_deployments SET (fillfactor = %s)', ff);
+    END IF;
+END $$;
 ALTER TABLE engine_bench_deployments ADD COLUMN k integer;
 CREATE TABLE engine_bench_events (LIKE deployment_events INCLUDING ALL);
 ALTER TABLE engine_bench_events ADD FOREIGN KEY (deployment_id)

@@ -28,7 +28,7 @@ const BATCH: usize = 64;
 
 /// Batches in flight at once (each on its own connection): while one is written, the next
 /// gathers and can go out, so the database's cores are not left to one statement.
-const LANES: usize = 2;
+const LANES: usize = 1;
 
 /// An event of a step, owned (see [`NewEvent`]).
 #[derive(Debug, Clone)]
@@ -214,13 +214,6 @@ async fn write_one(pool: &PgPool, write: &OwnedStepWrite) -> Result<StepWritten,
 
 /// Writes `jobs` (drained) and answers each.
 async fn write_batch(pool: &PgPool, jobs: &mut Vec<(OwnedStepWrite, Reply)>) {
-    if let [(write, _)] = jobs.as_slice() {
-        let result = write_one(pool, write).await;
-        if let Some((_, reply)) = jobs.pop() {
-            let _ = reply.send(result);
-        }
-        return;
-    }
     let result = {
         let events: Vec<Vec<NewEvent<'_>>> = jobs.iter().map(|(w, _)| w.events()).collect();
         let writes: Vec<StepWrite<'_>> = jobs

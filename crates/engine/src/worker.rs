@@ -38,7 +38,7 @@ impl EngineSettings {
     pub fn new(worker: impl Into<String>) -> Self {
         Self {
             worker: worker.into(),
-            concurrency: 16,
+            concurrency: 64,
             lease_ttl: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             retry_after: Duration::from_secs(5),
@@ -160,14 +160,15 @@ impl Engine {
                 }
                 continue;
             }
-            let claims = match self.claim(i64::try_from(free).unwrap_or(1)).await {
+            let wanted = rollouts::claim_batch(i64::try_from(free).unwrap_or(1));
+            let claims = match self.claim(wanted).await {
                 Ok(claims) => claims,
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming work failed");
                     Vec::new()
                 }
             };
-            saturated = !claims.is_empty() && claims.len() == free;
+            saturated = !claims.is_empty() && i64::try_from(claims.len()) == Ok(wanted);
             for claimed in claims {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;

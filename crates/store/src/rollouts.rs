@@ -197,13 +197,18 @@ pub async fn claim_due(
     limit: i64,
 ) -> Result<Vec<Claimed>, StoreError> {
     let ttl = chrono::Duration::from_std(ttl).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let rows: Vec<ClaimedRow> = sqlx::query_as(
+    // The limit is written into the statement, rounded down to a power of two (at most
+    // eleven statements): with `LIMIT $n` PostgreSQL plans the claim anew on every call (a
+    // plan that knows the limit always looks cheaper than the generic one), and planning
+    // cost as much as running it. A literal limit gets one plan per connection.
+    let limit = claim_batch(limit);
+    let sql = format!(
         "WITH due AS (
              SELECT id FROM deployments
              WHERE next_wake_at <= now()
                AND (lease_expires_at IS NULL OR lease_expires_at < now())
              ORDER BY next_wake_at
-             LIMIT $3
+             LIMIT {limit}
              FOR UPDATE SKIP LOCKED
          ),
          d AS (
@@ -229,14 +234,21 @@ pub async fn claim_due(
                  array_agg(m.reason ORDER BY m.created_at, m.id) AS cmd_reasons,
                  array_agg(m.created_at ORDER BY m.created_at, m.id) AS cmd_created
              FROM commands m WHERE m.deployment_id = d.id AND m.consumed_at IS NULL
-         ) p ON true",
-    )
-    .bind(owner)
-    .bind(ttl)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+         ) p ON true"
+    );
+    let rows: Vec<ClaimedRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(owner)
+        .bind(ttl)
+        .fetch_all(conn)
+        .await?;
     rows.into_iter().map(Claimed::try_from).collect()
+}
+
+/// The most [`claim_due`] takes when `limit` are wanted: the largest power of two not above
+/// it, between 1 and 1024 (a caller that wants more claims again).
+pub fn claim_batch(limit: i64) -> i64 {
+    let limit = limit.clamp(1, 1024);
+    1 << (63 - limit.leading_zeros())
 }
 
 /// Where a queued deployment stands: whether it is at the head of its environment's queue
@@ -830,4 +842,18 @@ pub async fn queue_stats(conn: &mut PgConnection) -> Result<QueueStats, StoreErr
         oldest_queued_age_seconds: age.unwrap_or(0.0),
         active,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::claim_batch;
+
+    #[test]
+    fn a_claim_takes_the_largest_power_of_two_it_may() {
+        let got: Vec<i64> = [-3, 0, 1, 2, 3, 5, 8, 31, 1024, 5000]
+            .into_iter()
+            .map(claim_batch)
+            .collect();
+        assert_eq!(got, [1, 1, 1, 2, 2, 4, 8, 16, 1024, 1024]);
+    }
 }
