@@ -109,7 +109,11 @@ async fn steps_due_at_once_run_on_one_claim_and_log_what_single_steps_log(pool: 
     // One step per claim: a new epoch for each.
     let one_by_one = journal(&pool, single).await;
     assert!(one_by_one.len() >= 5, "{one_by_one:?}");
-    assert_eq!(epochs(&one_by_one).len(), one_by_one.len(), "{one_by_one:?}");
+    assert_eq!(
+        epochs(&one_by_one).len(),
+        one_by_one.len(),
+        "{one_by_one:?}"
+    );
     // Chained: the start and the first look share a claim, then the first look waits a
     // readiness poll (the pods it made were not there when it observed), and every later
     // step follows at once, on the second claim.
