@@ -76,8 +76,10 @@ enum Stepped {
     Again {
         state: Box<RolloutState>,
         tick: i64,
-        /// Commands may be waiting (one came in while the step ran, or the step left some
-        /// unconsumed): read them before the next step.
+        /// A command came in while the step ran (the deployment was woken).
+        woken: bool,
+        /// Commands may be waiting (woken, or the step left some unconsumed): read them
+        /// before the next step.
         reload: bool,
     },
 }
@@ -137,6 +139,7 @@ pub async fn run_claimed(
             Ok(Stepped::Again {
                 state,
                 tick,
+                woken,
                 reload,
             }) => {
                 record.status = state.status;
@@ -144,7 +147,17 @@ pub async fn run_claimed(
                 record.tick = tick;
                 pending = if reload {
                     let mut conn = ctx.pool.acquire().await?;
-                    commands::pending(&mut conn, claim.id).await?
+                    // Re-armed first, then read (two statements): a command recorded after
+                    // the re-arm wakes the deployment anew; one recorded before is read.
+                    let rearmed = if woken {
+                        leases::rearm(&mut conn, claim, ctx.lease_ttl).await
+                    } else {
+                        Ok(())
+                    };
+                    match rearmed {
+                        Ok(()) => commands::pending(&mut conn, claim.id).await?,
+                        Err(e) => return lease_lost_is_an_outcome(claim, Err(e.into())),
+                    }
                 } else {
                     Vec::new()
                 };
@@ -306,6 +319,7 @@ async fn start(
                 Some(_) => Stepped::Again {
                     state: Box::new(state),
                     tick: written.tick,
+                    woken: written.woken,
                     // The commands it saw are still pending (a start consumes none).
                     reload: written.woken || !pending.is_empty(),
                 },
@@ -556,6 +570,7 @@ async fn persist(
         Some(state) => Stepped::Again {
             state: Box::new(state),
             tick: written.tick,
+            woken: written.woken,
             reload: written.woken,
         },
         None => Stepped::Done(StepOutcome::Advanced),

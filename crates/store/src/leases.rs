@@ -90,6 +90,24 @@ pub async fn release_after(
     fenced(done.rows_affected())
 }
 
+/// Moves a held deployment's wake-up back to the lease's expiry, as a claim does, without a
+/// new epoch: a worker that goes on with a deployment woken while it held it (a command came
+/// in, `slipway_engine::step::run_claimed`) re-arms before it reads the pending commands, so
+/// that only what is recorded after this counts as a new wake-up (and the final release does
+/// not leave the deployment due for a command already read). `LeaseLost` when another worker
+/// holds it now.
+pub async fn rearm(conn: &mut PgConnection, claim: Claim, ttl: Duration) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE deployments SET next_wake_at = now() + $3 WHERE id = $1 AND epoch = $2",
+    )
+    .bind(claim.id)
+    .bind(claim.epoch)
+    .bind(interval(ttl)?)
+    .execute(conn)
+    .await?;
+    fenced(done.rows_affected())
+}
+
 /// Whether the claim still holds (`LeaseLost` when another worker took the deployment over):
 /// checked before acting on a cluster, since only database writes are fenced by the epoch.
 pub async fn holds(conn: &mut PgConnection, claim: Claim) -> Result<(), StoreError> {

@@ -176,7 +176,18 @@ async fn a_command_sent_during_a_chain_is_applied_by_its_next_step(pool: PgPool)
         .expect("abort accepted");
     tx.commit().await.expect("commit");
     let d = finished(&pool, id).await;
+    // The command's wake-up was used by the chain: the finished deployment is not claimed
+    // again for it (the epoch stays the chain's).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     stop(engine).await;
+    let (epoch, wake): (i64, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT epoch, next_wake_at FROM deployments WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("the deployment's lease columns");
+    assert_eq!(Some(epoch), before.last().map(|(_, e)| *e), "claimed again");
+    assert_eq!(wake, None);
 
     assert_eq!(d.outcome, Some(Outcome::Aborted), "{:?}", d.status);
     let steps = journal(&pool, id).await;
