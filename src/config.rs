@@ -654,6 +654,27 @@ mod tests {
     }
 
     #[test]
+    fn chain_steps_is_bounded_and_reaches_the_engine() {
+        for wrong in [0, 1_001] {
+            let bad = Config {
+                chain_steps: wrong,
+                ..Config::default()
+            };
+            let message = validation_error(&bad);
+            assert!(message.contains("`chain_steps`"), "{wrong}: {message}");
+        }
+        let one = Config {
+            chain_steps: 1,
+            ..Config::default()
+        };
+        assert_eq!(one.engine_settings("w".into()).chain_steps, 1);
+        assert_eq!(
+            Config::default().engine_settings("w".into()).chain_steps,
+            32
+        );
+    }
+
+    #[test]
     fn validation_names_the_key() {
         let bad = Config {
             listen: "nowhere".into(),

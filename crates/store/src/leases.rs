@@ -34,14 +34,23 @@ pub async fn heartbeat(
     claim: Claim,
     ttl: Duration,
 ) -> Result<(), StoreError> {
-    let done = sqlx::query(
-        "UPDATE deployments SET lease_expires_at = now() + $3 WHERE id = $1 AND epoch = $2",
-    )
-    .bind(claim.id)
-    .bind(claim.epoch)
-    .bind(interval(ttl)?)
-    .execute(conn)
-    .await?;
+    set_from_now(conn, claim, "lease_expires_at", ttl).await
+}
+
+/// Sets one timestamp column of the held deployment to now + `ttl`, fenced by the claim.
+async fn set_from_now(
+    conn: &mut PgConnection,
+    claim: Claim,
+    column: &'static str,
+    ttl: Duration,
+) -> Result<(), StoreError> {
+    let sql = format!("UPDATE deployments SET {column} = now() + $3 WHERE id = $1 AND epoch = $2");
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(claim.id)
+        .bind(claim.epoch)
+        .bind(interval(ttl)?)
+        .execute(conn)
+        .await?;
     fenced(done.rows_affected())
 }
 
@@ -97,15 +106,7 @@ pub async fn release_after(
 /// not leave the deployment due for a command already read). `LeaseLost` when another worker
 /// holds it now.
 pub async fn rearm(conn: &mut PgConnection, claim: Claim, ttl: Duration) -> Result<(), StoreError> {
-    let done = sqlx::query(
-        "UPDATE deployments SET next_wake_at = now() + $3 WHERE id = $1 AND epoch = $2",
-    )
-    .bind(claim.id)
-    .bind(claim.epoch)
-    .bind(interval(ttl)?)
-    .execute(conn)
-    .await?;
-    fenced(done.rows_affected())
+    set_from_now(conn, claim, "next_wake_at", ttl).await
 }
 
 /// Whether the claim still holds (`LeaseLost` when another worker took the deployment over):

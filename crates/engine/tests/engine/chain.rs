@@ -92,6 +92,39 @@ async fn run_to_end(
     id
 }
 
+/// A 4-step canary in `prod` whose 1.0.0 ran without chaining; then, with every cluster call
+/// taking `latency`, 2.0.0 is requested and a chaining engine started on it.
+async fn slow_canary_running(
+    pool: &PgPool,
+    latency: Duration,
+) -> (Uuid, (watch::Sender<bool>, JoinHandle<()>)) {
+    seed_app(pool).await;
+    let canary = json!({"type": "canary", "steps": [
+        {"set_weight": 20}, {"set_weight": 40}, {"set_weight": 60}, {"set_weight": 80}
+    ]});
+    put_env(pool, "prod", &env_spec("shop", canary, json!({}))).await;
+    let sim = sim();
+    run_to_end(pool, &sim, chained("setup", 1), "prod", "1.0.0").await;
+    sim.faults()
+        .set(FaultScope::Cluster, Fault::Latency(latency));
+    let id = deploy(pool, "prod", "2.0.0").await;
+    let engine = running(engine(pool, &sim, chained("a", 64)));
+    (id, engine)
+}
+
+/// Waits until the deployment has at least `n` journal rows; returns them.
+async fn journal_of_at_least(pool: &PgPool, id: Uuid, n: usize) -> Vec<(i64, i64)> {
+    let began = Instant::now();
+    loop {
+        let rows = journal(pool, id).await;
+        if rows.len() >= n {
+            return rows;
+        }
+        assert!(began.elapsed() < PATIENCE, "the canary never stepped");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[sqlx::test(migrator = "slipway_store::MIGRATOR")]
 async fn steps_due_at_once_run_on_one_claim_and_log_what_single_steps_log(pool: PgPool) {
     seed_app(&pool).await;
@@ -146,30 +179,9 @@ async fn steps_due_at_once_run_on_one_claim_and_log_what_single_steps_log(pool: 
 /// A command recorded while a chained step is in flight is read by the chain's next step.
 #[sqlx::test(migrator = "slipway_store::MIGRATOR")]
 async fn a_command_sent_during_a_chain_is_applied_by_its_next_step(pool: PgPool) {
-    seed_app(&pool).await;
-    let canary = json!({"type": "canary", "steps": [
-        {"set_weight": 20}, {"set_weight": 40}, {"set_weight": 60}, {"set_weight": 80}
-    ]});
-    put_env(&pool, "prod", &env_spec("shop", canary, json!({}))).await;
-    let sim = sim();
-    run_to_end(&pool, &sim, chained("setup", 1), "prod", "1.0.0").await;
-
-    sim.faults().set(
-        FaultScope::Cluster,
-        Fault::Latency(Duration::from_millis(150)),
-    );
-    let id = deploy(&pool, "prod", "2.0.0").await;
-    let engine = running(engine(&pool, &sim, chained("a", 64)));
+    let (id, engine) = slow_canary_running(&pool, Duration::from_millis(150)).await;
     // Once the chain is on (the second claim, see above), a step is always in flight.
-    let began = Instant::now();
-    let before = loop {
-        let rows = journal(&pool, id).await;
-        if rows.len() >= 3 {
-            break rows;
-        }
-        assert!(began.elapsed() < PATIENCE, "the canary never stepped");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let before = journal_of_at_least(&pool, id, 3).await;
     let mut tx = pool.begin().await.expect("begin");
     intake::command(&mut tx, id, CommandKind::Abort, "bob", None, None)
         .await
@@ -208,28 +220,8 @@ async fn a_command_sent_during_a_chain_is_applied_by_its_next_step(pool: PgPool)
 /// A chain whose lease is taken over stops: no step of its epoch is written afterwards.
 #[sqlx::test(migrator = "slipway_store::MIGRATOR")]
 async fn a_chain_whose_lease_is_taken_over_writes_nothing_more(pool: PgPool) {
-    seed_app(&pool).await;
-    let canary = json!({"type": "canary", "steps": [
-        {"set_weight": 20}, {"set_weight": 40}, {"set_weight": 60}, {"set_weight": 80}
-    ]});
-    put_env(&pool, "prod", &env_spec("shop", canary, json!({}))).await;
-    let sim = sim();
-    run_to_end(&pool, &sim, chained("setup", 1), "prod", "1.0.0").await;
-
-    sim.faults().set(
-        FaultScope::Cluster,
-        Fault::Latency(Duration::from_millis(100)),
-    );
-    let id = deploy(&pool, "prod", "2.0.0").await;
-    let engine = running(engine(&pool, &sim, chained("a", 64)));
-    let began = Instant::now();
-    let held = loop {
-        if let Some((_, epoch)) = journal(&pool, id).await.first() {
-            break *epoch;
-        }
-        assert!(began.elapsed() < PATIENCE, "the canary never stepped");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let (id, engine) = slow_canary_running(&pool, Duration::from_millis(100)).await;
+    let held = journal_of_at_least(&pool, id, 1).await[0].1;
     // Another worker claims it (as after an expired lease) and holds it.
     sqlx::query(
         "UPDATE deployments SET epoch = epoch + 1, lease_owner = 'thief',
