@@ -25,9 +25,10 @@
 #   BENCH_SKIP_BUILD=1 use the binaries as they are (else `cargo build --release` first)
 #   SLIPWAY_BIN, SLIPWAY_LOAD_BIN   binaries to use (default: $CARGO_TARGET_DIR/release/...)
 #   SLIPWAY_SERVE_ARGS              more arguments for `slipway serve`, e.g. --no-workers
-#   BENCH_DURABLE=1    the benchmark's PostgreSQL with durable commits (fsync, synchronous_commit
-#                      and full_page_writes on, PostgreSQL's defaults) instead of the test
-#                      configuration (all three off); both sides of the comparison pay for it
+#   BENCH_DURABLE      1 (the default): the benchmark's PostgreSQL with durable commits (fsync,
+#                      synchronous_commit and full_page_writes on, PostgreSQL's defaults, as
+#                      Slipway's database runs in production); 0: the test configuration (all
+#                      three off), a CPU-only comparison. Both sides of the comparison pay for it
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -77,10 +78,11 @@ export SLIPWAY_TOKEN
 # A PostgreSQL of its own (scripts/lib/pg.sh's test instance, on another port and in another
 # directory): the shared test instance carries other databases, whose backends, locks, WAL
 # and LISTEN/NOTIFY queue would weigh on the numbers.
-[[ ${BENCH_DURABLE:-0} =~ ^[01]$ ]] || die "BENCH_DURABLE must be 0 or 1"
+durable=${BENCH_DURABLE:-1}
+[[ $durable =~ ^[01]$ ]] || die "BENCH_DURABLE must be 0 or 1"
 pg_env=(SLIPWAY_TEST_PG_PORT="${BENCH_PG_PORT:-55433}"
   SLIPWAY_CACHE="${BENCH_PG_CACHE:-${SLIPWAY_CACHE:-/var/cache/slipway}/bench}"
-  SLIPWAY_TEST_PG_DURABLE="${BENCH_DURABLE:-0}")
+  SLIPWAY_TEST_PG_DURABLE="$durable")
 say "PostgreSQL (${pg_env[*]})"
 ensure_postgres_installed
 export "${pg_env[@]}"

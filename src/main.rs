@@ -110,7 +110,20 @@ fn main() -> anyhow::Result<ExitCode> {
     {
         anyhow::bail!("a TLS crypto provider was already installed");
     }
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    // The thread count is the one setting needed before the runtime exists: read from the
+    // layers here; a configuration that does not load is reported by `run` with its reason.
+    let threads = Config::load(
+        cli.config.as_deref(),
+        Config::default(),
+        &Overrides::default(),
+    )
+    .unwrap_or_default()
+    .runtime_threads();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     if let Command::Client(command) = cli.command {
         return Ok(runtime.block_on(slipway::cli::run(command)));
     }

@@ -241,10 +241,8 @@ impl From<IntakeError> for ApiError {
 }
 
 fn is_unavailable(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-    )
+    matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+        || slipway_store::error::connection_lost(e)
 }
 
 /// Renders a problem for `kind` with `detail`.

@@ -17,6 +17,7 @@ use common::{DEPLOYMENTS, Resp, TestApp, deployment_request};
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 
 /// Sends `requests` while the environment web/prod is locked: the first one alone, so the batch
 /// task is stuck on it, then the others, which wait together for the next batch; then lets go
@@ -384,4 +385,129 @@ async fn a_create_whose_caller_gives_up_is_neither_lost_nor_doubled(pool: PgPool
     // The warm-up, the five others and the impatient one.
     assert_eq!(app.count("deployments").await, 7);
     assert_eq!(app.count("deployment_events").await, 7);
+}
+
+/// A pool of the default size on the test's database (the test's own has 5 connections, too
+/// few for the batch task to keep one: `held_connection::SMALL_POOL`).
+async fn pool_of_20(pool: &PgPool) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(20)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .expect("pool")
+}
+
+/// The backend that writes the batches: the one whose last statement was the create statement.
+async fn batch_backends(pool: &PgPool) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'WITH input AS%'",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("backends")
+}
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn creates_go_on_after_the_database_drops_the_writers_connection(pool: PgPool) {
+    let app = TestApp::spawn(pool_of_20(&pool).await).await;
+    app.seed().await;
+    app.deploy("web", "prod", "ghcr.io/acme/web:0.0.1").await;
+    // The batch task keeps the connection it wrote with; the database drops it (a restart, a
+    // failover, an operator's pg_terminate_backend).
+    let writers = batch_backends(&app.pool).await;
+    assert_eq!(
+        writers.len(),
+        1,
+        "one backend writes the creates: {writers:?}"
+    );
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(writers[0])
+        .fetch_one(&app.pool)
+        .await
+        .expect("terminate");
+    assert!(killed);
+
+    // The next create may find the connection gone: it is answered 503 (never 500), and its
+    // retry with the same key is written once.
+    let body = json!({"image": "ghcr.io/acme/web:1.0.0"});
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let r = app.post_keyed(DEPLOYMENTS, "after-the-drop", &body).await;
+        let status = r.status;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            r.assert_problem(503, "unavailable");
+        }
+        answers.push(status);
+        if status == StatusCode::CREATED {
+            break;
+        }
+    }
+    assert_eq!(
+        answers.last(),
+        Some(&StatusCode::CREATED),
+        "the retries were answered {answers:?}"
+    );
+    assert!(
+        answers[..answers.len() - 1]
+            .iter()
+            .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{answers:?}"
+    );
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM deployments WHERE idempotency_key = 'after-the-drop'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(recorded, 1);
+
+    // The creates after it are written, on a connection that works.
+    for i in 0..3 {
+        app.deploy("web", "prod", &format!("ghcr.io/acme/web:2.{i}.0"))
+            .await;
+    }
+    let now = batch_backends(&app.pool).await;
+    assert!(!now.contains(&writers[0]), "{now:?}");
+    assert_eq!(app.count("deployments").await, 5);
+}
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn an_idle_create_writer_gives_its_connection_back(pool: PgPool) {
+    let app = TestApp::spawn(pool_of_20(&pool).await).await;
+    app.seed().await;
+    app.deploy("web", "prod", "ghcr.io/acme/web:0.0.1").await;
+    let in_use = |pool: &PgPool| pool.size() as usize - pool.num_idle();
+    // Right after its batch the writer keeps its connection for the next one...
+    assert!(
+        in_use(&app.pool) > listeners(&app.pool).await,
+        "a connection held"
+    );
+    // ...and once nothing has been written for a while, only the event hub's LISTEN
+    // connection is out of the pool: a server with nothing to write holds no other (and
+    // closing the pool does not wait for it).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (held, listening) = (in_use(&app.pool), listeners(&app.pool).await);
+        if held == listening {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{held} connections out of the pool after 10 s, {listening} of them listening"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Connections of this database that are listening for notifications.
+async fn listeners(pool: &PgPool) -> usize {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("listeners");
+    usize::try_from(n).unwrap_or(0)
 }

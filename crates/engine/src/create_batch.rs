@@ -25,6 +25,8 @@ use slipway_store::deployments::{self, RecordRow, Recorded};
 use slipway_store::{PgPool, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::held_connection::HeldConnection;
+
 /// Most creates written by one statement unless configured otherwise.
 pub const DEFAULT_MAX_BATCH: usize = 64;
 
@@ -82,13 +84,14 @@ fn gone() -> StoreError {
 
 /// The batch task: one batch at a time, so batches never wait for each other's key rows (and
 /// the batches are as large as they can be: with two writers they were smaller and the rate
-/// lower, bench/README.md).
+/// lower, bench/README.md), on a connection it keeps while there is work ([`HeldConnection`]).
 async fn run(pool: PgPool, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
     let mut waiting: Vec<Pending> = Vec::with_capacity(max_batch);
     let mut deferred: Vec<Pending> = Vec::new();
+    let mut conn = HeldConnection::new(pool);
     loop {
         if deferred.is_empty() {
-            if rx.recv_many(&mut waiting, max_batch).await == 0 {
+            if conn.wait(rx.recv_many(&mut waiting, max_batch)).await == 0 {
                 return;
             }
         } else {
@@ -124,7 +127,7 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
         if rows.is_empty() {
             continue;
         }
-        let outcomes = write_batch(&pool, &rows).await;
+        let outcomes = write_batch(&mut conn, &rows).await;
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // A request that went away meanwhile simply does not hear its answer.
             let _ = reply.send(outcome);
@@ -134,12 +137,15 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Pending>, max_batch: usize) {
 
 /// Writes `rows` (no two with the same key) in one statement and answers one outcome per row,
 /// in order. If that statement fails, each row is written again by a statement of its own, so
-/// that only the rows that fail by themselves answer an error.
-pub async fn write_batch(pool: &PgPool, rows: &[RecordRow]) -> Vec<Result<Recorded, StoreError>> {
-    let written = match pool.acquire().await {
-        Ok(mut conn) => deployments::record_many(&mut conn, rows).await,
-        Err(e) => Err(e.into()),
-    };
+/// that only the rows that fail by themselves answer an error. That is safe even when the
+/// failure left the outcome unknown (the connection broke): a row that did commit finds its
+/// key taken (and replays) or, without a key, its deployment id taken (an error), so no
+/// create is recorded twice.
+async fn write_batch(
+    conn: &mut HeldConnection,
+    rows: &[RecordRow],
+) -> Vec<Result<Recorded, StoreError>> {
+    let written = write(conn, rows).await;
     metrics::histogram!("slipway_create_batch_rows").record(rows.len() as f64);
     match written {
         Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
@@ -150,18 +156,25 @@ pub async fn write_batch(pool: &PgPool, rows: &[RecordRow]) -> Vec<Result<Record
                 "a batch of creates failed as a whole; writing its rows one by one");
             let mut outcomes = Vec::with_capacity(rows.len());
             for row in rows {
-                let one = match pool.acquire().await {
-                    Ok(mut conn) => deployments::record_many(&mut conn, std::slice::from_ref(row))
-                        .await
-                        .and_then(|mut o| {
-                            o.pop()
-                                .ok_or_else(|| StoreError::Corrupt("no outcome".into()))
-                        }),
-                    Err(e) => Err(e.into()),
-                };
+                let one = write(conn, std::slice::from_ref(row))
+                    .await
+                    .and_then(|mut o| {
+                        o.pop()
+                            .ok_or_else(|| StoreError::Corrupt("no outcome".into()))
+                    });
                 outcomes.push(one);
             }
             outcomes
         }
     }
+}
+
+/// One statement on the held connection.
+async fn write(conn: &mut HeldConnection, rows: &[RecordRow]) -> Result<Vec<Recorded>, StoreError> {
+    let written = match conn.get().await {
+        Ok(c) => deployments::record_many(c, rows).await,
+        Err(e) => Err(e),
+    };
+    conn.after(written.as_ref().err());
+    written
 }

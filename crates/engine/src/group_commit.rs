@@ -20,6 +20,8 @@ use slipway_store::events::NewEvent;
 use slipway_store::leases::{self, Claim};
 use slipway_store::rollouts::{self, JournalEntry, StepWrite, StepWritten};
 use slipway_store::{PgPool, StoreError};
+
+use crate::held_connection::HeldConnection;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -170,24 +172,29 @@ async fn run(
     rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<(OwnedStepWrite, Reply)>>>,
 ) {
     let mut jobs = Vec::with_capacity(BATCH);
+    let mut conn = HeldConnection::new(pool);
     loop {
-        let received = rx.lock().await.recv_many(&mut jobs, BATCH).await;
+        let received = conn
+            .wait(async { rx.lock().await.recv_many(&mut jobs, BATCH).await })
+            .await;
         if received == 0 {
             break;
         }
         metrics::histogram!("slipway_engine_step_write_batch").record(jobs.len() as f64);
-        write_batch(&pool, &mut jobs).await;
+        write_batch(&mut conn, &mut jobs).await;
     }
 }
 
 async fn check_fences(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(Claim, FenceReply)>) {
     let mut jobs = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut jobs, BATCH).await > 0 {
+    let mut conn = HeldConnection::new(pool);
+    while conn.wait(rx.recv_many(&mut jobs, BATCH)).await > 0 {
         let claims: Vec<Claim> = jobs.iter().map(|(c, _)| *c).collect();
-        let held = match pool.acquire().await {
-            Ok(mut conn) => leases::holding(&mut conn, &claims).await,
-            Err(e) => Err(e.into()),
+        let held = match conn.get().await {
+            Ok(c) => leases::holding(c, &claims).await,
+            Err(e) => Err(e),
         };
+        conn.after(held.as_ref().err());
         match held {
             Ok(held) => {
                 for ((_, reply), held) in jobs.drain(..).zip(held) {
@@ -200,7 +207,7 @@ async fn check_fences(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(Claim, Fenc
             }
             Err(e) => {
                 for (_, reply) in jobs.drain(..) {
-                    let _ = reply.send(Err(same_error(&e)));
+                    let _ = reply.send(Err(e.for_batch_member("fence checks")));
                 }
             }
         }
@@ -214,7 +221,7 @@ async fn write_one(pool: &PgPool, write: &OwnedStepWrite) -> Result<StepWritten,
 }
 
 /// Writes `jobs` (drained) and answers each.
-async fn write_batch(pool: &PgPool, jobs: &mut Vec<(OwnedStepWrite, Reply)>) {
+async fn write_batch(conn: &mut HeldConnection, jobs: &mut Vec<(OwnedStepWrite, Reply)>) {
     let result = {
         let events: Vec<Vec<NewEvent<'_>>> = jobs.iter().map(|(w, _)| w.events()).collect();
         let writes: Vec<StepWrite<'_>> = jobs
@@ -222,59 +229,30 @@ async fn write_batch(pool: &PgPool, jobs: &mut Vec<(OwnedStepWrite, Reply)>) {
             .zip(&events)
             .map(|((w, _), e)| w.borrow(e))
             .collect();
-        match pool.acquire().await {
-            Ok(mut conn) => rollouts::write_steps(&mut conn, &writes).await,
-            Err(e) => Err(e.into()),
+        match conn.get().await {
+            Ok(c) => rollouts::write_steps(c, &writes).await,
+            Err(e) => Err(e),
         }
     };
+    conn.after(result.as_ref().err());
     match result {
         Ok(written) => {
             for ((_, reply), written) in jobs.drain(..).zip(written) {
                 let _ = reply.send(written.ok_or(StoreError::LeaseLost));
             }
         }
-        Err(e) if wrote_nothing(&e) => {
+        Err(e) if e.wrote_nothing() => {
             tracing::warn!(error = %e, steps = jobs.len(), "a batch of step writes failed; writing each step on its own");
             metrics::counter!("slipway_engine_step_write_batch_fallbacks_total").increment(1);
             for (write, reply) in jobs.drain(..) {
-                let _ = reply.send(write_one(pool, &write).await);
+                let _ = reply.send(write_one(conn.pool(), &write).await);
             }
         }
         Err(e) => {
             tracing::warn!(error = %e, steps = jobs.len(), "a batch of step writes failed with its outcome unknown");
             for (_, reply) in jobs.drain(..) {
-                let _ = reply.send(Err(same_error(&e)));
+                let _ = reply.send(Err(e.for_batch_member("step writes")));
             }
         }
-    }
-}
-
-/// The statement certainly wrote nothing: the database refused it (and rolled it back), or
-/// it was never sent.
-fn wrote_nothing(e: &StoreError) -> bool {
-    match e {
-        StoreError::Database(e) => matches!(
-            e,
-            sqlx::Error::Database(_)
-                | sqlx::Error::Encode(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-        ),
-        StoreError::Constraint { .. } | StoreError::Conflict(_) | StoreError::Corrupt(_) => true,
-        StoreError::NotFound(_) | StoreError::RevisionMismatch { .. } | StoreError::LeaseLost => {
-            false
-        }
-    }
-}
-
-/// An error for each step of a batch whose write failed as a whole.
-fn same_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Database(sqlx::Error::Io(io)) => StoreError::Database(sqlx::Error::Io(
-            std::io::Error::new(io.kind(), io.to_string()),
-        )),
-        other => StoreError::Database(sqlx::Error::Protocol(format!(
-            "a batch of step writes failed: {other}"
-        ))),
     }
 }

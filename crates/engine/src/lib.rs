@@ -6,6 +6,7 @@ pub mod create_batch;
 pub mod drivers;
 pub mod github_status;
 pub mod group_commit;
+pub mod held_connection;
 pub mod intake;
 pub mod notify;
 pub mod secrets;

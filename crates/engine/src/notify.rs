@@ -15,6 +15,8 @@ use slipway_store::{PgPool, events, wake};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::held_connection::HeldConnection;
+
 /// Most notifications sent in one statement.
 const BATCH: usize = 512;
 
@@ -57,11 +59,13 @@ impl Notifier {
 
 async fn deliver(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(&'static str, String)>) {
     let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let sent = match pool.acquire().await {
-            Ok(mut conn) => events::notify_many(&mut conn, &batch).await,
-            Err(e) => Err(e.into()),
+    let mut conn = HeldConnection::new(pool);
+    while conn.wait(rx.recv_many(&mut batch, BATCH)).await > 0 {
+        let sent = match conn.get().await {
+            Ok(c) => events::notify_many(c, &batch).await,
+            Err(e) => Err(e),
         };
+        conn.after(sent.as_ref().err());
         if let Err(e) = sent {
             tracing::debug!(error = %e, dropped = batch.len(), "sending notifications failed; polling covers them");
         }

@@ -26,6 +26,58 @@ pub enum StoreError {
     Database(sqlx::Error),
 }
 
+impl StoreError {
+    /// The write certainly did not happen: the database refused it (and rolled it back), or
+    /// it was never sent. After any other error its outcome is unknown, and writing it again
+    /// could write it twice.
+    pub fn wrote_nothing(&self) -> bool {
+        match self {
+            Self::Database(e) if connection_lost(e) => false,
+            Self::Database(e) => matches!(
+                e,
+                sqlx::Error::Database(_)
+                    | sqlx::Error::Encode(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+            ),
+            Self::Constraint { .. } | Self::Conflict(_) | Self::Corrupt(_) => true,
+            Self::NotFound(_) | Self::RevisionMismatch { .. } | Self::LeaseLost => false,
+        }
+    }
+
+    /// This failure again, for another of the writes of a batch that failed as a whole
+    /// (`batch` names it in the message): a lost connection stays one (an I/O error, so that
+    /// the API still answers "unavailable"), anything else becomes a protocol error that
+    /// quotes it.
+    pub fn for_batch_member(&self, batch: &str) -> Self {
+        match self {
+            Self::Database(sqlx::Error::Io(io)) => Self::Database(sqlx::Error::Io(
+                std::io::Error::new(io.kind(), io.to_string()),
+            )),
+            Self::Database(e) if connection_lost(e) => Self::Database(sqlx::Error::Io(
+                std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string()),
+            )),
+            other => Self::Database(sqlx::Error::Protocol(format!(
+                "a batch of {batch} failed: {other}"
+            ))),
+        }
+    }
+}
+
+/// The connection to the database is gone (or the database is going away): the socket
+/// failed, or the server said so (SQLSTATE class 08, connection exception, or 57P,
+/// shutdown or termination, e.g. `pg_terminate_backend` or a restart). What the statement
+/// in flight did is unknown, the connection cannot be used again, and a new one may work.
+pub fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e
