@@ -196,7 +196,9 @@ async fn run_inner(
     match (record.status, &record.state) {
         (DeploymentStatus::Queued, _) | (_, None) => {
             match pending.iter().find(|c| c.kind == CommandKind::Abort) {
-                Some(abort) => cancel(ctx, claim, abort, pending).await.map(Stepped::Done),
+                Some(abort) => cancel(ctx, claim, record, abort, pending)
+                    .await
+                    .map(Stepped::Done),
                 None => start(ctx, claim, record, pending, now, hold).await,
             }
         }
@@ -254,7 +256,15 @@ async fn start(
         .await?
     };
     if busy || !my_turn {
-        return wait_in_queue(ctx, claim, pending, now)
+        // The head is woken when the deployment ahead of it ends; its re-check only covers a
+        // wake-up that did not come. The ones behind it are woken when they become the head,
+        // so theirs is rarer: with a long queue it would otherwise be most of the work.
+        let recheck = if my_turn {
+            ctx.queue_recheck
+        } else {
+            ctx.queue_recheck * BEHIND_RECHECK_FACTOR
+        };
+        return wait_in_queue(ctx, claim, pending, now + recheck)
             .await
             .map(Stepped::Done);
     }
@@ -309,7 +319,7 @@ async fn start(
         Err(StoreError::Constraint { constraint })
             if constraint == "deployments_one_active_per_environment" =>
         {
-            wait_in_queue(ctx, claim, pending, now)
+            wait_in_queue(ctx, claim, pending, now + ctx.queue_recheck)
                 .await
                 .map(Stepped::Done)
         }
@@ -334,31 +344,31 @@ fn ids(commands: &[PendingCommand]) -> Vec<uuid::Uuid> {
     commands.iter().map(|c| c.id).collect()
 }
 
-/// A queued deployment waits its turn: due again at the queue re-check, when the active
-/// deployment wakes the queue as it finishes, or when a command comes in. A wake-up that came
-/// while this step ran (the active one finished after the step found the environment busy)
-/// is kept by the release.
+/// How many queue re-checks a deployment behind the head of its queue waits between its own
+/// re-checks (a safety net: it is woken when it becomes the head).
+const BEHIND_RECHECK_FACTOR: i32 = 10;
+
+/// A queued deployment waits its turn: due again at `recheck`, when the deployment ahead of
+/// it ends and it is the head of the queue (`rollouts::wake_queued`), or when a command comes
+/// in. A wake-up that came while this step ran (the active one finished after the step found
+/// the environment busy) is kept by the release.
 async fn wait_in_queue(
     ctx: &StepContext,
     claim: Claim,
     pending: &[PendingCommand],
-    now: DateTime<Utc>,
+    recheck: DateTime<Utc>,
 ) -> Result<StepOutcome, StepError> {
     let mut conn = ctx.pool.acquire().await?;
-    leases::release_after(
-        &mut conn,
-        claim,
-        Some(now + ctx.queue_recheck),
-        &ids(pending),
-    )
-    .await?;
+    leases::release_after(&mut conn, claim, Some(recheck), &ids(pending)).await?;
     Ok(StepOutcome::Waiting)
 }
 
-/// A queued deployment that was aborted before it started: cancelled.
+/// A queued deployment that was aborted before it started: cancelled. If it was the head of
+/// its queue, the next one is now: it is woken (it may find the environment free).
 async fn cancel(
     ctx: &StepContext,
     claim: Claim,
+    record: &RolloutRecord,
     abort: &PendingCommand,
     pending: &[PendingCommand],
 ) -> Result<StepOutcome, StepError> {
@@ -385,6 +395,7 @@ async fn cancel(
     let ids: Vec<_> = pending.iter().map(|c| c.id).collect();
     commands::consume(&mut tx, claim, &ids, "applied").await?;
     leases::release(&mut tx, claim, None).await?;
+    rollouts::wake_queued(&mut tx, record.environment_id).await?;
     tx.commit().await?;
     Ok(StepOutcome::Advanced)
 }

@@ -316,8 +316,9 @@ fn hold_ms(hold: Option<std::time::Duration>) -> Option<i64> {
 /// Persists a step in one statement, fenced by the claim's epoch: the machine state and the
 /// columns the API shows (tick + 1), the events (numbered from `last_event_seq`, which moves
 /// by their count), the consumed commands, the journal row (started and finished), the lease
-/// released with the next wake-up (as [`crate::leases::release`]), the environment's queued
-/// deployments woken when this one finishes (with their `slipway_wake` NOTIFY). The events'
+/// released with the next wake-up (as [`crate::leases::release`]), the head of the
+/// environment's queue woken when this one finishes (with its `slipway_wake` NOTIFY; see
+/// [`wake_queued`]). The events'
 /// `slipway_events` hint is the caller's to send once this has committed (see
 /// `slipway_engine::Notifier`): in the statement it would make the commit take the
 /// cluster-wide notification lock. Returns the new tick and last event `seq`;
@@ -374,7 +375,7 @@ pub async fn write_step(
              FROM d
              WHERE $5::deployment_status IN
                      ('succeeded', 'failed', 'rolled_back', 'cancelled', 'superseded')
-               AND q.environment_id = d.environment_id AND q.status = 'queued' AND q.id <> d.id
+               AND q.id = queue_head(d.environment_id) AND q.id <> d.id
              RETURNING q.id
          ),
          note AS (SELECT pg_notify('slipway_wake', woke.id::text) FROM woke)
@@ -421,7 +422,7 @@ pub async fn write_step(
 /// Several steps' [`write_step`]s as ONE statement (group commit): each step is fenced by
 /// its own `(id, epoch)` and writes exactly what [`write_step`] would (state and shown
 /// columns, events numbered after its `last_event_seq`, consumed commands, journal row,
-/// lease release with the next wake-up, queued deployments of a finished one's environment
+/// lease release with the next wake-up, the head of a finished one's environment queue
 /// woken), all in one commit. Returns one entry per write, in order: `None` where the epoch
 /// was stale (that step wrote nothing; the others are not affected). The writes must be to
 /// distinct deployments and must not start a deployment (`starts`: use [`write_step`]).
@@ -558,7 +559,7 @@ pub async fn write_steps(
              UPDATE deployments q SET next_wake_at = now()
              FROM d
              WHERE d.status IN ('succeeded', 'failed', 'rolled_back', 'cancelled', 'superseded')
-               AND q.environment_id = d.environment_id AND q.status = 'queued'
+               AND q.id = queue_head(d.environment_id)
                AND NOT (q.id = ANY($1))
              RETURNING q.id
          ),
@@ -638,8 +639,8 @@ pub async fn read(conn: &mut PgConnection, id: Uuid) -> Result<RolloutRecord, St
 }
 
 /// Persists a machine state: the state itself and the columns the API shows, guarded by the
-/// claim's epoch. Returns the new tick. When the deployment finishes, the environment's queued
-/// deployments are woken.
+/// claim's epoch. Returns the new tick. When the deployment finishes, the head of the
+/// environment's queue is woken.
 pub async fn save(
     conn: &mut PgConnection,
     claim: Claim,
@@ -735,11 +736,13 @@ pub async fn set_waiting(
     fenced(done.rows_affected())
 }
 
-/// Makes the environment's queued deployments due now and tells the engines.
+/// Makes the head of the environment's queue (`queue_head`, migration 80: the deployment that
+/// goes next) due now and tells the engines. The others wait for their turn to come: each is
+/// woken as the head when the deployment ahead of it has started and ended.
 pub async fn wake_queued(conn: &mut PgConnection, environment_id: Uuid) -> Result<(), StoreError> {
     let ids: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE deployments SET next_wake_at = now()
-         WHERE environment_id = $1 AND status = 'queued' RETURNING id",
+         WHERE id = queue_head($1) AND status = 'queued' RETURNING id",
     )
     .bind(environment_id)
     .fetch_all(&mut *conn)

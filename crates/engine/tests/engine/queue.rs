@@ -272,3 +272,116 @@ async fn a_queued_deployment_does_not_miss_the_end_of_the_active_one(pool: PgPoo
     );
     drive_to(&engine, &pool, waiting, DeploymentStatus::Succeeded).await;
 }
+
+/// When each of `ids` is next due, in seconds from now (negative: due).
+async fn due_in(pool: &PgPool, ids: &[Uuid]) -> Vec<f64> {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM next_wake_at - now())::float8
+         FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, n)
+         JOIN deployments d ON d.id = i.id ORDER BY i.n",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+    .expect("next wake-ups")
+}
+
+/// Runs the engine until the due times of `ids` (see [`due_in`]) satisfy `ready`.
+async fn run_until_due(
+    engine: &slipway_engine::Engine,
+    pool: &PgPool,
+    ids: &[Uuid],
+    what: &str,
+    ready: impl Fn(&[f64]) -> bool,
+) -> Vec<f64> {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let due = due_in(pool, ids).await;
+        if ready(&due) {
+            return due;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not {what}: due in {due:?} s"
+        );
+        if engine.run_once(16).await.expect("a step").is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn epochs(pool: &PgPool, ids: &[Uuid]) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT d.epoch FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, n)
+         JOIN deployments d ON d.id = i.id ORDER BY i.n",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+    .expect("epochs")
+}
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_deployment_that_ends_wakes_only_the_head_of_its_queue(pool: PgPool) {
+    seed_app(&pool).await;
+    // Each deployment stops at an open pause until promoted: the active one stays active.
+    let canary = json!({"type": "canary", "steps": [{"set_weight": 10}, {"pause": {}}]});
+    put_env(&pool, "prod", &env_spec("shop", canary, json!({}))).await;
+    let sim = sim();
+    let engine = engine(&pool, &sim, settings("a"));
+    deploy_ok(&engine, &pool, "prod", "1.0.0").await;
+    let paused =
+        |engine, id| drive_to_phase(engine, &pool, id, DeploymentStatus::Paused, "paused_step");
+    let active = deploy(&pool, "prod", "2.0.0").await;
+    paused(&engine, active).await;
+    let queued = queue(&pool, "prod", &["3.0.0", "4.0.0", "5.0.0"]).await;
+    // Each is looked at once and parks: the head (3.0.0) until the queue re-check (30 s), the
+    // ones behind it ten times as long.
+    let due = run_until_due(&engine, &pool, &queued, "all parked", |due| {
+        due.iter().all(|s| *s > 0.0)
+    })
+    .await;
+    assert!((20.0..=31.0).contains(&due[0]), "{due:?}");
+    assert!(
+        due[1..].iter().all(|s| (290.0..=301.0).contains(s)),
+        "{due:?}"
+    );
+    let parked = epochs(&pool, &queued).await;
+
+    // 2.0.0 ends: 3.0.0 is woken and starts; 4.0.0 and 5.0.0 are not even claimed.
+    command(&pool, active, CommandKind::Promote)
+        .await
+        .expect("promote accepted");
+    drive_to(&engine, &pool, active, DeploymentStatus::Succeeded).await;
+    paused(&engine, queued[0]).await;
+    let after = epochs(&pool, &queued).await;
+    assert_eq!(after[1..], parked[1..], "the ones behind were left alone");
+    let due = due_in(&pool, &queued[1..]).await;
+    assert!(due.iter().all(|s| *s > 200.0), "{due:?}");
+
+    // The new head (4.0.0), called off while 3.0.0 runs, hands the turn to 5.0.0 as it goes,
+    // and the queue goes on in order when 3.0.0 ends.
+    command(&pool, queued[1], CommandKind::Abort)
+        .await
+        .expect("abort accepted");
+    drive_to(&engine, &pool, queued[1], DeploymentStatus::Cancelled).await;
+    // 5.0.0 was woken as the new head, found 3.0.0 active and parks as the head does.
+    run_until_due(
+        &engine,
+        &pool,
+        &queued[2..],
+        "5.0.0 parked as the head",
+        |due| (0.0..=31.0).contains(&due[0]),
+    )
+    .await;
+    command(&pool, queued[0], CommandKind::Promote)
+        .await
+        .expect("promote accepted");
+    drive_to(&engine, &pool, queued[0], DeploymentStatus::Succeeded).await;
+    paused(&engine, queued[2]).await;
+    command(&pool, queued[2], CommandKind::Promote)
+        .await
+        .expect("promote accepted");
+    let d = drive_to(&engine, &pool, queued[2], DeploymentStatus::Succeeded).await;
+    assert_eq!(d.serving.version.as_deref(), Some("5.0.0"));
+}
