@@ -5,7 +5,7 @@
 //! each statement hands them round the pool's backends in turn: every statement then runs in
 //! a PostgreSQL process whose caches went cold while the others ran, on a machine where the
 //! server and the database share the cores. Keeping one connection per task measured 30–40 %
-//! more creates per second (bench/README.md, "One connection for the create writer").
+//! more creates per second (bench/README.md, "One connection per writer task").
 //!
 //! So a task keeps its connection while it has work, and gives it back to the pool:
 //! - when it has waited [`IDLE`] for work (an idle process holds nothing, and `pool.close()`
@@ -49,11 +49,6 @@ impl HeldConnection {
     /// The pool the connection comes from.
     pub fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    /// Whether a connection is held now.
-    pub fn holds(&self) -> bool {
-        self.held.is_some()
     }
 
     /// The held connection, taken from the pool if none is held.
