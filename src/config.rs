@@ -183,6 +183,11 @@ impl Default for Config {
 /// Most runtime threads accepted.
 const MAX_RUNTIME_THREADS: usize = 1024;
 
+/// The runtime threads `runtime_threads = 0` picks on `cores` cores: all but one, at least one.
+fn automatic_threads(cores: usize) -> usize {
+    cores.saturating_sub(1).max(1)
+}
+
 const KEYS: [&str; 31] = [
     "auth_enabled",
     "jwt_issuer",
@@ -306,8 +311,9 @@ impl Config {
         if self.runtime_threads > 0 {
             return self.runtime_threads;
         }
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        cores.saturating_sub(1).max(1)
+        automatic_threads(
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        )
     }
 
     /// Checks what types alone cannot.
@@ -684,22 +690,19 @@ mod tests {
 
     #[test]
     fn runtime_threads_leave_a_core_unless_set() {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        let automatic = Config::default().runtime_threads();
-        assert_eq!(automatic, cores.saturating_sub(1).max(1));
-        assert!(automatic >= 1);
+        let picked: Vec<usize> = [0, 1, 2, 4, 64].map(automatic_threads).to_vec();
+        assert_eq!(picked, [1, 1, 1, 3, 63]);
+        assert!(Config::default().runtime_threads() >= 1);
         let three = Config {
             runtime_threads: 3,
             ..Config::default()
         };
         assert_eq!(three.runtime_threads(), 3);
-        let message = Config {
+        let too_many = Config {
             runtime_threads: MAX_RUNTIME_THREADS + 1,
             ..Config::default()
-        }
-        .validate()
-        .expect_err("too many")
-        .to_string();
+        };
+        let message = validation_error(&too_many);
         assert!(message.contains("`runtime_threads`"), "{message}");
     }
 

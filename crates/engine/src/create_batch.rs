@@ -171,10 +171,6 @@ async fn write_batch(
 
 /// One statement on the held connection.
 async fn write(conn: &mut HeldConnection, rows: &[RecordRow]) -> Result<Vec<Recorded>, StoreError> {
-    let written = match conn.get().await {
-        Ok(c) => deployments::record_many(c, rows).await,
-        Err(e) => Err(e),
-    };
-    conn.after(written.as_ref().err());
-    written
+    conn.with(async |c| deployments::record_many(c, rows).await)
+        .await
 }

@@ -20,10 +20,10 @@ use slipway_store::events::NewEvent;
 use slipway_store::leases::{self, Claim};
 use slipway_store::rollouts::{self, JournalEntry, StepWrite, StepWritten};
 use slipway_store::{PgPool, StoreError};
-
-use crate::held_connection::HeldConnection;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
+
+use crate::held_connection::HeldConnection;
 
 /// Most step writes in one statement.
 const BATCH: usize = 64;
@@ -190,11 +190,7 @@ async fn check_fences(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(Claim, Fenc
     let mut conn = HeldConnection::new(pool);
     while conn.wait(rx.recv_many(&mut jobs, BATCH)).await > 0 {
         let claims: Vec<Claim> = jobs.iter().map(|(c, _)| *c).collect();
-        let held = match conn.get().await {
-            Ok(c) => leases::holding(c, &claims).await,
-            Err(e) => Err(e),
-        };
-        conn.after(held.as_ref().err());
+        let held = conn.with(async |c| leases::holding(c, &claims).await).await;
         match held {
             Ok(held) => {
                 for ((_, reply), held) in jobs.drain(..).zip(held) {
@@ -229,12 +225,9 @@ async fn write_batch(conn: &mut HeldConnection, jobs: &mut Vec<(OwnedStepWrite, 
             .zip(&events)
             .map(|((w, _), e)| w.borrow(e))
             .collect();
-        match conn.get().await {
-            Ok(c) => rollouts::write_steps(c, &writes).await,
-            Err(e) => Err(e),
-        }
+        conn.with(async |c| rollouts::write_steps(c, &writes).await)
+            .await
     };
-    conn.after(result.as_ref().err());
     match result {
         Ok(written) => {
             for ((_, reply), written) in jobs.drain(..).zip(written) {

@@ -51,35 +51,26 @@ impl HeldConnection {
         &self.pool
     }
 
-    /// The held connection, taken from the pool if none is held.
-    pub async fn get(&mut self) -> Result<&mut PgConnection, StoreError> {
-        let conn = match self.held.take() {
+    /// Runs `statement` on the held connection (taken from the pool if none is held), then
+    /// keeps the connection for the next statement, gives it back, or closes it (after an
+    /// error the server did not answer).
+    pub async fn with<T>(
+        &mut self,
+        statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let (mut conn, since) = match self.held.take() {
             Some(held) => held,
             None => (self.pool.acquire().await?, Instant::now()),
         };
-        let (conn, _) = self.held.insert(conn);
-        Ok(&mut **conn)
-    }
-
-    /// To be called after each statement on [`get`](Self::get)'s connection, with its error
-    /// if it failed: keeps the connection for the next statement, gives it back, or closes it.
-    pub fn after(&mut self, error: Option<&StoreError>) {
-        let Some((mut conn, since)) = self.held.take() else {
-            return;
-        };
-        if error.is_some_and(|e| !answered_by_server(e)) {
+        let result = statement(&mut conn).await;
+        if result.as_ref().is_err_and(|e| !answered_by_server(e)) {
             conn.close_on_drop();
-            return;
-        }
-        if since.elapsed() < HOLD_AT_MOST && self.pool.options().get_max_connections() >= SMALL_POOL
+        } else if since.elapsed() < HOLD_AT_MOST
+            && self.pool.options().get_max_connections() >= SMALL_POOL
         {
             self.held = Some((conn, since));
         }
-    }
-
-    /// Gives the connection back to the pool, if one is held.
-    pub fn release(&mut self) {
-        self.held = None;
+        result
     }
 
     /// Awaits `work` (the task's wait for its next job), giving the connection back if that
@@ -92,7 +83,8 @@ impl HeldConnection {
         match tokio::time::timeout(IDLE, work.as_mut()).await {
             Ok(out) => out,
             Err(_) => {
-                self.release();
+                // Given back to the pool.
+                self.held = None;
                 work.await
             }
         }

@@ -61,11 +61,9 @@ async fn deliver(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(&'static str, St
     let mut batch = Vec::with_capacity(BATCH);
     let mut conn = HeldConnection::new(pool);
     while conn.wait(rx.recv_many(&mut batch, BATCH)).await > 0 {
-        let sent = match conn.get().await {
-            Ok(c) => events::notify_many(c, &batch).await,
-            Err(e) => Err(e),
-        };
-        conn.after(sent.as_ref().err());
+        let sent = conn
+            .with(async |c| events::notify_many(c, &batch).await)
+            .await;
         if let Err(e) = sent {
             tracing::debug!(error = %e, dropped = batch.len(), "sending notifications failed; polling covers them");
         }

@@ -247,13 +247,7 @@ async fn start(
 ) -> Result<Stepped, StepError> {
     let (my_turn, busy) = {
         let mut conn = ctx.pool.acquire().await?;
-        rollouts::queue_turn(
-            &mut conn,
-            record.environment_id,
-            record.id,
-            record.supersede_queued,
-        )
-        .await?
+        rollouts::queue_turn(&mut conn, record.environment_id, record.id).await?
     };
     if busy || !my_turn {
         // The head is woken when the deployment ahead of it ends; its re-check only covers a

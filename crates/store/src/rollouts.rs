@@ -251,27 +251,21 @@ pub fn claim_batch(limit: i64) -> i64 {
     1 << (63 - limit.leading_zeros())
 }
 
-/// Where a queued deployment stands: whether it is at the head of its environment's queue
-/// (the newest queued with `supersede_queued`, else the oldest), and whether a deployment of
-/// the environment is active. One query.
+/// Where a queued deployment stands: whether it is the head of its environment's queue
+/// (`queue_head`, migration 80: the newest queued with `supersede_queued`, else the oldest),
+/// and whether a deployment of the environment is active. One query.
 pub async fn queue_turn(
     conn: &mut PgConnection,
     environment_id: Uuid,
     id: Uuid,
-    newest_first: bool,
 ) -> Result<(bool, bool), StoreError> {
     Ok(sqlx::query_as(
-        "SELECT $2 = CASE WHEN $3
-                 THEN (SELECT id FROM deployments WHERE environment_id = $1 AND status = 'queued'
-                       ORDER BY id DESC LIMIT 1)
-                 ELSE (SELECT id FROM deployments WHERE environment_id = $1 AND status = 'queued'
-                       ORDER BY id LIMIT 1) END IS TRUE,
+        "SELECT $2 = queue_head($1) IS TRUE,
              EXISTS (SELECT 1 FROM deployments WHERE environment_id = $1
                      AND status IN ('running', 'paused', 'rolling_back'))",
     )
     .bind(environment_id)
     .bind(id)
-    .bind(newest_first)
     .fetch_one(conn)
     .await?)
 }

@@ -273,17 +273,34 @@ async fn a_queued_deployment_does_not_miss_the_end_of_the_active_one(pool: PgPoo
     drive_to(&engine, &pool, waiting, DeploymentStatus::Succeeded).await;
 }
 
-/// When each of `ids` is next due, in seconds from now (negative: due).
-async fn due_in(pool: &PgPool, ids: &[Uuid]) -> Vec<f64> {
-    sqlx::query_scalar(
-        "SELECT extract(epoch FROM next_wake_at - now())::float8
+/// Each of `ids`' epoch (bumped by every claim) and when it is next due, in seconds from now
+/// (negative: due).
+async fn parked(pool: &PgPool, ids: &[Uuid]) -> Vec<(i64, f64)> {
+    sqlx::query_as(
+        "SELECT d.epoch, extract(epoch FROM d.next_wake_at - now())::float8
          FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, n)
          JOIN deployments d ON d.id = i.id ORDER BY i.n",
     )
     .bind(ids)
     .fetch_all(pool)
     .await
-    .expect("next wake-ups")
+    .expect("epochs and wake-ups")
+}
+
+async fn due_in(pool: &PgPool, ids: &[Uuid]) -> Vec<f64> {
+    parked(pool, ids)
+        .await
+        .into_iter()
+        .map(|(_, due)| due)
+        .collect()
+}
+
+async fn epochs(pool: &PgPool, ids: &[Uuid]) -> Vec<i64> {
+    parked(pool, ids)
+        .await
+        .into_iter()
+        .map(|(epoch, _)| epoch)
+        .collect()
 }
 
 /// Runs the engine until the due times of `ids` (see [`due_in`]) satisfy `ready`.
@@ -308,17 +325,6 @@ async fn run_until_due(
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
-}
-
-async fn epochs(pool: &PgPool, ids: &[Uuid]) -> Vec<i64> {
-    sqlx::query_scalar(
-        "SELECT d.epoch FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, n)
-         JOIN deployments d ON d.id = i.id ORDER BY i.n",
-    )
-    .bind(ids)
-    .fetch_all(pool)
-    .await
-    .expect("epochs")
 }
 
 #[sqlx::test(migrator = "slipway_store::MIGRATOR")]
