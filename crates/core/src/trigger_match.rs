@@ -137,30 +137,82 @@ impl Template {
 }
 
 /// Whether `text` matches the glob `pattern`: `*` is any run of characters but `/`, `**` any
-/// run of characters, `?` one character but `/`; everything else stands for itself.
+/// run of characters, `?` one character but `/`; everything else stands for itself. Read left
+/// to right, `**` is taken before `*` (so `***` is `**` then `*`).
+///
+/// Linear in the text: the pattern is run as a set of positions in it (an NFA simulation), at
+/// most `pattern × (text + 1)` steps, so no pattern makes a match backtrack (a recursive
+/// matcher spent minutes on `*a*a*a*a*a*a*a*a*b` against a 120-character ref).
 pub fn glob_matches(pattern: &str, text: &str) -> bool {
-    fn go(p: &[char], t: &[char]) -> bool {
-        match p.first() {
-            None => t.is_empty(),
-            Some('*') if p.get(1) == Some(&'*') => (0..=t.len()).any(|i| go(&p[2..], &t[i..])),
-            Some('*') => {
-                for i in 0..=t.len() {
-                    if go(&p[1..], &t[i..]) {
-                        return true;
-                    }
-                    if t.get(i) == Some(&'/') {
-                        return false;
-                    }
-                }
-                false
+    let tokens = glob_tokens(pattern);
+    let n = tokens.len();
+    // `at[i]`: some way of matching the text read so far ends before token `i`.
+    let mut at = vec![false; n + 1];
+    let mut next = vec![false; n + 1];
+    at[0] = true;
+    close_over_stars(&tokens, &mut at);
+    for c in text.chars() {
+        next.fill(false);
+        let mut any = false;
+        for (i, token) in tokens.iter().enumerate() {
+            if !at[i] {
+                continue;
             }
-            Some('?') => t.first().is_some_and(|c| *c != '/') && go(&p[1..], &t[1..]),
-            Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
+            let (stay, advance) = match token {
+                GlobToken::AnyRun => (true, false),
+                GlobToken::Run => (c != '/', false),
+                GlobToken::One => (false, c != '/'),
+                GlobToken::Char(l) => (false, *l == c),
+            };
+            next[i] |= stay;
+            next[i + 1] |= advance;
+            any |= stay || advance;
+        }
+        if !any {
+            return false;
+        }
+        close_over_stars(&tokens, &mut next);
+        std::mem::swap(&mut at, &mut next);
+    }
+    at[n]
+}
+
+/// A piece of a glob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GlobToken {
+    /// `**`
+    AnyRun,
+    /// `*`
+    Run,
+    /// `?`
+    One,
+    Char(char),
+}
+
+fn glob_tokens(pattern: &str) -> Vec<GlobToken> {
+    let mut tokens = Vec::with_capacity(pattern.len());
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        tokens.push(match c {
+            '*' if chars.peek() == Some(&'*') => {
+                chars.next();
+                GlobToken::AnyRun
+            }
+            '*' => GlobToken::Run,
+            '?' => GlobToken::One,
+            other => GlobToken::Char(other),
+        });
+    }
+    tokens
+}
+
+/// A run may be empty: being before it is being after it too.
+fn close_over_stars(tokens: &[GlobToken], at: &mut [bool]) {
+    for (i, token) in tokens.iter().enumerate() {
+        if at[i] && matches!(token, GlobToken::AnyRun | GlobToken::Run) {
+            at[i + 1] = true;
         }
     }
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    go(&p, &t)
 }
 
 /// What a delivery's ref names.
@@ -398,6 +450,80 @@ mod tests {
         assert_eq!(rendered.as_deref(), Some("ghcr.io/acme/web:abc1234-main"));
         assert!(Template::parse("x:${nope}").is_err());
         assert!(Template::parse("x:${sha").is_err());
+    }
+
+    /// The matcher before it was made linear (it backtracks, exponentially on patterns like
+    /// `*a*a*a*b`): the oracle the linear one must agree with.
+    fn backtracking_glob(pattern: &str, text: &str) -> bool {
+        fn go(p: &[char], t: &[char]) -> bool {
+            match p.first() {
+                None => t.is_empty(),
+                Some('*') if p.get(1) == Some(&'*') => (0..=t.len()).any(|i| go(&p[2..], &t[i..])),
+                Some('*') => {
+                    for i in 0..=t.len() {
+                        if go(&p[1..], &t[i..]) {
+                            return true;
+                        }
+                        if t.get(i) == Some(&'/') {
+                            return false;
+                        }
+                    }
+                    false
+                }
+                Some('?') => t.first().is_some_and(|c| *c != '/') && go(&p[1..], &t[1..]),
+                Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
+            }
+        }
+        let p: Vec<char> = pattern.chars().collect();
+        let t: Vec<char> = text.chars().collect();
+        go(&p, &t)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Small patterns and refs over an alphabet that makes wildcards, `/` and literals
+        /// collide often: the linear matcher answers what the backtracking one did.
+        #[test]
+        fn the_linear_matcher_agrees_with_the_backtracking_one(
+            pattern in "[ab/*?]{0,10}",
+            text in "[ab/]{0,12}",
+        ) {
+            proptest::prop_assert_eq!(
+                glob_matches(&pattern, &text),
+                backtracking_glob(&pattern, &text),
+                "pattern {:?} text {:?}", pattern, text
+            );
+        }
+    }
+
+    #[test]
+    fn the_reported_pathological_pattern_is_answered_at_once() {
+        // The pattern of the report (accepted by trigger validation), and the longest one
+        // validation accepts, against a 120-character ref and a far longer one: the
+        // backtracking matcher ran for over 18 minutes on the first. Run on a thread so a
+        // regression fails by the (generous) deadline instead of hanging the suite.
+        let reported = "*a*a*a*a*a*a*a*a*b".to_owned();
+        let longest = format!("{}b", "*a".repeat(127));
+        assert!(longest.len() <= crate::trigger::MAX_PATTERN_LEN);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for pattern in [&reported, &longest] {
+                let wanted = pattern.matches('a').count();
+                for len in [120, 4096] {
+                    let text = "a".repeat(len);
+                    let _ = tx.send((glob_matches(pattern, &text), false));
+                    let ending = format!("{text}b");
+                    let _ = tx.send((glob_matches(pattern, &ending), len >= wanted));
+                }
+            }
+        });
+        for _ in 0..8 {
+            let (got, wanted) = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .expect("answered within 20 s");
+            assert_eq!(got, wanted);
+        }
     }
 
     #[test]
