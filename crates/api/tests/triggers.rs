@@ -220,3 +220,97 @@ async fn only_the_apps_admins_manage_its_triggers(pool: PgPool) {
     assert_eq!(ada.get(TRIGGERS).await.status, StatusCode::OK);
     assert_eq!(ada.get(&one).await.status, StatusCode::OK);
 }
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn repositories_follow_the_forges_own_rules(pool: PgPool) {
+    let app = app(pool).await;
+    // GitHub statuses are posted under /repos/{owner}/{name}: a `..` (or any segment GitHub
+    // would not allow) must not get that far.
+    for repository in [
+        "../web",
+        "acme/..",
+        "./web",
+        "acme/.",
+        "..",
+        "-acme/web",
+        "acme_corp/web",
+        "acme/web.git/x",
+        "acme/we b",
+        "acme/web%2F..",
+        &format!("{}/web", "a".repeat(40)),
+        &format!("acme/{}", "w".repeat(101)),
+    ] {
+        let mut body = github_trigger();
+        body["repository"] = json!(repository);
+        app.post_json(TRIGGERS, &body)
+            .await
+            .assert_invalid_field("/repository");
+    }
+    for repository in [
+        "acme/web",
+        "Acme-Corp/web.site",
+        "a/.github",
+        "acme/_web-1.x",
+    ] {
+        let mut body = github_trigger();
+        body["repository"] = json!(repository);
+        let r = app.post_json(TRIGGERS, &body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{repository}: {}", r.text);
+    }
+    // GitLab paths: groups and subgroups, but no `.`/`..` segment and none starting with '-'.
+    let gitlab = |repository: &str| {
+        json!({"source": "gitlab", "event": "tag_push", "repository": repository, "tag": "v*",
+               "image": "registry.gitlab.com/acme/web:${tag}", "environment": "prod", "secret": SECRET})
+    };
+    for repository in ["acme/../web", "acme/./web", "acme/-web", "../acme/web"] {
+        app.post_json(TRIGGERS, &gitlab(repository))
+            .await
+            .assert_invalid_field("/repository");
+    }
+    let r = app
+        .post_json(TRIGGERS, &gitlab("acme/platform.team/web_site"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn the_stored_request_hash_does_not_reveal_the_secret(pool: PgPool) {
+    use sha2::Digest;
+    let app = app(pool).await;
+    // A low-entropy secret: were the request hash an unsalted SHA-256 of the body, anyone
+    // reading idempotency_keys could try candidate secrets offline until one matched.
+    let mut body = github_trigger();
+    body["secret"] = json!("password12345678");
+    let created = app.post_keyed(TRIGGERS, "t-1", &body).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT request_hash FROM idempotency_keys")
+        .fetch_one(&app.pool)
+        .await
+        .expect("the key's row");
+    // What the guesser computes: the canonical body (sorted keys) with the right secret.
+    let canonical = serde_json::to_vec(&body).expect("json");
+    let guess: [u8; 32] = sha2::Sha256::digest(&canonical).into();
+    assert_ne!(
+        stored,
+        guess.to_vec(),
+        "the stored hash is the body's plain SHA-256"
+    );
+    let without_secret = {
+        let mut b = body.clone();
+        b.as_object_mut().expect("object").remove("secret");
+        let digest: [u8; 32] = sha2::Sha256::digest(serde_json::to_vec(&b).expect("json")).into();
+        digest
+    };
+    assert_ne!(stored, without_secret.to_vec());
+
+    // Keys still work: the same body replays, another secret under the same key is refused.
+    let again = app.post_keyed(TRIGGERS, "t-1", &body).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.text);
+    assert_eq!(again.body["id"], created.body["id"]);
+    let mut other = body.clone();
+    other["secret"] = json!("password12345679");
+    app.post_keyed(TRIGGERS, "t-1", &other)
+        .await
+        .assert_problem(422, "idempotency-key-reused");
+    assert_eq!(app.count("triggers").await, 1);
+}

@@ -347,28 +347,63 @@ fn check_secret(v: &mut Violations, source: TriggerSource, secret: &str) {
     }
 }
 
+/// Longest GitHub account (user or organization) name.
+pub const MAX_GITHUB_OWNER_LEN: usize = 39;
+/// Longest GitHub repository name.
+pub const MAX_GITHUB_NAME_LEN: usize = 100;
+
+/// A GitHub `owner/name` split in two, when it follows GitHub's own rules: the owner 1–39
+/// letters, digits and hyphens, not starting with a hyphen; the name 1–100 letters, digits,
+/// `.`, `_` and `-`, and not `.` or `..`. Statuses are posted under
+/// `/repos/{owner}/{name}/…`, so nothing else may reach a URL.
+pub fn github_repository(repo: &str) -> Option<(&str, &str)> {
+    let (owner, name) = repo.split_once('/')?;
+    let owner_ok = (1..=MAX_GITHUB_OWNER_LEN).contains(&owner.len())
+        && !owner.starts_with('-')
+        && owner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let name_ok = (1..=MAX_GITHUB_NAME_LEN).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    (owner_ok && name_ok).then_some((owner, name))
+}
+
+/// Whether `repo` is a GitLab project's full path: groups, subgroups and the project, each
+/// 1–255 letters, digits, `.`, `_` and `-`, not starting with `-` and not `.` or `..`.
+fn gitlab_path(repo: &str) -> bool {
+    let mut segments = 0;
+    let all_ok = repo.split('/').all(|segment| {
+        segments += 1;
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && !segment.starts_with('-')
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    });
+    all_ok && segments >= 2
+}
+
 fn check_repository(v: &mut Violations, source: TriggerSource, repo: &str) {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-/".contains(c);
-    let parts: Vec<&str> = repo.split('/').collect();
-    let shape = match source {
-        TriggerSource::Github => parts.len() == 2,
-        _ => parts.len() >= 2,
+    let (ok, form) = match source {
+        TriggerSource::Github => (
+            github_repository(repo).is_some(),
+            "owner/name as GitHub allows them: an owner of 1-39 letters, digits and '-' (not first), a name of 1-100 letters, digits, '.', '_' and '-' (not \".\" or \"..\")",
+        ),
+        _ => (
+            gitlab_path(repo),
+            "group/project (the project's full path): segments of letters, digits, '.', '_' and '-', none starting with '-' or being \".\" or \"..\"",
+        ),
     };
-    if repo.len() > MAX_PATTERN_LEN
-        || !repo.chars().all(ok_char)
-        || !shape
-        || parts.iter().any(|p| p.is_empty())
-    {
-        let form = if source == TriggerSource::Github {
-            "owner/name"
-        } else {
-            "group/project (the project's full path)"
-        };
+    if repo.len() > MAX_PATTERN_LEN || !ok {
         v.add(
             "/repository",
-            format!(
-                "must be {form}: letters, digits, '.', '_', '-' separated by '/', at most {MAX_PATTERN_LEN} characters"
-            ),
+            format!("must be {form}, at most {MAX_PATTERN_LEN} characters"),
         );
     }
 }

@@ -279,12 +279,12 @@ impl StatusRelay {
     }
 
     async fn post(&self, status: &PendingStatus) -> Result<(), Failure> {
-        let url = format!(
-            "{}/repos/{}/deployments/{}/statuses",
-            self.settings.api_url.trim_end_matches('/'),
-            status.repository,
-            status.github_deployment_id
-        );
+        let url = status_url(
+            &self.settings.api_url,
+            &status.repository,
+            status.github_deployment_id,
+        )
+        .map_err(Failure::Permanent)?;
         let mut body = serde_json::json!({
             "state": status.state,
             "description": status.description,
@@ -299,7 +299,7 @@ impl StatusRelay {
         }
         let response = self
             .client
-            .post(&url)
+            .post(url)
             .header("accept", "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28")
             .bearer_auth(&self.settings.token)
@@ -321,7 +321,63 @@ impl StatusRelay {
     }
 }
 
+/// `{api_url}/repos/{owner}/{name}/deployments/{id}/statuses`, each part one path segment
+/// (percent-encoded as such), for a repository that is a GitHub `owner/name`
+/// ([`slipway_core::trigger::github_repository`]); an error otherwise.
+pub fn status_url(
+    api_url: &str,
+    repository: &str,
+    github_deployment_id: i64,
+) -> Result<reqwest::Url, String> {
+    let (owner, name) = slipway_core::trigger::github_repository(repository)
+        .ok_or_else(|| format!("{repository:?} is not a GitHub owner/name"))?;
+    let mut url = reqwest::Url::parse(api_url)
+        .map_err(|e| format!("the GitHub API URL {api_url:?} does not parse: {e}"))?;
+    let id = github_deployment_id.to_string();
+    url.path_segments_mut()
+        .map_err(|()| format!("the GitHub API URL {api_url:?} cannot take a path"))?
+        .pop_if_empty()
+        .extend(["repos", owner, name, "deployments", &id, "statuses"]);
+    Ok(url)
+}
+
 enum Failure {
     Retry(String),
     Permanent(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_urls_are_built_from_segments_of_a_valid_repository() {
+        let url = status_url("https://api.github.com", "acme/web", 42).map(String::from);
+        assert_eq!(
+            url.as_deref(),
+            Ok("https://api.github.com/repos/acme/web/deployments/42/statuses")
+        );
+        // GitHub Enterprise Server's API lives under a path; a trailing slash is no segment.
+        for base in ["https://ghe.example/api/v3", "https://ghe.example/api/v3/"] {
+            let url = status_url(base, "Acme-Corp/web.site", 7).map(String::from);
+            assert_eq!(
+                url.as_deref(),
+                Ok("https://ghe.example/api/v3/repos/Acme-Corp/web.site/deployments/7/statuses")
+            );
+        }
+        // A repository that would climb out of /repos/{owner}/{name} never becomes a URL.
+        for bad in [
+            "../orgs",
+            "acme/..",
+            "acme/../../x",
+            "acme/web?x=1",
+            "acme/web#x",
+            "acme",
+        ] {
+            assert!(
+                status_url("https://api.github.com", bad, 1).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -6,6 +6,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 /// Format of a sealed value: this byte, the 24-byte nonce, then ciphertext and tag.
 const VERSION: u8 = 1;
@@ -26,7 +28,11 @@ pub enum SecretsError {
 
 /// The key secrets are sealed with. `Debug` never shows it.
 #[derive(Clone)]
-pub struct SecretsKey(XChaCha20Poly1305);
+pub struct SecretsKey {
+    cipher: XChaCha20Poly1305,
+    /// HMAC-SHA256 under the same key, for digests nobody without the key can recompute.
+    mac: Hmac<Sha256>,
+}
 
 impl std::fmt::Debug for SecretsKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,9 +54,23 @@ impl SecretsKey {
         if bytes.len() != 32 {
             return Err(SecretsError::InvalidKey);
         }
-        XChaCha20Poly1305::new_from_slice(bytes)
-            .map(Self)
-            .map_err(|_| SecretsError::InvalidKey)
+        let cipher =
+            XChaCha20Poly1305::new_from_slice(bytes).map_err(|_| SecretsError::InvalidKey)?;
+        let mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(bytes)
+            .map_err(|_| SecretsError::InvalidKey)?;
+        Ok(Self { cipher, mac })
+    }
+
+    /// HMAC-SHA256 under the key of `data`, for `purpose` (which keeps digests made for one
+    /// use from standing for another). Nobody without the key can recompute it, so a digest
+    /// of something secret (an idempotency request hash over a body with a webhook secret)
+    /// cannot be tested against guesses offline.
+    pub fn keyed_digest(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(data);
+        mac.finalize().into_bytes().into()
     }
 
     /// A fresh random key in base64, e.g. for `slipway dev`.
@@ -63,7 +83,7 @@ impl SecretsKey {
     pub fn seal(&self, secret: &[u8], bound_to: &[u8]) -> Result<Vec<u8>, SecretsError> {
         let nonce = XNonce::try_generate().map_err(|_| SecretsError::Random)?;
         let sealed = self
-            .0
+            .cipher
             .encrypt(
                 &nonce,
                 Payload {
@@ -87,7 +107,7 @@ impl SecretsKey {
         }
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let nonce = XNonce::try_from(nonce).map_err(|_| SecretsError::CannotOpen)?;
-        self.0
+        self.cipher
             .decrypt(
                 &nonce,
                 Payload {
@@ -121,5 +141,9 @@ mod tests {
         assert!(other.open(&sealed, b"trigger-1").is_err());
         assert!(SecretsKey::from_base64("c2hvcnQ=").is_err());
         assert!(format!("{key:?}").contains("***"));
+        let digest = key.keyed_digest("a", b"data");
+        assert_eq!(digest, key.keyed_digest("a", b"data"));
+        assert_ne!(digest, key.keyed_digest("b", b"data"));
+        assert_ne!(digest, other.keyed_digest("a", b"data"));
     }
 }

@@ -20,6 +20,19 @@ fn trigger_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("trigger"))
 }
 
+/// The request hash of a body with a write-only field (the secret): keyed by the secrets key,
+/// so the hash stored with an idempotency key cannot be tested against guessed secrets
+/// offline, while the same body still replays and another secret under the same key is still
+/// refused. Without a key no trigger is created, so no hash of one is ever stored.
+fn write_only_digest(
+    key: Option<&slipway_engine::secrets::SecretsKey>,
+    digest: &[u8; 32],
+) -> [u8; 32] {
+    key.map_or(*digest, |k| {
+        k.keyed_digest("idempotency request hash", digest)
+    })
+}
+
 /// Create a trigger. Its `secret` is sealed at rest and never returned.
 #[utoipa::path(post, path = "/v1/apps/{app}/triggers", tag = "triggers",
     params(("app" = String, Path, description = "App name"),
@@ -44,14 +57,15 @@ pub async fn create(
     body: JsonBody<NewTrigger>,
 ) -> Result<Response, ApiError> {
     principal.require(&state, &app, None, Role::Admin).await?;
+    let secrets = state.settings.secrets_key.clone();
+    let digest = write_only_digest(secrets.as_ref(), &body.digest);
     let request = KeyedRequest {
         key: key.as_deref(),
         scope: format!("{principal} POST /v1/apps/{app}/triggers"),
-        digest: &body.digest,
+        digest: &digest,
         audit: &audit,
     };
     let new = body.value;
-    let secrets = state.settings.secrets_key.clone();
     let subject = principal.subject().to_owned();
     idempotency::run(&state, request, move |conn| {
         Box::pin(async move {

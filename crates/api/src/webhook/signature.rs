@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 type HmacSha256 = Hmac<Sha256>;
 
 /// How far a Standard Webhooks timestamp may be from now, either way.
-pub const TOLERANCE_SECS: i64 = 300;
+pub const TOLERANCE_SECS: u64 = 300;
 
 fn mac(key: &[u8]) -> Option<HmacSha256> {
     <HmacSha256 as KeyInit>::new_from_slice(key).ok()
@@ -68,7 +68,9 @@ pub fn standard_timestamp(headers: &StandardHeaders<'_>, now: i64) -> Result<(),
         .trim()
         .parse()
         .map_err(|_| StandardFailure::Timestamp)?;
-    if (now - ts).abs() > TOLERANCE_SECS {
+    // The sender's number, read before any signature is checked: `abs_diff` cannot
+    // overflow whatever it is (`(now - ts).abs()` panics in debug builds, wraps in release).
+    if now.abs_diff(ts) > TOLERANCE_SECS {
         return Err(StandardFailure::Timestamp);
     }
     Ok(())
@@ -143,6 +145,38 @@ mod tests {
         assert!(standard_timestamp(&headers, 1_700_000_000 + 299).is_ok());
         assert!(standard_timestamp(&headers, 1_700_000_000 - 301).is_err());
         assert!(standard_timestamp(&headers, 1_700_000_000 + 301).is_err());
+    }
+
+    #[test]
+    fn extreme_timestamps_are_outside_the_window_not_a_panic() {
+        // The timestamp is the sender's, read before any signature is checked.
+        let now = 1_700_000_000;
+        for ts in [i64::MIN, i64::MIN + 1, -1, i64::MAX] {
+            let text = ts.to_string();
+            let headers = StandardHeaders {
+                id: "msg_1",
+                timestamp: &text,
+                signature: "v1,AAAA",
+            };
+            assert_eq!(
+                standard_timestamp(&headers, now),
+                Err(StandardFailure::Timestamp),
+                "{ts}"
+            );
+        }
+        let headers = StandardHeaders {
+            id: "msg_1",
+            timestamp: "1700000000",
+            signature: "v1,AAAA",
+        };
+        assert_eq!(
+            standard_timestamp(&headers, i64::MIN),
+            Err(StandardFailure::Timestamp)
+        );
+        assert_eq!(
+            standard_timestamp(&headers, i64::MAX),
+            Err(StandardFailure::Timestamp)
+        );
     }
 
     #[test]
