@@ -769,3 +769,242 @@ async fn a_trigger_whose_environment_is_gone_answers_409_and_records_nothing(poo
     assert_eq!(app.count("webhook_deliveries").await, 0);
     assert_eq!(deployments(&app).await, 0);
 }
+
+/// GitHub's push payload (the shape of crates/api/tests/fixtures/github/push.json) for
+/// commit `sha` made at `timestamp`, pushed by `sender`.
+fn push_fixture(sha: &str, timestamp: &str, sender: &str) -> Value {
+    let mut push: Value =
+        serde_json::from_str(include_str!("fixtures/github/push.json")).expect("the fixture");
+    push["after"] = json!(sha);
+    push["head_commit"]["id"] = json!(sha);
+    push["head_commit"]["timestamp"] = json!(timestamp);
+    push["commits"][0]["id"] = json!(sha);
+    push["commits"][0]["timestamp"] = json!(timestamp);
+    push["sender"]["login"] = json!(sender);
+    push["pusher"]["name"] = json!(sender);
+    push
+}
+
+async fn push_fixture_delivered(app: &TestApp, delivery: &str, push: &Value) -> Resp {
+    let body = push.to_string();
+    app.send(github(
+        app,
+        "push",
+        delivery,
+        body.as_bytes(),
+        GITHUB_SECRET,
+    ))
+    .await
+}
+
+/// Marks a deployment as the one serving its environment (as the engine does when it ends
+/// promoted).
+async fn serving(app: &TestApp, id: &str) {
+    sqlx::query(
+        "UPDATE deployments SET status = 'succeeded', outcome = 'promoted',
+             serving_health = 'healthy', serving_version = version
+         WHERE id = $1::uuid",
+    )
+    .bind(id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn the_pusher_cannot_approve_their_own_push_where_a_distinct_approver_is_required(
+    pool: PgPool,
+) {
+    let app = TestApp::builder(pool)
+        .secrets_key(KEY)
+        .auth(common::test_auth())
+        .start()
+        .await;
+    app.seed().await;
+    push_trigger(&app).await;
+    app.bind("web", "octocat", "approver", None).await;
+    app.bind("web", "hubot", "approver", None).await;
+    // prod requires approval by someone other than the requester (common::canary_env).
+    let push = push_fixture(SHA, "2026-12-08T10:15:03+01:00", "octocat");
+    let r = push_fixture_delivered(&app, "d-1", &push).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let id = r.body["deployments"][0]["id"].as_str().unwrap().to_owned();
+    let approve = format!("/v1/deployments/{id}/approve");
+    let own = app
+        .as_user("octocat", &[])
+        .post_json(&approve, &json!({}))
+        .await;
+    own.assert_problem(403, "forbidden");
+    assert!(
+        own.text.contains("other than the requester"),
+        "{}",
+        own.text
+    );
+    // Someone else passes authorization (the queued deployment is not awaiting approval yet).
+    app.as_user("hubot", &[])
+        .post_json(&approve, &json!({}))
+        .await
+        .assert_problem(409, "conflict");
+
+    // GitLab's `user_username` and a generic delivery's `metadata.user` are requesters too.
+    trigger(
+        &app,
+        json!({"source": "gitlab", "event": "tag_push", "repository": "acme/platform/web", "tag": "v*",
+               "image": "registry.gitlab.com/acme/web:${tag}", "environment": "prod", "secret": GITLAB_TOKEN}),
+    )
+    .await;
+    let tag = json!({"object_kind": "tag_push", "ref": "refs/tags/v2.0.0", "before": "0000000000000000000000000000000000000000",
+        "after": SHA, "checkout_sha": SHA, "user_username": "hubot", "user_name": "Hubot",
+        "project": {"path_with_namespace": "acme/platform/web", "web_url": "https://gitlab.com/acme/platform/web"},
+        "commits": [], "total_commits_count": 0})
+    .to_string();
+    let r = app
+        .send(
+            gitlab(&app, "Tag Push Hook", tag.as_bytes())
+                .header("x-gitlab-token", GITLAB_TOKEN)
+                .header("x-gitlab-event-uuid", "gl-1"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let id = r.body["deployments"][0]["id"].as_str().unwrap();
+    app.as_user("hubot", &[])
+        .post_json(&format!("/v1/deployments/{id}/approve"), &json!({}))
+        .await
+        .assert_problem(403, "forbidden");
+
+    trigger(
+        &app,
+        json!({"source": "generic", "environment": "prod", "secret": WHSEC}),
+    )
+    .await;
+    let mut body = generic_body("prod", "ghcr.io/acme/web:1.4.2");
+    body["metadata"]["user"] = json!("octocat");
+    let body = body.to_string();
+    let ts = now();
+    let sig = standard_signature(WHSEC, "msg_1", ts, body.as_bytes());
+    let r = app
+        .send(generic(&app, "msg_1", ts, body.as_bytes(), Some(sig)))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let id = r.body["deployments"][0]["id"].as_str().unwrap();
+    app.as_user("octocat", &[])
+        .post_json(&format!("/v1/deployments/{id}/approve"), &json!({}))
+        .await
+        .assert_problem(403, "forbidden");
+}
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_captured_delivery_resent_under_a_new_delivery_id_deploys_nothing(pool: PgPool) {
+    let app = app(pool).await;
+    push_trigger(&app).await;
+    let push = push_fixture(SHA, "2026-12-08T10:15:03+01:00", "octocat");
+    let first = push_fixture_delivered(&app, "d-1", &push).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
+    // X-GitHub-Delivery is not signed: the same signed body under another id is the same
+    // delivery, answered as before.
+    let again = push_fixture_delivered(&app, "d-2-made-up", &push).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.text);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body);
+    assert_eq!(deployments(&app).await, 1);
+    // Concurrent copies under fresh ids make one deployment too.
+    let mut other = push_fixture(
+        "4e3b0d2e1c9f8a7b6d5e4f3a2b1c0d9e8f7a6b5c",
+        "2026-12-08T11:00:00+01:00",
+        "octocat",
+    );
+    other["before"] = json!(SHA);
+    let copies = (0..10).map(|i| {
+        let other = &other;
+        let app = &app;
+        async move { push_fixture_delivered(app, &format!("copy-{i}"), other).await }
+    });
+    let answers: Vec<Resp> = futures::future::join_all(copies).await;
+    for r in &answers {
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    }
+    assert_eq!(deployments(&app).await, 2);
+}
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_push_older_than_the_serving_deployment_needs_a_human(pool: PgPool) {
+    let app = app(pool).await;
+    let strict = push_trigger(&app).await;
+    // A trigger that allows older commits (deliberate downgrades), to staging.
+    let allowing = trigger(
+        &app,
+        json!({"source": "github", "event": "push", "repository": "acme/web", "branch": "main",
+               "image": "ghcr.io/acme/web:${sha}", "environment": "staging", "secret": GITHUB_SECRET,
+               "allow_older": true}),
+    )
+    .await;
+    let got = app.get(&format!("/v1/apps/web/triggers/{allowing}")).await;
+    assert_eq!(got.body["allow_older"], true);
+    let got = app.get(&format!("/v1/apps/web/triggers/{strict}")).await;
+    assert_eq!(got.body["allow_older"], false);
+    let old_sha = "1111111111111111111111111111111111111111";
+    let new_sha = "2222222222222222222222222222222222222222";
+    // The newer commit is deployed by both and serves in both environments.
+    let newer = push_fixture(new_sha, "2026-12-08T12:00:00+01:00", "octocat");
+    let r = push_fixture_delivered(&app, "d-new", &newer).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    for d in r.body["deployments"].as_array().unwrap() {
+        serving(&app, d["id"].as_str().unwrap()).await;
+    }
+    // A captured delivery of an older commit (its own, different body) arrives: the strict
+    // trigger refuses it, the allowing one deploys it.
+    let older = push_fixture(old_sha, "2026-12-01T09:00:00+01:00", "octocat");
+    let r = push_fixture_delivered(&app, "d-old", &older).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let made = r.body["deployments"].as_array().unwrap();
+    assert_eq!(made.len(), 1, "{}", r.text);
+    assert_eq!(made[0]["trigger"], json!(allowing));
+    assert_eq!(deployments(&app).await, 3);
+    // Without the allowing trigger, nothing is deployed and the reason says why.
+    app.delete(&format!("/v1/apps/web/triggers/{allowing}"))
+        .await;
+    let even_older = push_fixture(
+        "0000000000000000000000000000000000000001",
+        "2026-11-30T09:00:00+01:00",
+        "octocat",
+    );
+    let r = push_fixture_delivered(&app, "d-older", &even_older).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let reason = r.header("slipway-reason").unwrap_or_default().to_owned();
+    assert!(reason.contains("older"), "{reason}");
+    assert_eq!(deployments(&app).await, 3);
+    assert_eq!(app.count("webhook_deliveries").await, 2);
+    // A newer commit still deploys.
+    let newest = push_fixture(
+        "3333333333333333333333333333333333333333",
+        "2026-12-08T13:00:00+01:00",
+        "octocat",
+    );
+    let r = push_fixture_delivered(&app, "d-newest", &newest).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    // allow_older is only for the events whose commit has a time to compare.
+    app.post_json(
+        "/v1/apps/web/triggers",
+        &json!({"source": "generic", "environment": "prod", "secret": WHSEC, "allow_older": true}),
+    )
+    .await
+    .assert_invalid_field("/allow_older");
+}
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_timestamp_at_the_edge_of_i64_is_refused_not_a_crash(pool: PgPool) {
+    let app = app(pool).await;
+    trigger(
+        &app,
+        json!({"source": "generic", "environment": "prod", "secret": WHSEC}),
+    )
+    .await;
+    let body = generic_body("prod", "ghcr.io/acme/web:1.4.2").to_string();
+    for ts in [i64::MIN, i64::MAX] {
+        let sig = standard_signature(WHSEC, "msg_1", ts, body.as_bytes());
+        app.send(generic(&app, "msg_1", ts, body.as_bytes(), Some(sig)))
+            .await
+            .assert_problem(401, "unauthorized");
+    }
+    assert_eq!(deployments(&app).await, 0);
+}

@@ -70,6 +70,15 @@ impl TriggerEvent {
         }
     }
 
+    /// Whether deliveries of the event say when their commit was made (a release: when it
+    /// was published), so that an older one can be told from a newer one.
+    pub fn has_commit_time(self) -> bool {
+        matches!(
+            self,
+            Self::Push | Self::Release | Self::WorkflowRun | Self::Pipeline
+        )
+    }
+
     /// Which ref filters the event allows: (branch, tag).
     fn filters(self) -> (bool, bool) {
         match self {
@@ -120,6 +129,10 @@ pub struct TriggerSpec {
     pub image: Option<String>,
     /// The environment of the app the trigger deploys to.
     pub environment: String,
+    /// Deploy a delivery whose commit is older than the one the trigger's serving deployment
+    /// was made from (a downgrade); by default that needs a human.
+    #[serde(default)]
+    pub allow_older: bool,
 }
 
 /// The body of `POST /v1/apps/{app}/triggers`.
@@ -155,6 +168,12 @@ pub struct NewTrigger {
     pub image: Option<String>,
     /// The app's environment to deploy to.
     pub environment: String,
+    /// `push`, `release`, `workflow_run` and `pipeline` triggers: also deploy a delivery whose
+    /// commit (a release: its publication) is older than that of the deployment the trigger
+    /// last made that succeeded. Default `false`: such a delivery (a replayed old one, a
+    /// force-push back) deploys nothing, and a downgrade is asked for by a human.
+    #[serde(default)]
+    pub allow_older: bool,
     /// Write-only. GitHub: the webhook secret (≥ 16 characters). GitLab: the secret token
     /// (`X-Gitlab-Token`), or a signing token `whsec_…` (Standard Webhooks signatures).
     /// Generic: a Standard Webhooks secret `whsec_<base64 of 24–64 bytes>`.
@@ -204,8 +223,15 @@ impl NewTrigger {
         } else {
             self.validate_ci(&mut v);
         }
+        if self.allow_older && !self.event.is_some_and(TriggerEvent::has_commit_time) {
+            v.add(
+                "/allow_older",
+                "only push, release, workflow_run and pipeline triggers compare commit times",
+            );
+        }
         v.into_result()?;
         let spec = TriggerSpec {
+            allow_older: self.allow_older,
             source: self.source,
             event: self.event,
             repository: self.repository,

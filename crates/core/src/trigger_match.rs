@@ -5,6 +5,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
 
 use crate::deployment::{DeploymentRequest, MAX_VERSION_LEN, Source, SourceKind};
 use crate::trigger::{TriggerEvent, TriggerSource, TriggerSpec};
@@ -269,9 +270,37 @@ pub struct DeliveryFacts {
     pub sha: Option<String>,
     /// The workflow's name (`workflow_run`).
     pub workflow: Option<String>,
+    /// The human the delivery names as its actor (GitHub `sender.login`, GitLab
+    /// `user_username` / `user.username`): the requester of its deployments for the
+    /// distinct-approver rule.
     pub user: Option<String>,
     pub url: Option<String>,
     pub github_deployment: Option<GithubDeployment>,
+    /// When the commit was made (a release: when it was published), as the signed payload
+    /// says; orders deliveries of one trigger ([`older_than_serving`]).
+    pub committed_at: Option<DateTime<Utc>>,
+}
+
+/// Why a delivery whose commit was made at `committed_at` is not deployed by a trigger whose
+/// serving deployment was made from a commit of `serving` (the newest deployment the trigger
+/// made that succeeded): it is older, so it is a downgrade (or a replayed old delivery), which
+/// needs a human unless the trigger allows older commits. `None`: it may deploy (not older,
+/// allowed, or a time is unknown).
+pub fn older_than_serving(
+    allow_older: bool,
+    committed_at: Option<DateTime<Utc>>,
+    serving: Option<DateTime<Utc>>,
+) -> Option<String> {
+    let (Some(at), Some(serving)) = (committed_at, serving) else {
+        return None;
+    };
+    (!allow_older && at < serving).then(|| {
+        format!(
+            "refused a commit from {} older than the {} one it serves (a downgrade needs a human, or allow_older on the trigger)",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            serving.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    })
 }
 
 /// A trigger that matched, and the deployment it asks for.
@@ -437,21 +466,6 @@ mod tests {
         assert!(!glob_matches("v*", "1.4.2"));
     }
 
-    #[test]
-    fn templates() {
-        let t = Template::parse("ghcr.io/acme/web:${short_sha}-${ref}").ok();
-        let rendered = t.and_then(|t| {
-            t.render(&|v| match v {
-                Variable::ShortSha => Some("abc1234".into()),
-                Variable::Ref => Some("main".into()),
-                _ => None,
-            })
-        });
-        assert_eq!(rendered.as_deref(), Some("ghcr.io/acme/web:abc1234-main"));
-        assert!(Template::parse("x:${nope}").is_err());
-        assert!(Template::parse("x:${sha").is_err());
-    }
-
     /// The matcher before it was made linear (it backtracks, exponentially on patterns like
     /// `*a*a*a*b`): the oracle the linear one must agree with.
     fn backtracking_glob(pattern: &str, text: &str) -> bool {
@@ -527,6 +541,21 @@ mod tests {
     }
 
     #[test]
+    fn templates() {
+        let t = Template::parse("ghcr.io/acme/web:${short_sha}-${ref}").ok();
+        let rendered = t.and_then(|t| {
+            t.render(&|v| match v {
+                Variable::ShortSha => Some("abc1234".into()),
+                Variable::Ref => Some("main".into()),
+                _ => None,
+            })
+        });
+        assert_eq!(rendered.as_deref(), Some("ghcr.io/acme/web:abc1234-main"));
+        assert!(Template::parse("x:${nope}").is_err());
+        assert!(Template::parse("x:${sha").is_err());
+    }
+
+    #[test]
     fn version_of_a_tag_drops_the_v_and_branches_are_tag_safe() {
         let facts = DeliveryFacts {
             source: TriggerSource::Github,
@@ -538,6 +567,7 @@ mod tests {
             user: None,
             url: None,
             github_deployment: None,
+            committed_at: None,
         };
         assert_eq!(facts.value(Variable::Version).as_deref(), Some("1.4.2"));
         let branch = DeliveryFacts {
@@ -547,5 +577,20 @@ mod tests {
         assert_eq!(branch.value(Variable::Branch).as_deref(), Some("feature-x"));
         assert_eq!(branch.value(Variable::Version).as_deref(), Some("3f2a9c1"));
         assert_eq!(branch.value(Variable::Tag), None);
+    }
+
+    #[test]
+    fn an_older_commit_than_the_serving_one_is_refused_unless_allowed() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).ok().map(|t| t.to_utc());
+        let serving = at("2026-12-08T12:00:00+01:00");
+        let older = at("2026-12-08T10:59:59Z");
+        let same = at("2026-12-08T11:00:00Z");
+        let reason = older_than_serving(false, older, serving).unwrap_or_default();
+        assert!(reason.contains("older"), "{reason}");
+        assert!(reason.contains("2026-12-08T10:59:59Z"), "{reason}");
+        assert_eq!(older_than_serving(true, older, serving), None);
+        assert_eq!(older_than_serving(false, same, serving), None);
+        assert_eq!(older_than_serving(false, None, serving), None);
+        assert_eq!(older_than_serving(false, older, None), None);
     }
 }

@@ -508,7 +508,12 @@ pub async fn command(
             }
         }
         (Some(state), _) => {
-            rollout::accepts(&record.spec, state, kind, actor, &record.created_by)
+            // The requester as the distinct-approver rule knows it (a webhook delivery's
+            // human actor, not the webhook principal): the one the API authorized against.
+            let requester = slipway_store::access::deployment_place(conn, deployment_id)
+                .await?
+                .requester;
+            rollout::accepts(&record.spec, state, kind, actor, &requester)
                 .map_err(|rejected| IntakeError::Conflict(rejected.to_string()))?;
         }
         (None, status) => {

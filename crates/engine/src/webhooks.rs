@@ -1,13 +1,16 @@
 //! Triggers and webhook deliveries: creating triggers with sealed secrets, reading them back
-//! (opened) to verify a delivery, and taking a verified, matched delivery in — de-duplicated by
-//! its delivery id in the same transaction that records its deployments.
+//! (opened) to verify a delivery, refusing downgrades, and taking a verified, matched delivery
+//! in — de-duplicated by its delivery id (and signed content) in the same transaction that
+//! records its deployments and what the delivery said about them (trigger, human actor,
+//! commit).
 
+use chrono::{DateTime, Utc};
 use slipway_core::trigger::MAX_TRIGGERS_PER_APP;
-use slipway_core::trigger_match::{GithubDeployment, Matched};
+use slipway_core::trigger_match::{GithubDeployment, Matched, older_than_serving};
 use slipway_core::{
     DeliveryAccepted, NewTrigger, Trigger, TriggerSource, TriggerSpec, TriggeredDeployment,
 };
-use slipway_store::deliveries::{self, DeliveryKey};
+use slipway_store::deliveries::{self, DeliveryKey, WebhookDeployment};
 use slipway_store::deployments::Requester;
 use slipway_store::{PgConnection, StoreError, apps, triggers};
 use uuid::Uuid;
@@ -89,6 +92,35 @@ pub struct PlannedDeployment {
     pub matched: Matched,
     /// The GitHub deployment to report statuses to (`repository`, deployment).
     pub github: Option<(String, GithubDeployment)>,
+    /// When the delivery's commit was made, as its signed payload says.
+    pub committed_at: Option<DateTime<Utc>>,
+    /// The trigger deploys commits older than the one it serves.
+    pub allow_older: bool,
+}
+
+/// The planned deployments that are not downgrades, and why the others are refused: a
+/// delivery whose commit is older than that of the deployment its trigger serves (the newest
+/// one it made that succeeded) deploys nothing unless the trigger allows older commits (a
+/// captured delivery replayed later, or a force-push back, needs a human).
+pub async fn refuse_older(
+    conn: &mut PgConnection,
+    planned: Vec<PlannedDeployment>,
+) -> Result<(Vec<PlannedDeployment>, Vec<String>), IntakeError> {
+    let mut kept = Vec::with_capacity(planned.len());
+    let mut refused = Vec::new();
+    for plan in planned {
+        let serving = match plan.committed_at {
+            Some(_) if !plan.allow_older => {
+                deliveries::serving_commit_time(conn, plan.trigger).await?
+            }
+            _ => None,
+        };
+        match older_than_serving(plan.allow_older, plan.committed_at, serving) {
+            Some(reason) => refused.push(format!("trigger {} {reason}", plan.trigger)),
+            None => kept.push(plan),
+        }
+    }
+    Ok((kept, refused))
 }
 
 /// A verified delivery of an app.
@@ -100,6 +132,10 @@ pub struct Delivery<'a> {
     pub delivery_id: &'a str,
     pub event: &'a str,
     pub metadata: Option<serde_json::Value>,
+    /// For a source that does not sign its delivery id (GitHub): the digest of the event and
+    /// the signed body, which identifies the delivery too, so a captured one resent under a
+    /// new id is a redelivery.
+    pub content_digest: Option<[u8; 32]>,
 }
 
 impl Delivery<'_> {
@@ -108,6 +144,7 @@ impl Delivery<'_> {
             app_id: self.app_id,
             source: self.source.as_str(),
             delivery_id: self.delivery_id,
+            content_digest: self.content_digest.as_ref(),
         }
     }
 }
@@ -167,6 +204,8 @@ pub async fn take(
             traceparent: None,
         };
         let environment = plan.matched.environment;
+        let actor = plan.matched.request.source.user.clone();
+        let commit = plan.matched.request.source.commit.clone();
         let deployment =
             intake::record_deployment(conn, delivery.app, &environment, plan.matched.request, &by)
                 .await
@@ -175,6 +214,17 @@ pub async fn take(
                     TriggerSource::Generic => e,
                     _ => in_trigger(e, plan.trigger, &environment),
                 })?;
+        deliveries::record_webhook_deployment(
+            conn,
+            WebhookDeployment {
+                deployment_id: deployment.id,
+                trigger_id: plan.trigger,
+                actor: actor.as_deref(),
+                commit_sha: commit.as_deref(),
+                committed_at: plan.committed_at,
+            },
+        )
+        .await?;
         if let Some((repository, github)) = &plan.github {
             deliveries::link_github(
                 conn,

@@ -85,6 +85,9 @@ pub struct DeploymentPlace {
     pub app: String,
     pub environment: String,
     pub created_by: String,
+    /// Who the distinct-approver rule takes as the requester: the human a webhook delivery
+    /// names as its actor (its `created_by` is the webhook principal), else `created_by`.
+    pub requester: String,
     /// The frozen approval policy says the approver must not be the requester.
     pub distinct_approver: bool,
 }
@@ -96,11 +99,13 @@ pub async fn deployment_place(
 ) -> Result<DeploymentPlace, StoreError> {
     let place: Option<DeploymentPlace> = sqlx::query_as(
         "SELECT a.name AS app, e.name AS environment, d.created_by,
+                coalesce(w.actor, d.created_by) AS requester,
                 coalesce((d.rollout -> 'approval' ->> 'distinct_approver')::boolean, false)
                     AS distinct_approver
          FROM deployments d
          JOIN environments e ON e.id = d.environment_id
          JOIN apps a ON a.id = e.app_id
+         LEFT JOIN webhook_deployments w ON w.deployment_id = d.id
          WHERE d.id = $1",
     )
     .bind(id)

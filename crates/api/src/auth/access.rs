@@ -119,7 +119,7 @@ impl Principal {
         let place = self.require_deployment(state, id, role_for(kind)).await?;
         if kind == CommandKind::Approve
             && place.distinct_approver
-            && place.created_by == self.subject
+            && place.requester == self.subject
         {
             return Err(ApiError::new(
                 ProblemType::Forbidden,

@@ -29,7 +29,8 @@ pub struct GenericDelivery {
     #[serde(default)]
     pub version: Option<String>,
     /// Free-form; the string members `commit`, `repository`, `user` and `url`, when present,
-    /// become the deployment's source. Kept with the delivery.
+    /// become the deployment's source (`user` is also its requester for the distinct-approver
+    /// rule). Kept with the delivery.
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
@@ -114,6 +115,8 @@ pub async fn receive(
         delivery_id,
         event: "generic",
         metadata: Some(serde_json::Value::Object(delivery.metadata.clone())),
+        // The signature covers the id (and a timestamp within 5 minutes).
+        content_digest: None,
     };
     if let Some(replay) = super::replayed(state, &record).await? {
         return Ok(replay);
@@ -139,6 +142,8 @@ pub async fn receive(
             request,
         },
         github: None,
+        committed_at: None,
+        allow_older: false,
     }];
     let mut tx = state.pool.begin().await?;
     let taken = slipway_engine::webhooks::take(&mut tx, &record, planned)

@@ -4,6 +4,7 @@
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use slipway_core::trigger_match::{DeliveryFacts, GitRef, GithubDeployment};
 use slipway_core::{TriggerEvent, TriggerSource};
@@ -22,6 +23,13 @@ struct User {
     login: String,
 }
 
+/// A commit as push and workflow run payloads describe it.
+#[derive(Debug, Deserialize)]
+struct Commit {
+    #[serde(default)]
+    timestamp: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Deserialize)]
 struct Push {
     #[serde(rename = "ref")]
@@ -31,6 +39,8 @@ struct Push {
     deleted: bool,
     #[serde(default)]
     compare: Option<String>,
+    #[serde(default)]
+    head_commit: Option<Commit>,
     repository: Repository,
     #[serde(default)]
     sender: Option<User>,
@@ -60,6 +70,8 @@ struct Release {
     tag_name: String,
     #[serde(default)]
     html_url: Option<String>,
+    #[serde(default)]
+    published_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +94,8 @@ struct WorkflowRun {
     name: Option<String>,
     #[serde(default)]
     html_url: Option<String>,
+    #[serde(default)]
+    head_commit: Option<Commit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +125,7 @@ fn facts(
         user: sender.map(|s| s.login),
         url,
         github_deployment: None,
+        committed_at: None,
     }
 }
 
@@ -126,14 +141,16 @@ fn read(
             if p.deleted {
                 return Ok(Err(format!("push deleted {}", p.git_ref)));
             }
-            Ok(facts(
+            let mut f = facts(
                 TriggerEvent::Push,
                 p.repository,
                 GitRef::from_full(&p.git_ref),
                 Some(p.after),
                 p.sender,
                 p.compare,
-            ))
+            );
+            f.committed_at = p.head_commit.and_then(|c| c.timestamp);
+            Ok(f)
         }
         "deployment" => {
             let d: DeploymentEvent = parse_body(headers, body)?;
@@ -166,14 +183,16 @@ fn read(
                     r.action
                 )));
             }
-            Ok(facts(
+            let mut f = facts(
                 TriggerEvent::Release,
                 r.repository,
                 GitRef::Tag(r.release.tag_name),
                 None,
                 r.sender,
                 r.release.html_url,
-            ))
+            );
+            f.committed_at = r.release.published_at;
+            Ok(f)
         }
         "workflow_run" => {
             let w: WorkflowRunEvent = parse_body(headers, body)?;
@@ -184,16 +203,17 @@ fn read(
                     w.action
                 )));
             }
-            let branch = w.workflow_run.head_branch.unwrap_or_default();
+            let run = w.workflow_run;
             let mut f = facts(
                 TriggerEvent::WorkflowRun,
                 w.repository,
-                GitRef::Branch(branch),
-                Some(w.workflow_run.head_sha),
+                GitRef::Branch(run.head_branch.unwrap_or_default()),
+                Some(run.head_sha),
                 w.sender,
-                w.workflow_run.html_url,
+                run.html_url,
             );
-            f.workflow = w.workflow_run.name;
+            f.workflow = run.name;
+            f.committed_at = run.head_commit.and_then(|c| c.timestamp);
             Ok(f)
         }
         other => Err(format!("GitHub event {other:?} is not one Slipway acts on")),
@@ -231,6 +251,8 @@ pub async fn receive(
         delivery_id,
         event,
         metadata: None,
+        // GitHub signs the body, not X-GitHub-Delivery: the signed content is the identity.
+        content_digest: Some(super::signature::content_digest(event, body)),
     };
     deliver_ci(state, &delivery, &triggers, &facts).await
 }

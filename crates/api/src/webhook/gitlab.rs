@@ -5,6 +5,7 @@
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use slipway_core::trigger_match::{DeliveryFacts, GitRef, signing_key};
 use slipway_core::{TriggerEvent, TriggerSource};
@@ -38,12 +39,21 @@ struct PipelineAttributes {
     url: Option<String>,
 }
 
+/// The pipeline's commit.
+#[derive(Debug, Deserialize)]
+struct PipelineCommit {
+    #[serde(default)]
+    timestamp: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Deserialize)]
 struct PipelineHook {
     object_attributes: PipelineAttributes,
     project: Project,
     #[serde(default)]
     user: Option<GitlabUser>,
+    #[serde(default)]
+    commit: Option<PipelineCommit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +97,7 @@ fn read(
                 user: p.user.map(|u| u.username),
                 url: a.url.or(p.project.web_url),
                 github_deployment: None,
+                committed_at: p.commit.and_then(|c| c.timestamp),
             })
         }
         "Tag Push Hook" => {
@@ -104,6 +115,7 @@ fn read(
                 user: t.user_username,
                 url: t.project.web_url,
                 github_deployment: None,
+                committed_at: None,
             })
         }
         other => Err(format!("GitLab event {other:?} is not one Slipway acts on")),
@@ -180,6 +192,8 @@ pub async fn receive(
         delivery_id,
         event,
         metadata: None,
+        // The secret token signs nothing, and a Standard Webhooks signature covers the id.
+        content_digest: None,
     };
     deliver_ci(state, &delivery, &triggers, &facts).await
 }

@@ -237,13 +237,23 @@ pub async fn deliver_ci(
             Ok(matched) => planned.push(PlannedDeployment {
                 trigger: trigger.id,
                 matched,
-                github: facts
-                    .github_deployment
-                    .clone()
-                    .map(|g| (facts.repository.clone(), g)),
+                // Statuses go to the trigger's repository (validated as GitHub's owner/name
+                // when the trigger was made), not to the spelling the body used.
+                github: facts.github_deployment.clone().map(|g| {
+                    let repository = trigger.spec.repository.clone();
+                    (repository.unwrap_or_else(|| facts.repository.clone()), g)
+                }),
+                committed_at: facts.committed_at,
+                allow_older: trigger.spec.allow_older,
             }),
             Err(reason) => reasons.push(format!("trigger {} {reason}", trigger.id)),
         }
+    }
+    if !planned.is_empty() {
+        let mut conn = state.pool.acquire().await?;
+        let (kept, refused) = webhooks::refuse_older(&mut conn, planned).await?;
+        planned = kept;
+        reasons.extend(refused);
     }
     if planned.is_empty() {
         return Ok(ignored(&format!(

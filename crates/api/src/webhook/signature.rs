@@ -27,6 +27,17 @@ pub fn github(secret: &[u8], body: &[u8], header: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
+/// SHA-256 of a delivery's event name and signed body: what identifies a delivery whose id
+/// is not signed (GitHub's `X-GitHub-Delivery`), so that a captured delivery resent under a
+/// new id is known for the redelivery it is.
+pub fn content_digest(event: &str, body: &[u8]) -> [u8; 32] {
+    let mut digest = Sha256::new();
+    digest.update(event.as_bytes());
+    digest.update([0]);
+    digest.update(body);
+    digest.finalize().into()
+}
+
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     if !hex.len().is_multiple_of(2) {
         return None;

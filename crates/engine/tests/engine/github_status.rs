@@ -115,6 +115,7 @@ async fn from_github(pool: &PgPool, version: &str, github_id: i64) -> Uuid {
         delivery_id: &delivery_id,
         event: "deployment",
         metadata: None,
+        content_digest: None,
     };
     let planned = PlannedDeployment {
         trigger: Uuid::now_v7(),
@@ -139,6 +140,8 @@ async fn from_github(pool: &PgPool, version: &str, github_id: i64) -> Uuid {
                 environment: "production".into(),
             },
         )),
+        committed_at: None,
+        allow_older: false,
     };
     let mut tx = pool.begin().await.expect("begin");
     let taken = webhooks::take(&mut tx, &delivery, vec![planned])
