@@ -60,6 +60,11 @@ pub struct Config {
     pub rate_limit_per_second: u32,
     /// Requests a principal may send at once after being idle.
     pub rate_limit_burst: u32,
+    /// Webhook deliveries per second each app may receive on average, counted before any
+    /// signature is checked; 0 turns the limit off. Above it the webhooks answer 429.
+    pub webhook_rate_limit_per_second: u32,
+    /// Webhook deliveries an app may receive at once after being idle.
+    pub webhook_rate_limit_burst: u32,
     /// How long a stored idempotent response is replayed.
     pub idempotency_ttl: DurationSpec,
     /// Most deployment creates written by one statement (group commit; 1 writes each alone).
@@ -151,6 +156,8 @@ impl Default for Config {
             request_timeout: DurationSpec::from_secs(30),
             rate_limit_per_second: 100,
             rate_limit_burst: 200,
+            webhook_rate_limit_per_second: 10,
+            webhook_rate_limit_burst: 50,
             idempotency_ttl: DurationSpec::from_secs(24 * 3600),
             create_batch_max: slipway_engine::create_batch::DEFAULT_MAX_BATCH,
             cors_allowed_origins: Vec::new(),
@@ -180,6 +187,26 @@ impl Default for Config {
     }
 }
 
+/// A rate limit's two keys (per second, burst) hold values the limiter takes.
+fn check_rate_limit(
+    (per_second_key, burst_key): (&'static str, &'static str),
+    limit: slipway_api::rate_limit::RateLimit,
+) -> Result<(), ConfigError> {
+    if limit.per_second > 1_000_000 {
+        return Err(ConfigError::Invalid {
+            key: per_second_key,
+            message: "must be at most 1000000 (0 turns the limit off)".into(),
+        });
+    }
+    if limit.per_second > 0 && !(1..=1_000_000).contains(&limit.burst) {
+        return Err(ConfigError::Invalid {
+            key: burst_key,
+            message: format!("must be between 1 and 1000000 while {per_second_key} is on"),
+        });
+    }
+    Ok(())
+}
+
 /// Most runtime threads accepted.
 const MAX_RUNTIME_THREADS: usize = 1024;
 
@@ -188,7 +215,7 @@ fn automatic_threads(cores: usize) -> usize {
     cores.saturating_sub(1).max(1)
 }
 
-const KEYS: [&str; 31] = [
+const KEYS: [&str; 33] = [
     "auth_enabled",
     "jwt_issuer",
     "jwt_audience",
@@ -214,6 +241,8 @@ const KEYS: [&str; 31] = [
     "request_timeout",
     "rate_limit_per_second",
     "rate_limit_burst",
+    "webhook_rate_limit_per_second",
+    "webhook_rate_limit_burst",
     "idempotency_ttl",
     "create_batch_max",
     "cors_allowed_origins",
@@ -352,18 +381,14 @@ impl Config {
         if !(1..=600).contains(&self.request_timeout.as_secs()) {
             return invalid("request_timeout", "must be between 1s and 10m".into());
         }
-        if self.rate_limit_per_second > 1_000_000 {
-            return invalid(
-                "rate_limit_per_second",
-                "must be at most 1000000 (0 turns the limit off)".into(),
-            );
-        }
-        if self.rate_limit_per_second > 0 && !(1..=1_000_000).contains(&self.rate_limit_burst) {
-            return invalid(
-                "rate_limit_burst",
-                "must be between 1 and 1000000 while rate_limit_per_second is on".into(),
-            );
-        }
+        check_rate_limit(
+            ("rate_limit_per_second", "rate_limit_burst"),
+            self.rate_limit(),
+        )?;
+        check_rate_limit(
+            ("webhook_rate_limit_per_second", "webhook_rate_limit_burst"),
+            self.webhook_rate_limit(),
+        )?;
         if !(60..=30 * 86_400).contains(&self.idempotency_ttl.as_secs()) {
             return invalid("idempotency_ttl", "must be between 1m and 30d".into());
         }
@@ -464,6 +489,14 @@ impl Config {
         }
     }
 
+    /// Webhook deliveries each app may receive (`webhook_rate_limit_per_second` 0: off).
+    pub fn webhook_rate_limit(&self) -> slipway_api::rate_limit::RateLimit {
+        slipway_api::rate_limit::RateLimit {
+            per_second: self.webhook_rate_limit_per_second,
+            burst: self.webhook_rate_limit_burst,
+        }
+    }
+
     /// Requests each principal may send (`rate_limit_per_second` 0: off).
     pub fn rate_limit(&self) -> slipway_api::rate_limit::RateLimit {
         slipway_api::rate_limit::RateLimit {
@@ -482,6 +515,7 @@ impl Config {
             create_batch_max: self.create_batch_max,
             cors_allowed_origins: self.cors_allowed_origins.clone(),
             rate_limit: self.rate_limit(),
+            webhook_rate_limit: self.webhook_rate_limit(),
             secrets_key: self
                 .secrets_key
                 .as_ref()
@@ -667,6 +701,14 @@ mod tests {
             ..Config::default()
         };
         assert!(off.validate().is_ok());
+        let webhooks = Config::default().webhook_rate_limit();
+        assert_eq!((webhooks.per_second, webhooks.burst), (10, 50));
+        let no_burst = Config {
+            webhook_rate_limit_burst: 0,
+            ..Config::default()
+        };
+        let message = validation_error(&no_burst);
+        assert!(message.contains("`webhook_rate_limit_burst`"), "{message}");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! authentication (with authentication off, every caller is `anonymous` and shares one bucket).
 //! A bucket holds up to `burst` tokens and refills at `per_second`; an empty bucket answers
 //! `429` problem+json with `Retry-After` (whole seconds until a token is back). Webhooks and
-//! the ops endpoints are not limited here: they carry no principal. The limit is per process:
-//! with several API replicas a subject gets up to `replicas × per_second`.
+//! the ops endpoints carry no principal: webhook deliveries have their own limiter of this
+//! kind, keyed by app (`webhook_rate_limit`, taken before any signature is checked); the ops
+//! endpoints are not limited. The limit is per process: with several API replicas a subject
+//! gets up to `replicas × per_second`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -29,6 +29,9 @@ pub struct ApiSettings {
     pub rate_limit: crate::rate_limit::RateLimit,
     /// Most deployment creates written by one statement (group commit; 1 writes each alone).
     pub create_batch_max: usize,
+    /// Webhook deliveries per app, checked before any signature (off by default here;
+    /// `slipway serve` turns it on).
+    pub webhook_rate_limit: crate::rate_limit::RateLimit,
 }
 
 impl Default for ApiSettings {
@@ -42,6 +45,7 @@ impl Default for ApiSettings {
             secrets_key: None,
             rate_limit: crate::rate_limit::RateLimit::OFF,
             create_batch_max: slipway_engine::create_batch::DEFAULT_MAX_BATCH,
+            webhook_rate_limit: crate::rate_limit::RateLimit::OFF,
         }
     }
 }
@@ -70,6 +74,10 @@ pub struct Shared {
     pub rate_limiter: Arc<crate::rate_limit::RateLimiter>,
     /// Writes concurrent deployment creates together (group commit).
     pub creates: slipway_engine::CreateBatcher,
+    /// Per-app token buckets of webhook deliveries, taken before any signature is checked.
+    pub webhook_rate_limiter: Arc<crate::rate_limit::RateLimiter>,
+    /// Runs webhook signature checks off the async worker threads, a bounded number at once.
+    pub verifier: crate::webhook::verify::Verifier,
 }
 
 impl std::ops::Deref for AppState {
@@ -89,6 +97,10 @@ impl AppState {
             creates: slipway_engine::CreateBatcher::new(pool.clone(), settings.create_batch_max),
             pool,
             rate_limiter: Arc::new(crate::rate_limit::RateLimiter::new(settings.rate_limit)),
+            webhook_rate_limiter: Arc::new(crate::rate_limit::RateLimiter::new(
+                settings.webhook_rate_limit,
+            )),
+            verifier: crate::webhook::verify::Verifier::per_core(),
             settings: Arc::new(settings),
             metrics: crate::metrics_handle(),
             drivers: Drivers::default(),

@@ -811,6 +811,13 @@ async fn serving(app: &TestApp, id: &str) {
     .unwrap();
 }
 
+/// `user`'s approval of deployment `id`.
+async fn approve_as(app: &TestApp, user: &str, id: &str) -> Resp {
+    app.as_user(user, &[])
+        .post_json(&format!("/v1/deployments/{id}/approve"), &json!({}))
+        .await
+}
+
 #[sqlx::test(migrator = "slipway_store::MIGRATOR")]
 async fn the_pusher_cannot_approve_their_own_push_where_a_distinct_approver_is_required(
     pool: PgPool,
@@ -829,11 +836,7 @@ async fn the_pusher_cannot_approve_their_own_push_where_a_distinct_approver_is_r
     let r = push_fixture_delivered(&app, "d-1", &push).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     let id = r.body["deployments"][0]["id"].as_str().unwrap().to_owned();
-    let approve = format!("/v1/deployments/{id}/approve");
-    let own = app
-        .as_user("octocat", &[])
-        .post_json(&approve, &json!({}))
-        .await;
+    let own = approve_as(&app, "octocat", &id).await;
     own.assert_problem(403, "forbidden");
     assert!(
         own.text.contains("other than the requester"),
@@ -841,8 +844,7 @@ async fn the_pusher_cannot_approve_their_own_push_where_a_distinct_approver_is_r
         own.text
     );
     // Someone else passes authorization (the queued deployment is not awaiting approval yet).
-    app.as_user("hubot", &[])
-        .post_json(&approve, &json!({}))
+    approve_as(&app, "hubot", &id)
         .await
         .assert_problem(409, "conflict");
 
@@ -867,8 +869,7 @@ async fn the_pusher_cannot_approve_their_own_push_where_a_distinct_approver_is_r
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     let id = r.body["deployments"][0]["id"].as_str().unwrap();
-    app.as_user("hubot", &[])
-        .post_json(&format!("/v1/deployments/{id}/approve"), &json!({}))
+    approve_as(&app, "hubot", id)
         .await
         .assert_problem(403, "forbidden");
 
@@ -887,8 +888,7 @@ async fn the_pusher_cannot_approve_their_own_push_where_a_distinct_approver_is_r
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     let id = r.body["deployments"][0]["id"].as_str().unwrap();
-    app.as_user("octocat", &[])
-        .post_json(&format!("/v1/deployments/{id}/approve"), &json!({}))
+    approve_as(&app, "octocat", id)
         .await
         .assert_problem(403, "forbidden");
 }
@@ -1006,5 +1006,44 @@ async fn a_timestamp_at_the_edge_of_i64_is_refused_not_a_crash(pool: PgPool) {
             .await
             .assert_problem(401, "unauthorized");
     }
+    assert_eq!(deployments(&app).await, 0);
+}
+
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn deliveries_are_rate_limited_per_app_before_any_signature_is_checked(pool: PgPool) {
+    let app = TestApp::builder(pool)
+        .secrets_key(KEY)
+        .webhook_rate_limit(1, 2)
+        .start()
+        .await;
+    app.seed().await;
+    app.seed_app("other").await;
+    push_trigger(&app).await;
+    let body = push_payload("main").to_string();
+    let unsigned = |app_name: &str, delivery: &str| {
+        app.request(Method::POST, &format!("/v1/webhooks/github?app={app_name}"))
+            .header("content-type", "application/json")
+            .header("x-github-event", "push")
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", "sha256=00")
+            .body(body.clone())
+    };
+    for i in 0..2 {
+        app.send(unsigned("web", &format!("d-{i}")))
+            .await
+            .assert_problem(401, "unauthorized");
+    }
+    // The app's burst is spent: refused before its secrets are even read.
+    let r = app.send(unsigned("web", "d-3")).await;
+    r.assert_problem(429, "too-many-requests");
+    assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+    let signed = app
+        .send(github(&app, "push", "d-4", body.as_bytes(), GITHUB_SECRET))
+        .await;
+    signed.assert_problem(429, "too-many-requests");
+    // Another app has its own budget.
+    app.send(unsigned("other", "d-5"))
+        .await
+        .assert_problem(401, "unauthorized");
     assert_eq!(deployments(&app).await, 0);
 }

@@ -197,7 +197,7 @@ fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, String> {
 }
 
 /// A 429 problem with `Retry-After` in whole seconds (at least 1).
-fn too_many_requests(subject: &str, wait: std::time::Duration) -> Response {
+pub(crate) fn too_many_requests(subject: &str, wait: std::time::Duration) -> Response {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let seconds = seconds.max(1);
     tracing::info!(

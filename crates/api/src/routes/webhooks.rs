@@ -3,7 +3,7 @@
 //! whose triggers hold the secrets. Answers: 202 with the deployments a delivery created (or,
 //! for a redelivery of the same delivery id, the same answer with `Idempotent-Replayed:
 //! true`), 204 with the reason in `Slipway-Reason` when nothing applies, 401 when no trigger's
-//! secret verifies it.
+//! secret verifies it, 429 when the app's deliveries are over their rate limit.
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -26,6 +26,7 @@ fn counted(
         Ok(r) if r.status() == axum::http::StatusCode::ACCEPTED => "accepted",
         Ok(_) => "ignored",
         Err(WebhookError::Unauthorized(_)) => "unauthorized",
+        Err(WebhookError::RateLimited { .. }) => "rate_limited",
         Err(WebhookError::Api(_)) => "refused",
     };
     metrics::counter!("slipway_webhook_deliveries_total", "source" => source, "outcome" => outcome)
@@ -47,6 +48,7 @@ fn counted(
         (status = 401, description = "The signature is missing or verifies with no trigger's secret", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A matching trigger's deployment cannot be made", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The app has received more deliveries than its rate limit allows (checked before the signature)", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds until a delivery is accepted again"))),
         (status = 422, description = "Invalid `app` parameter or payload field", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn github(
@@ -76,6 +78,7 @@ pub async fn github(
         (status = 401, description = "No token or signature, a stale timestamp, or none verifies", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A matching trigger's deployment cannot be made", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The app has received more deliveries than its rate limit allows (checked before the signature)", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds until a delivery is accepted again"))),
         (status = 422, description = "Invalid `app` parameter or payload field", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn gitlab(
@@ -104,6 +107,7 @@ pub async fn gitlab(
         (status = 401, description = "A header is missing, the timestamp is stale, or the signature verifies with no trigger's secret", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such environment", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The app has received more deliveries than its rate limit allows (checked before the signature)", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds until a delivery is accepted again"))),
         (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn generic(

@@ -84,11 +84,12 @@ pub async fn receive(
             "webhook-timestamp is not within 5 minutes of now",
         ));
     }
-    let triggers = authenticate(state, app, TriggerSource::Generic, |t| {
+    let (checked, sent) = (body.clone(), standard.owned());
+    let triggers = authenticate(state, app, TriggerSource::Generic, move |t| {
         std::str::from_utf8(&t.secret)
             .ok()
             .and_then(signing_key)
-            .is_some_and(|key| signature::standard(&key, &standard, body))
+            .is_some_and(|key| signature::standard(&key, &sent.borrowed(), &checked))
     })
     .await?;
     let delivery: GenericDelivery = parse_body(headers, body)?;

@@ -233,8 +233,9 @@ pub async fn receive(
     let event = required(headers, "x-github-event")?;
     let delivery_id =
         super::delivery_id("X-GitHub-Delivery", required(headers, "x-github-delivery")?)?;
-    let triggers = authenticate(state, app, TriggerSource::Github, |t| {
-        super::signature::github(&t.secret, body, signature)
+    let (checked, signature) = (body.clone(), signature.to_owned());
+    let triggers = authenticate(state, app, TriggerSource::Github, move |t| {
+        super::signature::github(&t.secret, &checked, &signature)
     })
     .await?;
     if event == "ping" {

@@ -169,18 +169,24 @@ pub async fn receive(
         )
     })
     .and_then(|(name, v)| super::delivery_id(name, v))?;
-    let triggers = authenticate(
-        state,
-        app,
-        TriggerSource::Gitlab,
-        |t| match std::str::from_utf8(&t.secret).ok().and_then(signing_key) {
-            Some(key) => standard
-                .as_ref()
-                .is_some_and(|h| signature::standard(&key, h, body)),
-            None => token.is_some_and(|sent| signature::token(&t.secret, sent.as_bytes())),
-        },
-    )
-    .await?;
+    let checked = body.clone();
+    let sent_token = token.map(str::to_owned);
+    let sent_standard = standard.map(|h| h.owned());
+    let triggers =
+        authenticate(
+            state,
+            app,
+            TriggerSource::Gitlab,
+            move |t| match std::str::from_utf8(&t.secret).ok().and_then(signing_key) {
+                Some(key) => sent_standard
+                    .as_ref()
+                    .is_some_and(|h| signature::standard(&key, &h.borrowed(), &checked)),
+                None => sent_token
+                    .as_ref()
+                    .is_some_and(|sent| signature::token(&t.secret, sent.as_bytes())),
+            },
+        )
+        .await?;
     let facts = match read(event, headers, body)? {
         Ok(facts) => facts,
         Err(reason) => return Ok(ignored(&reason)),

@@ -8,6 +8,9 @@ pub mod generic;
 pub mod github;
 pub mod gitlab;
 pub mod signature;
+pub mod verify;
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -53,6 +56,11 @@ impl WebhookQuery {
 pub enum WebhookError {
     /// Not authenticated: 401.
     Unauthorized(String),
+    /// The app's deliveries are over their rate limit: 429 with `Retry-After`.
+    RateLimited {
+        app: String,
+        wait: Duration,
+    },
     Api(ApiError),
 }
 
@@ -97,6 +105,9 @@ impl IntoResponse for WebhookError {
             Self::Unauthorized(detail) => {
                 crate::problem::problem_response(ProblemType::Unauthorized, detail, Vec::new())
             }
+            Self::RateLimited { app, wait } => {
+                crate::auth::too_many_requests(&format!("the webhooks of app {app}"), wait)
+            }
         }
     }
 }
@@ -127,17 +138,36 @@ pub fn delivery_id<'a>(name: &str, value: &'a str) -> Result<&'a str, WebhookErr
 
 /// The app's triggers of `source` whose secret verifies the delivery (`verifies`); 401 when
 /// none does. An unknown app and an app without such triggers answer the same.
+///
+/// First the app's deliveries take a token from its bucket (429 when they are over the
+/// limit, before any database or signature work); the checks then run off the async worker
+/// threads, a bounded number at once ([`verify::Verifier`]).
 pub async fn authenticate(
     state: &AppState,
     app: &str,
     source: TriggerSource,
-    verifies: impl Fn(&OpenTrigger) -> bool,
+    verifies: impl Fn(&OpenTrigger) -> bool + Send + 'static,
 ) -> Result<Vec<OpenTrigger>, WebhookError> {
+    state
+        .webhook_rate_limiter
+        .check(app)
+        .map_err(|wait| WebhookError::RateLimited {
+            app: app.to_owned(),
+            wait,
+        })?;
     let mut conn = state.pool.acquire().await?;
     let triggers =
         webhooks::triggers_for(&mut conn, app, source, state.settings.secrets_key.as_ref()).await?;
     drop(conn);
-    let verified: Vec<OpenTrigger> = triggers.into_iter().filter(|t| verifies(t)).collect();
+    let verified: Vec<OpenTrigger> = state
+        .verifier
+        .run(move || {
+            triggers
+                .into_iter()
+                .filter(|t| verifies(t))
+                .collect::<Vec<_>>()
+        })
+        .await?;
     if verified.is_empty() {
         return Err(WebhookError::unauthorized(format!(
             "the delivery's signature does not verify with the secret of any {} trigger of app {app:?}",

@@ -63,6 +63,34 @@ pub struct StandardHeaders<'a> {
     pub signature: &'a str,
 }
 
+/// [`StandardHeaders`] owned, to check on another thread.
+#[derive(Debug, Clone)]
+pub struct OwnedStandardHeaders {
+    pub id: String,
+    pub timestamp: String,
+    pub signature: String,
+}
+
+impl StandardHeaders<'_> {
+    pub fn owned(&self) -> OwnedStandardHeaders {
+        OwnedStandardHeaders {
+            id: self.id.to_owned(),
+            timestamp: self.timestamp.to_owned(),
+            signature: self.signature.to_owned(),
+        }
+    }
+}
+
+impl OwnedStandardHeaders {
+    pub fn borrowed(&self) -> StandardHeaders<'_> {
+        StandardHeaders {
+            id: &self.id,
+            timestamp: &self.timestamp,
+            signature: &self.signature,
+        }
+    }
+}
+
 /// Why a Standard Webhooks signature does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StandardFailure {

@@ -116,6 +116,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Webhook deliveries per app (off unless set).
+    pub fn webhook_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.settings.webhook_rate_limit = slipway_api::rate_limit::RateLimit { per_second, burst };
+        self
+    }
+
     pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
         self.settings.idempotency_ttl = ttl;
         self
