@@ -307,10 +307,10 @@ async fn a_worker_stalled_after_its_fence_check_never_acts_after_its_successor(p
 
     // Worker a claims with a short lease, decides to apply 2.0.0, passes its fence check,
     // and stalls in the apply for far longer than its lease.
-    let ttl = Duration::from_secs(1);
+    let ttl = Duration::from_secs(2);
     sim.faults().set(
         FaultScope::Cluster,
-        Fault::slow_next_apply(Duration::from_secs(8)),
+        Fault::slow_next_apply(Duration::from_secs(10)),
     );
     let calls = sim.api_calls();
     let a = claim(&pool, "a", ttl, id).await;
