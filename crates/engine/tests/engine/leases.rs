@@ -9,7 +9,7 @@ use slipway_cluster::{Fault, FaultKind, FaultScope};
 use slipway_core::rollout::{self, CommandKind, Observation, Track};
 use slipway_core::{DeploymentStatus, Outcome};
 use slipway_engine::step::{self, StepContext};
-use slipway_engine::{Drivers, StepOutcome};
+use slipway_engine::{Drivers, EngineSettings, StepOutcome};
 use slipway_store::events::{self, NewEvent};
 use slipway_store::leases::{self, Claim};
 use slipway_store::{PgPool, StoreError, commands, journal, rollouts};
@@ -261,30 +261,6 @@ async fn a_step_in_flight_when_its_lease_is_taken_writes_nothing(pool: PgPool) {
     assert_eq!(d.serving.version.as_deref(), Some("2.0.0"));
 }
 
-/// The context of a worker `owner` stepping deployments by hand, without the heartbeat the
-/// engine runs beside its steps: a worker whose heartbeats do not get through (a paused
-/// process, a starved runtime) is one whose lease runs out while it works.
-fn worker_without_heartbeat(
-    pool: &PgPool,
-    sim: &std::sync::Arc<slipway_cluster::SimCluster>,
-    owner: &str,
-    lease_ttl: Duration,
-) -> StepContext {
-    let engine = settings(owner);
-    StepContext {
-        pool: pool.clone(),
-        notifier: slipway_engine::Notifier::new(pool.clone()),
-        writer: slipway_engine::group_commit::StepWriter::new(pool.clone()),
-        drivers: Drivers::new(sim.clone()),
-        worker: owner.to_owned(),
-        retry_after: chrono::Duration::from_std(engine.retry_after).expect("retry delay"),
-        queue_recheck: chrono::Duration::from_std(engine.queue_recheck).expect("re-check"),
-        lease_ttl,
-        chain_time: lease_ttl / 3,
-        stopping: Default::default(),
-    }
-}
-
 /// A worker that passes its fence check and then stalls (here: in its write to the cluster)
 /// until its lease has run out, another worker has taken the deployment over and acted on
 /// the cluster, does not act when it resumes: its cluster call is bounded by the lease time
@@ -314,7 +290,17 @@ async fn a_worker_stalled_after_its_fence_check_never_acts_after_its_successor(p
     );
     let calls = sim.api_calls();
     let a = claim(&pool, "a", ttl, id).await;
-    let worker_a = worker_without_heartbeat(&pool, &sim, "a", ttl);
+    // Stepped by hand, without the heartbeat the engine runs beside its steps: a worker
+    // whose heartbeats do not get through (a paused process, a starved runtime) is one
+    // whose lease runs out while it works.
+    let worker_a = StepContext::new(
+        pool.clone(),
+        Drivers::new(sim.clone()),
+        &EngineSettings {
+            lease_ttl: ttl,
+            ..settings("a")
+        },
+    );
     let step_a = tokio::spawn(async move { step::run(&worker_a, a, 1).await });
     let waited = Instant::now();
     while sim.api_calls().apply == calls.apply {

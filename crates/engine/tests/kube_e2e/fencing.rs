@@ -70,18 +70,14 @@ async fn a_write_stalled_after_the_fence_check_never_lands_after_the_next_holder
     assert_eq!(claims.len(), 1, "{claims:?}");
     let claim = claims[0].claim;
     assert_eq!(claim.id, v2);
-    let worker_a = StepContext {
-        pool: pool.clone(),
-        notifier: slipway_engine::Notifier::new(pool.clone()),
-        writer: slipway_engine::group_commit::StepWriter::new(pool.clone()),
+    let worker_a = StepContext::new(
+        pool.clone(),
         drivers,
-        worker: "a".into(),
-        retry_after: chrono::Duration::seconds(1),
-        queue_recheck: chrono::Duration::seconds(30),
-        lease_ttl: ttl,
-        chain_time: ttl / 3,
-        stopping: Default::default(),
-    };
+        &EngineSettings {
+            lease_ttl: ttl,
+            ..EngineSettings::new("a")
+        },
+    );
     let step_a = tokio::spawn(async move { step::run(&worker_a, claim, 1).await });
 
     // Once a's lease has run out, the deployment is aborted, and b rolls it back.
