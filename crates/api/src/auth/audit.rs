@@ -121,20 +121,20 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     };
     match written {
         Ok(()) => response,
-        // A success that did not write its row in its transaction (every change here does):
-        // the change is done, so its answer stands.
-        Err(e) if response.status().is_success() => {
-            tracing::error!(error = %e, subject = %principal, method = %context.method, path = %context.path, "writing the audit trail failed after the change");
-            response
-        }
         // A refusal changed nothing: it is not answered unless it is on record.
-        Err(e) => {
+        Err(e) if response.status().is_client_error() => {
             tracing::error!(error = %e, subject = %principal, method = %context.method, path = %context.path, status = response.status().as_u16(), "writing the audit trail failed; answering 503");
             ApiError::new(
                 ProblemType::Unavailable,
-                "the audit trail could not be written; nothing was changed, retry later",
+                "the audit trail could not be written, so the request was not answered; nothing was changed, retry later",
             )
             .into_response()
+        }
+        // A success that did not write its row in its transaction (every change here does)
+        // is done, so its answer stands; an error answer stands as it is.
+        Err(e) => {
+            tracing::error!(error = %e, subject = %principal, method = %context.method, path = %context.path, status = response.status().as_u16(), "writing the audit trail failed");
+            response
         }
     }
 }
