@@ -4,11 +4,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use serde::Serialize;
-use slipway_store::audit;
 use slipway_store::idempotency::{self, KeyRef, KeyState, StoredResponse};
 use slipway_store::{PgConnection, Postgres, Transaction};
 
-use crate::auth::audit::{AuditContext, AuditWritten};
+use crate::auth::audit::AuditContext;
 use crate::problem::{ApiError, ProblemType};
 use crate::state::AppState;
 
@@ -115,10 +114,9 @@ where
         };
         idempotency::complete(&mut tx, key, &stored, state.settings.idempotency_ttl).await?;
     }
-    audit::append(&mut tx, &request.audit.entry(written.status)).await?;
-    tx.commit().await?;
+    let audited = request.audit.commit(tx, written.status).await?;
     let mut response = written.into_response(false);
-    response.extensions_mut().insert(AuditWritten);
+    response.extensions_mut().insert(audited);
     Ok(response)
 }
 

@@ -25,7 +25,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -158,18 +158,42 @@ fn with_security(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi 
     api
 }
 
-/// The process-wide Prometheus recorder (installed on first use).
+/// Bucket boundaries of request-like durations (every `*_seconds` histogram without its own).
+const REQUEST_SECONDS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Bucket boundaries of a whole deployment's duration: 10 s to a day (a rollout with
+/// pauses and analysis takes minutes to hours).
+const DEPLOYMENT_SECONDS: [f64; 14] = [
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
+    43200.0, 86400.0,
+];
+
+/// Bucket boundaries of every other histogram: counts (rows per batch, ...), by powers of two.
+const COUNTS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+/// The process-wide Prometheus recorder (installed on first use), with the HELP line of
+/// every metric. Every histogram gets buckets (one without would be rendered as a summary,
+/// whose quantiles cannot be aggregated across replicas).
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            const BUCKETS: [f64; 12] = [
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-            ];
-            let builder = PrometheusBuilder::new();
-            let builder = match builder
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
-            {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&COUNTS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("slipway_deployment_duration_seconds".into()),
+                        &DEPLOYMENT_SECONDS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &REQUEST_SECONDS)
+                });
+            let builder = match builder {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(error = %e, "histogram buckets refused; using summaries");
@@ -181,9 +205,28 @@ pub fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
             }
+            describe_metrics();
+            slipway_engine::describe_metrics();
             handle
         })
         .clone()
+}
+
+/// The HELP lines of the API's metrics.
+fn describe_metrics() {
+    metrics::describe_counter!(
+        "slipway_http_requests_total",
+        "HTTP requests answered, by method, route template and status"
+    );
+    metrics::describe_histogram!(
+        "slipway_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to answer an HTTP request, by method, route template and status"
+    );
+    metrics::describe_counter!(
+        "slipway_webhook_deliveries_total",
+        "CI webhook deliveries received, by source and outcome"
+    );
 }
 
 /// The whole HTTP application.
@@ -221,10 +264,28 @@ pub fn app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .make_span_with(request_span)
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// The span of one request, which every log line of the request carries: its method, URI,
+/// HTTP version and `x-request-id` (set by the outer layer when the caller sent none, and
+/// returned in the response), so that a caller's id finds the server's log lines.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        uri = %request.uri(),
+        version = ?request.version(),
+        request_id = %request_id,
+    )
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

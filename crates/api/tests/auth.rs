@@ -888,6 +888,149 @@ async fn a_successful_keyed_write_and_its_audit_row_commit_together(pool: PgPool
     assert_eq!(app.count("audit_log").await, before + 2);
 }
 
+/// Makes every insert into the audit trail fail, as when its write cannot be done (a full
+/// disk, a lock timeout): the database refuses it with an error.
+async fn break_the_audit_trail(pool: &PgPool) {
+    for sql in [
+        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'the audit trail is unavailable'; END $$",
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log
+             FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+    ] {
+        sqlx::query(sql)
+            .execute(pool)
+            .await
+            .expect("break the trail");
+    }
+}
+
+/// PATCH, PUT and DELETE write their audit row in the transaction of their change: when the
+/// row cannot be written the change is not made and not acknowledged, and a refusal is not
+/// answered without its row either. When the row can be written, it is one row, committed
+/// with the change.
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_change_is_never_acknowledged_without_its_audit_row(pool: PgPool) {
+    let app = TestApp::builder(pool)
+        .secrets_key("q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=")
+        .start()
+        .await;
+    app.seed().await;
+    let binding = app.bind("web", "dora", "viewer", None).await;
+    let binding = binding["id"].as_str().unwrap().to_owned();
+    let trigger = app
+        .post_json(
+            "/v1/apps/web/triggers",
+            &json!({"source": "github", "event": "push", "repository": "acme/web",
+                    "branch": "main", "image": "ghcr.io/acme/web:${sha}",
+                    "environment": "prod", "secret": "a-webhook-secret-for-the-audit-test"}),
+        )
+        .await;
+    assert_eq!(trigger.status, StatusCode::CREATED, "{}", trigger.text);
+    let trigger = trigger.body["id"].as_str().unwrap().to_owned();
+    let state = async |app: &TestApp| -> Value {
+        sqlx::query_scalar(
+            "SELECT jsonb_build_object(
+                 'app', (SELECT to_jsonb(a) FROM apps a WHERE name = 'web'),
+                 'environments', (SELECT jsonb_agg(to_jsonb(e) ORDER BY e.name) FROM environments e),
+                 'bindings', (SELECT count(*) FROM role_bindings),
+                 'triggers', (SELECT count(*) FROM triggers))",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("the state")
+    };
+    let before = state(&app).await;
+    let rows = app.count("audit_log").await;
+
+    break_the_audit_trail(&app.pool).await;
+    let mut replaced = canary_env();
+    replaced["progress_deadline"] = json!("20m");
+    let changes = [
+        app.json_request(
+            Method::PATCH,
+            "/v1/apps/web",
+            &json!({"description": "changed"}),
+        ),
+        app.json_request(
+            Method::PUT,
+            "/v1/apps/web/environments/staging",
+            &canary_env(),
+        ),
+        app.json_request(Method::PUT, "/v1/apps/web/environments/prod", &replaced),
+        app.json_request(
+            Method::POST,
+            "/v1/apps/web/role-bindings",
+            &json!({"subject": "erin", "role": "viewer"}),
+        ),
+        app.request(
+            Method::DELETE,
+            &format!("/v1/apps/web/role-bindings/{binding}"),
+        ),
+        app.request(Method::DELETE, &format!("/v1/apps/web/triggers/{trigger}")),
+        // A refusal: the ETag does not match.
+        app.json_request(Method::PATCH, "/v1/apps/web", &json!({"description": "x"}))
+            .header("if-match", "\"999\""),
+    ];
+    for request in changes {
+        let request = request.build().expect("a request");
+        let what = format!("{} {}", request.method(), request.url().path());
+        let answer = app.client.execute(request).await.expect("an answer");
+        let status = answer.status();
+        assert!(
+            status.is_server_error(),
+            "{what} answered {status} without its audit row: {}",
+            answer.text().await.unwrap_or_default()
+        );
+    }
+    let deleted = app
+        .request(Method::DELETE, "/v1/apps/web")
+        .build()
+        .expect("a request");
+    let status = app
+        .client
+        .execute(deleted)
+        .await
+        .expect("an answer")
+        .status();
+    assert!(
+        status.is_server_error(),
+        "DELETE /v1/apps/web answered {status}"
+    );
+    assert_eq!(
+        state(&app).await,
+        before,
+        "a change was made without its audit row"
+    );
+    assert_eq!(app.count("audit_log").await, rows);
+
+    // With the trail back, a change writes one row, in its own transaction.
+    sqlx::query("DROP TRIGGER refuse_audit ON audit_log")
+        .execute(&app.pool)
+        .await
+        .expect("mend the trail");
+    let changed = app
+        .send(
+            app.json_request(
+                Method::PATCH,
+                "/v1/apps/web",
+                &json!({"description": "changed"}),
+            )
+            .header("x-request-id", "req-patch-1"),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+    assert_eq!(app.count("audit_log").await, rows + 1);
+    let (same_tx, status): (bool, i16) = sqlx::query_as(
+        "SELECT a.xmin::text = p.xmin::text, a.status FROM audit_log a, apps p
+         WHERE a.request_id = 'req-patch-1' AND p.name = 'web'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("the audit row");
+    assert!(same_tx, "the audit row and the change commit together");
+    assert_eq!(status, 200);
+}
+
 /// Each principal has its own bucket: past its burst a caller gets 429 problem+json with
 /// `Retry-After`, while another caller (and the health endpoints) are still served; after the
 /// wait the first caller is served again.

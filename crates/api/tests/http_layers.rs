@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use common::TestApp;
 use reqwest::Method;
 use sqlx::PgPool;
@@ -24,6 +26,70 @@ async fn request_ids_are_kept_or_made(pool: PgPool) {
     let made = app.get("/healthz").await;
     let id = made.header("x-request-id").unwrap_or_default();
     assert_eq!(id.len(), 36, "a UUID is made when none is sent: {id:?}");
+}
+
+/// Log output written to memory, for a test to read.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+/// A request's log lines carry its `x-request-id` (the caller's, or the one made for it), so
+/// the id a caller reports finds the server's lines.
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn request_logs_carry_the_request_id(pool: PgPool) {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // Global, not this thread's: a subscriber set for one thread races with the other tests'
+    // threads over the callsites' cached interest, and then sees nothing. No other test of
+    // this binary sets one; their lines land here too, and are told apart by their ids.
+    tracing::subscriber::set_global_default(subscriber).expect("the binary's only subscriber");
+    let app = TestApp::spawn(pool).await;
+    app.send(
+        app.request(Method::GET, "/healthz")
+            .header("x-request-id", "ci-run-77"),
+    )
+    .await;
+    let made = app.get("/v1/apps").await;
+    let made = made.header("x-request-id").expect("a made id").to_owned();
+
+    let text = logs.text();
+    for id in ["ci-run-77", made.as_str()] {
+        let line = text
+            .lines()
+            .find(|l| l.contains("finished processing request") && l.contains(id));
+        let line = line.unwrap_or_else(|| panic!("no response log line with {id}:\n{text}"));
+        assert!(line.contains(&format!("request_id={id}")), "{line}");
+    }
 }
 
 #[sqlx::test(migrator = "slipway_store::MIGRATOR")]

@@ -1,7 +1,7 @@
 //! Group commit of step writes: the workers of one process hand their steps' writes to one
 //! task, which writes whatever has gathered as ONE statement (`rollouts::write_steps`). The
-//! fence checks before acting on a cluster (`leases::holds`) are gathered the same way
-//! (`leases::holding`, one read for all waiting claims).
+//! fence checks before acting on a cluster (`leases::holds`: the epoch and the time left on
+//! the lease) are gathered the same way (`leases::holding`, one read for all waiting claims).
 //!
 //! Every step stays fenced by its own `(id, epoch)` and gets its own result: a stale epoch
 //! fails only that step (`LeaseLost`, its worker stops as before), the others are written. A
@@ -13,6 +13,7 @@
 //! calls are over before it hands its write in.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use slipway_core::rollout::RolloutState;
@@ -21,6 +22,7 @@ use slipway_store::leases::{self, Claim};
 use slipway_store::rollouts::{self, JournalEntry, StepWrite, StepWritten};
 use slipway_store::{PgPool, StoreError};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::held_connection::HeldConnection;
@@ -100,7 +102,7 @@ impl OwnedStepWrite {
 }
 
 type Reply = oneshot::Sender<Result<StepWritten, StoreError>>;
-type FenceReply = oneshot::Sender<Result<(), StoreError>>;
+type FenceReply = oneshot::Sender<Result<Duration, StoreError>>;
 
 /// Collects step writes and writes them in batches from one background task (started on
 /// first use, inside the Tokio runtime). Cheap to clone.
@@ -120,9 +122,12 @@ impl StepWriter {
         }
     }
 
-    /// `leases::holds`, checked for whatever claims are waiting in one query: `LeaseLost`
-    /// when another worker took the deployment over.
-    pub async fn holds(&self, claim: Claim) -> Result<(), StoreError> {
+    /// `leases::holds`, checked for whatever claims are waiting in one query: the instant
+    /// (by this process's monotonic clock) until which the claim surely holds, or `LeaseLost`
+    /// when another worker took the deployment over or its lease has run out. The instant is
+    /// counted from before the check was sent, so it never comes after the lease's end.
+    pub async fn holds(&self, claim: Claim) -> Result<Instant, StoreError> {
+        let asked = Instant::now();
         let queue = self.fences.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(check_fences(self.pool.clone(), rx));
@@ -132,11 +137,14 @@ impl StepWriter {
         if queue.send((claim, reply)).is_ok()
             && let Ok(result) = answer.await
         {
-            return result;
+            return result.map(|left| asked + left);
         }
         // The task is gone: a read can be asked again.
+        let asked = Instant::now();
         let mut conn = self.pool.acquire().await?;
-        leases::holds(&mut conn, claim).await
+        leases::holds(&mut conn, claim)
+            .await
+            .map(|left| asked + left)
     }
 
     /// Writes one step, with whatever other steps are waiting; `LeaseLost` when its epoch is
@@ -194,11 +202,7 @@ async fn check_fences(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(Claim, Fenc
         match held {
             Ok(held) => {
                 for ((_, reply), held) in jobs.drain(..).zip(held) {
-                    let _ = reply.send(if held {
-                        Ok(())
-                    } else {
-                        Err(StoreError::LeaseLost)
-                    });
+                    let _ = reply.send(held.ok_or(StoreError::LeaseLost));
                 }
             }
             Err(e) => {

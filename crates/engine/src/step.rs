@@ -468,18 +468,54 @@ async fn advance(
         })
         .collect();
     let decision = rollout::decide(&record.spec, state, &observation, &commands, now);
-    if !decision.actions.is_empty() {
-        // Only database writes are fenced: a holder whose lease was taken over while it
-        // observed (paused past its expiry) must not act on the cluster either.
-        ctx.writer.holds(claim).await?;
-    }
-    if let Err(e) = driver.apply(&target, &decision.actions).await {
+    let applied = if decision.actions.is_empty() {
+        driver.apply(&target, &decision.actions).await
+    } else {
+        // Only database writes are fenced by the epoch: a holder whose lease was taken over
+        // while it observed (paused past its expiry) must not act on the cluster either, nor
+        // one that stalls after this check until another worker may have claimed.
+        let lease_end = ctx.writer.holds(claim).await?;
+        within_lease(ctx, lease_end, driver.apply(&target, &decision.actions)).await
+    };
+    if let Err(e) = applied {
         return failed(e).await.map(Stepped::Done);
     }
     persist(
         ctx, claim, record, state, pending, decision, observed, now, hold,
     )
     .await
+}
+
+/// Runs a cluster call that changes the cluster, cut off a margin (a tenth of the lease's
+/// length) before `lease_end`, the instant until which the fence check found the claim
+/// holding: no other worker can claim the deployment before then, so whatever the call does
+/// happens while this worker alone may act. The margin leaves time for a request sent just
+/// before the cut-off to reach the API server. A call that is cut off (or that would start
+/// after the cut-off) is a retryable `timeout`; its actions are idempotent, so whoever steps
+/// the deployment next applies them again.
+async fn within_lease(
+    ctx: &StepContext,
+    lease_end: tokio::time::Instant,
+    call: impl Future<Output = Result<(), DriverError>>,
+) -> Result<(), DriverError> {
+    let margin = ctx.lease_ttl / 10;
+    let cut_off = lease_end.checked_sub(margin).unwrap_or(lease_end);
+    let cut = || {
+        metrics::counter!("slipway_cluster_calls_cut_off_total").increment(1);
+        DriverError::retryable(
+            "timeout",
+            format!(
+                "the cluster call did not finish within the worker's lease (cut off {} ms before it ends); retrying",
+                margin.as_millis()
+            ),
+        )
+    };
+    if tokio::time::Instant::now() >= cut_off {
+        return Err(cut());
+    }
+    tokio::time::timeout_at(cut_off, call)
+        .await
+        .unwrap_or_else(|_| Err(cut()))
 }
 
 #[expect(

@@ -60,9 +60,11 @@ fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(5))
 }
 
-impl Engine {
-    pub fn new(pool: PgPool, drivers: Drivers, settings: EngineSettings) -> Self {
-        let ctx = StepContext {
+impl StepContext {
+    /// The context of the steps of a worker with `settings` (an [`Engine`]'s, or a test's
+    /// that steps deployments by hand, without the engine's heartbeat).
+    pub fn new(pool: PgPool, drivers: Drivers, settings: &EngineSettings) -> Self {
+        Self {
             notifier: crate::notify::Notifier::new(pool.clone()),
             writer: crate::group_commit::StepWriter::new(pool.clone()),
             pool,
@@ -75,7 +77,13 @@ impl Engine {
             // (`next_wake_at`, the claim's lease expiry), which tells a wake-up apart.
             chain_time: settings.lease_ttl / 3,
             stopping: Arc::new(AtomicBool::new(false)),
-        };
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(pool: PgPool, drivers: Drivers, settings: EngineSettings) -> Self {
+        let ctx = StepContext::new(pool, drivers, &settings);
         Self {
             ctx,
             settings,

@@ -4,6 +4,11 @@
 //! the row's `epoch`. Every later write by that worker names `(id, epoch)`; when another
 //! worker has claimed the row since (after the lease expired), the epoch differs, the write
 //! changes nothing, and the store answers [`StoreError::LeaseLost`].
+//!
+//! The cluster is not fenced by the epoch, so a lease also ends in time: [`holds`] answers
+//! how long the claim still holds by the database's clock (the clock the claims read), and
+//! the engine bounds its cluster calls by that, so that a worker that stalls after the check
+//! cannot act once another worker may have claimed the deployment.
 
 use std::time::Duration;
 
@@ -109,39 +114,46 @@ pub async fn rearm(conn: &mut PgConnection, claim: Claim, ttl: Duration) -> Resu
     set_from_now(conn, claim, "next_wake_at", ttl).await
 }
 
-/// Whether the claim still holds (`LeaseLost` when another worker took the deployment over):
-/// checked before acting on a cluster, since only database writes are fenced by the epoch.
-pub async fn holds(conn: &mut PgConnection, claim: Claim) -> Result<(), StoreError> {
-    let found: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM deployments WHERE id = $1 AND epoch = $2")
-            .bind(claim.id)
-            .bind(claim.epoch)
-            .fetch_optional(conn)
-            .await?;
-    found.map(|_| ()).ok_or(StoreError::LeaseLost)
+/// How long the claim still holds, by the database's clock (`LeaseLost` when another worker
+/// took the deployment over, or when its lease has run out: from then on any worker may
+/// claim it). Checked before acting on a cluster, since only database writes are fenced by
+/// the epoch; the caller bounds its cluster calls by the time left (a claim by another
+/// worker cannot come before it has passed).
+pub async fn holds(conn: &mut PgConnection, claim: Claim) -> Result<Duration, StoreError> {
+    holding(conn, &[claim])
+        .await?
+        .pop()
+        .flatten()
+        .ok_or(StoreError::LeaseLost)
 }
 
-/// [`holds`] for several claims in one query: which of them still hold, in order.
-pub async fn holding(conn: &mut PgConnection, claims: &[Claim]) -> Result<Vec<bool>, StoreError> {
+/// [`holds`] for several claims in one query: for each of them, in order, the lease time
+/// left, or `None` when it no longer holds.
+pub async fn holding(
+    conn: &mut PgConnection,
+    claims: &[Claim],
+) -> Result<Vec<Option<Duration>>, StoreError> {
     let ids: Vec<Uuid> = claims.iter().map(|c| c.id).collect();
     let epochs: Vec<i64> = claims.iter().map(|c| c.epoch).collect();
     // The arrays are read through sub-selects so that the planner does not see their length:
     // a plan that knows it always looks cheaper than the generic one, and PostgreSQL would
     // plan this statement anew on every call (measured: planning cost three times the
     // execution).
-    let held: Vec<i64> = sqlx::query_scalar(
-        "SELECT c.n FROM unnest((SELECT $1::uuid[]), (SELECT $2::bigint[]))
+    let held: Vec<(i64, f64)> = sqlx::query_as(
+        "SELECT c.n, extract(epoch FROM d.lease_expires_at - now())::float8
+         FROM unnest((SELECT $1::uuid[]), (SELECT $2::bigint[]))
              WITH ORDINALITY AS c (id, epoch, n)
-         JOIN deployments d ON d.id = c.id AND d.epoch = c.epoch",
+         JOIN deployments d ON d.id = c.id AND d.epoch = c.epoch
+                           AND d.lease_expires_at > now()",
     )
     .bind(&ids)
     .bind(&epochs)
     .fetch_all(conn)
     .await?;
-    let mut out = vec![false; claims.len()];
-    for n in held {
+    let mut out = vec![None; claims.len()];
+    for (n, left) in held {
         if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| out.get_mut(i)) {
-            *slot = true;
+            *slot = Duration::try_from_secs_f64(left).ok();
         }
     }
     Ok(out)

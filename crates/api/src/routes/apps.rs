@@ -117,14 +117,15 @@ pub async fn update(
     State(state): State<AppState>,
     Path(name): Path<String>,
     principal: Principal,
+    audit: AuditContext,
     IfMatch(condition): IfMatch,
     body: JsonBody<AppPatch>,
 ) -> Result<Response, ApiError> {
     principal.require(&state, &name, None, Role::Admin).await?;
     let mut tx = state.pool.begin().await?;
     let app = intake::update_app(&mut tx, &name, &body.value, condition).await?;
-    tx.commit().await?;
-    Ok(with_etag(StatusCode::OK, app))
+    let audited = audit.commit(tx, StatusCode::OK).await?;
+    Ok((audited, with_etag(StatusCode::OK, app)).into_response())
 }
 
 /// Delete an app with its environments (refused while a deployment of it is unfinished).
@@ -141,13 +142,14 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
     principal: Principal,
+    audit: AuditContext,
     IfMatch(condition): IfMatch,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     principal.require(&state, &name, None, Role::Admin).await?;
     let mut tx = state.pool.begin().await?;
     intake::delete_app(&mut tx, &name, condition).await?;
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    let audited = audit.commit(tx, StatusCode::NO_CONTENT).await?;
+    Ok((audited, StatusCode::NO_CONTENT).into_response())
 }
 
 pub(crate) fn with_etag<T: serde::Serialize>(

@@ -8,6 +8,7 @@ use slipway_core::{Environment, EnvironmentSpec, Role};
 use slipway_engine::intake;
 use slipway_store::{apps, environments};
 
+use crate::auth::audit::AuditContext;
 use crate::extract::{IfMatch, JsonBody, Principal};
 use crate::pagination::{CursorKind, List, PageParams};
 use crate::problem::{ApiError, Problem};
@@ -34,6 +35,7 @@ pub async fn put(
     State(state): State<AppState>,
     Path((app, name)): Path<(String, String)>,
     principal: Principal,
+    audit: AuditContext,
     IfMatch(condition): IfMatch,
     body: JsonBody<EnvironmentSpec>,
 ) -> Result<Response, ApiError> {
@@ -43,16 +45,17 @@ pub async fn put(
     let mut tx = state.pool.begin().await?;
     let (env, created) =
         intake::put_environment(&mut tx, &app, &name, &body.value, condition).await?;
-    tx.commit().await?;
-    if created {
-        let mut response = with_etag(StatusCode::CREATED, env);
-        if let Ok(location) = format!("/v1/apps/{app}/environments/{name}").parse() {
-            response.headers_mut().insert(header::LOCATION, location);
-        }
-        Ok(response)
+    let status = if created {
+        StatusCode::CREATED
     } else {
-        Ok(with_etag(StatusCode::OK, env))
+        StatusCode::OK
+    };
+    let audited = audit.commit(tx, status).await?;
+    let mut response = with_etag(status, env);
+    if created && let Ok(location) = format!("/v1/apps/{app}/environments/{name}").parse() {
+        response.headers_mut().insert(header::LOCATION, location);
     }
+    Ok((audited, response).into_response())
 }
 
 /// List an app's environments by name.

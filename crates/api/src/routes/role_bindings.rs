@@ -9,6 +9,7 @@ use slipway_engine::IntakeError;
 use slipway_store::{apps, role_bindings};
 use uuid::Uuid;
 
+use crate::auth::audit::AuditContext;
 use crate::extract::{JsonBody, Principal};
 use crate::pagination::{CursorKind, List, PageParams};
 use crate::problem::{ApiError, Problem};
@@ -36,6 +37,7 @@ pub async fn create(
     State(state): State<AppState>,
     Path(app): Path<String>,
     principal: Principal,
+    audit: AuditContext,
     body: JsonBody<NewRoleBinding>,
 ) -> Result<Response, ApiError> {
     principal.require(&state, &app, None, Role::Admin).await?;
@@ -44,10 +46,11 @@ pub async fn create(
     let mut tx = state.pool.begin().await?;
     let app_id = apps::id_of(&mut tx, &app).await?;
     let binding = role_bindings::insert(&mut tx, app_id, &new, principal.subject()).await?;
-    tx.commit().await?;
+    let audited = audit.commit(tx, StatusCode::CREATED).await?;
     let location = format!("/v1/apps/{app}/role-bindings/{}", binding.id);
     Ok((
         StatusCode::CREATED,
+        audited,
         [(header::LOCATION, location)],
         Json(binding),
     )
@@ -93,12 +96,14 @@ pub async fn delete(
     State(state): State<AppState>,
     Path((app, id)): Path<(String, String)>,
     principal: Principal,
-) -> Result<StatusCode, ApiError> {
+    audit: AuditContext,
+) -> Result<Response, ApiError> {
     principal.require(&state, &app, None, Role::Admin).await?;
     let id: Uuid = id
         .parse()
         .map_err(|_| ApiError::not_found("role binding"))?;
-    let mut conn = state.pool.acquire().await?;
-    role_bindings::delete(&mut conn, &app, id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let mut tx = state.pool.begin().await?;
+    role_bindings::delete(&mut tx, &app, id).await?;
+    let audited = audit.commit(tx, StatusCode::NO_CONTENT).await?;
+    Ok((audited, StatusCode::NO_CONTENT).into_response())
 }

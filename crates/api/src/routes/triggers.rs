@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use slipway_core::{NewTrigger, Role, Trigger};
 use slipway_engine::webhooks;
 use slipway_store::{apps, triggers};
@@ -138,10 +138,12 @@ pub async fn delete(
     State(state): State<AppState>,
     Path((app, id)): Path<(String, String)>,
     principal: Principal,
-) -> Result<StatusCode, ApiError> {
+    audit: AuditContext,
+) -> Result<Response, ApiError> {
     principal.require(&state, &app, None, Role::Admin).await?;
     let id = trigger_id(&id)?;
-    let mut conn = state.pool.acquire().await?;
-    triggers::delete(&mut conn, &app, id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let mut tx = state.pool.begin().await?;
+    triggers::delete(&mut tx, &app, id).await?;
+    let audited = audit.commit(tx, StatusCode::NO_CONTENT).await?;
+    Ok((audited, StatusCode::NO_CONTENT).into_response())
 }

@@ -58,6 +58,13 @@ pub enum Fault {
     },
     /// Each API call waits this long (`tokio::time::sleep`) before doing anything.
     Latency(Duration),
+    /// The next `remaining` apply calls (every one until cleared when `None`) wait `delay`
+    /// before changing anything, after any `Latency`: a worker that stalls between its
+    /// fence check and its write to the cluster.
+    SlowApplies {
+        delay: Duration,
+        remaining: Option<u32>,
+    },
 }
 
 impl Fault {
@@ -84,12 +91,21 @@ impl Fault {
         ))
     }
 
+    /// The next apply call waits `delay` before changing anything.
+    pub fn slow_next_apply(delay: Duration) -> Self {
+        Self::SlowApplies {
+            delay,
+            remaining: Some(1),
+        }
+    }
+
     pub fn kind(&self) -> FaultKind {
         match self {
             Self::NeverReady(_) => FaultKind::NeverReady,
             Self::FlappingReadiness => FaultKind::FlappingReadiness,
             Self::ApiErrors { .. } => FaultKind::ApiErrors,
             Self::Latency(_) => FaultKind::Latency,
+            Self::SlowApplies { .. } => FaultKind::SlowApplies,
         }
     }
 
@@ -109,6 +125,7 @@ pub enum FaultKind {
     FlappingReadiness,
     ApiErrors,
     Latency,
+    SlowApplies,
 }
 
 /// The faults in force. A target-scoped fault takes precedence over a cluster-wide one of the
@@ -172,14 +189,25 @@ impl Faults {
             return None;
         };
         let error = error.clone();
-        match remaining {
-            None => {}
-            Some(n) if *n > 1 => *n -= 1,
-            Some(_) => {
-                active.remove(i);
-            }
+        if used_up(remaining) {
+            active.remove(i);
         }
         Some(error)
+    }
+
+    /// How long this apply call waits before changing anything, if at all; consumes one of
+    /// a counted fault.
+    pub(crate) fn take_apply_delay(&self, namespace: &str, workload: &str) -> Option<Duration> {
+        let mut active = self.lock();
+        let i = most_specific(&active, namespace, workload, FaultKind::SlowApplies)?;
+        let Fault::SlowApplies { delay, remaining } = &mut active[i].1 else {
+            return None;
+        };
+        let delay = *delay;
+        if used_up(remaining) {
+            active.remove(i);
+        }
+        Some(delay)
     }
 
     /// Releases whose pods never become ready in this target.
@@ -202,6 +230,19 @@ impl Faults {
             FaultKind::FlappingReadiness,
         )
         .is_some()
+    }
+}
+
+/// Counts one use of a fault that lasts `remaining` calls (`None`: until cleared); true
+/// when that was its last.
+fn used_up(remaining: &mut Option<u32>) -> bool {
+    match remaining {
+        None => false,
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            false
+        }
+        Some(_) => true,
     }
 }
 

@@ -532,6 +532,10 @@ impl ClusterDriver for SimCluster {
     ) -> BoxFuture<'a, Result<(), DriverError>> {
         Box::pin(async move {
             self.enter(target, &self.apply_calls).await?;
+            let stall = (self.faults).take_apply_delay(&target.namespace, &target.workload.name);
+            if let Some(delay) = stall {
+                tokio::time::sleep(delay).await;
+            }
             let result = self.apply_now(target, actions);
             if result.is_err() {
                 self.failed_calls.fetch_add(1, Ordering::Relaxed);

@@ -224,3 +224,92 @@ async fn commands_over_http_drive_a_canary(pool: PgPool) {
     assert_eq!(unconsumed, 0);
     drop(api);
 }
+
+/// The bucket boundaries (`le`) of histogram `name` in a Prometheus text page.
+fn buckets(page: &str, name: &str) -> Vec<f64> {
+    let prefix = format!("{name}_bucket{{");
+    let mut les: Vec<f64> = page
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()?.parse().ok())
+        .filter(|le: &f64| le.is_finite())
+        .collect();
+    les.sort_by(f64::total_cmp);
+    les.dedup();
+    les
+}
+
+/// `/metrics` describes every metric it shows (a HELP line for each), renders every
+/// histogram with buckets (a summary's quantiles cannot be summed across replicas), and the
+/// deployment duration's buckets span minutes to hours rather than ending at 10 s.
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn metrics_are_described_and_histograms_have_fitting_buckets(pool: PgPool) {
+    let api = Api::start(&pool).await;
+    seed_app(&pool).await;
+    put_env(&pool, "prod", &env_spec("shop", rolling(), json!({}))).await;
+    let sim = sim();
+    let engine = engine(&pool, &sim, settings("a"));
+    let created = api
+        .client
+        .post(format!(
+            "{}/v1/apps/{APP}/environments/prod/deployments",
+            api.base
+        ))
+        .json(&json!({"image": image("1.0.0"), "version": "1.0.0"}))
+        .send()
+        .await
+        .expect("create a deployment");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let body: Value = created.json().await.expect("the deployment");
+    let id: Uuid = body["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("id");
+    drive_to(&engine, &pool, id, DeploymentStatus::Succeeded).await;
+
+    let page = api
+        .client
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("the page");
+    for name in page
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+    {
+        assert!(
+            page.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP line:\n{page}"
+        );
+    }
+    assert!(!page.contains("quantile=\""), "a summary:\n{page}");
+    for histogram in [
+        "slipway_deployment_duration_seconds",
+        "slipway_engine_step_write_batch",
+        "slipway_create_batch_rows",
+        "slipway_http_request_duration_seconds",
+    ] {
+        assert!(
+            page.contains(&format!("# TYPE {histogram} histogram")),
+            "{histogram} is not a histogram:\n{page}"
+        );
+    }
+    let deployment = buckets(&page, "slipway_deployment_duration_seconds");
+    for le in [60.0, 600.0, 3600.0, 4.0 * 3600.0] {
+        assert!(deployment.contains(&le), "no {le} s bucket: {deployment:?}");
+    }
+    assert!(
+        deployment.last().is_some_and(|last| *last >= 86_400.0),
+        "{deployment:?}"
+    );
+    let writes = buckets(&page, "slipway_engine_step_write_batch");
+    assert!(
+        writes.contains(&1.0) && writes.contains(&64.0),
+        "step write batches: {writes:?}"
+    );
+    drop(api);
+}

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::json;
 use slipway_cluster::{Fault, FaultKind, FaultScope};
-use slipway_core::rollout::{self, CommandKind, Observation};
+use slipway_core::rollout::{self, CommandKind, Observation, Track};
 use slipway_core::{DeploymentStatus, Outcome};
-use slipway_engine::StepOutcome;
+use slipway_engine::step::{self, StepContext};
+use slipway_engine::{Drivers, EngineSettings, StepOutcome};
 use slipway_store::events::{self, NewEvent};
 use slipway_store::leases::{self, Claim};
 use slipway_store::{PgPool, StoreError, commands, journal, rollouts};
@@ -258,4 +259,72 @@ async fn a_step_in_flight_when_its_lease_is_taken_writes_nothing(pool: PgPool) {
     );
     let d = drive_to(&engine_b, &pool, id, DeploymentStatus::Succeeded).await;
     assert_eq!(d.serving.version.as_deref(), Some("2.0.0"));
+}
+
+/// A worker that passes its fence check and then stalls (here: in its write to the cluster)
+/// until its lease has run out, another worker has taken the deployment over and acted on
+/// the cluster, does not act when it resumes: its cluster call is bounded by the lease time
+/// the check found left, so the cluster never sees the stale write.
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_worker_stalled_after_its_fence_check_never_acts_after_its_successor(pool: PgPool) {
+    seed_app(&pool).await;
+    put_env(&pool, "prod", &env_spec("shop", rolling(), json!({}))).await;
+    let sim = sim();
+    let engine_b = engine(&pool, &sim, settings("b"));
+    deploy_ok(&engine_b, &pool, "prod", "1.0.0").await;
+    let id = deploy(&pool, "prod", "2.0.0").await;
+    drive_to(&engine_b, &pool, id, DeploymentStatus::Running).await;
+    let stable = |sim: &slipway_cluster::SimCluster| {
+        sim.snapshot(&target("shop"))
+            .release(Track::Stable)
+            .cloned()
+    };
+    assert_eq!(stable(&sim), Some(release("1.0.0")), "nothing applied yet");
+
+    // Worker a claims with a short lease, decides to apply 2.0.0, passes its fence check,
+    // and stalls in the apply for far longer than its lease.
+    let ttl = Duration::from_secs(2);
+    sim.faults().set(
+        FaultScope::Cluster,
+        Fault::slow_next_apply(Duration::from_secs(10)),
+    );
+    let calls = sim.api_calls();
+    let a = claim(&pool, "a", ttl, id).await;
+    // Stepped by hand, without the heartbeat the engine runs beside its steps: a worker
+    // whose heartbeats do not get through (a paused process, a starved runtime) is one
+    // whose lease runs out while it works.
+    let worker_a = StepContext::new(
+        pool.clone(),
+        Drivers::new(sim.clone()),
+        &EngineSettings {
+            lease_ttl: ttl,
+            ..settings("a")
+        },
+    );
+    let step_a = tokio::spawn(async move { step::run(&worker_a, a, 1).await });
+    let waited = Instant::now();
+    while sim.api_calls().apply == calls.apply {
+        assert!(waited.elapsed() < PATIENCE, "a's step never reached apply");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Meanwhile the deployment is aborted; once a's lease has run out, b claims it and rolls
+    // it back to 1.0.0 on the cluster.
+    let mut conn = pool.acquire().await.expect("acquire");
+    commands::insert(&mut conn, id, CommandKind::Abort, "carol", None, None)
+        .await
+        .expect("an abort");
+    let d = drive_to(&engine_b, &pool, id, DeploymentStatus::RolledBack).await;
+    assert_eq!(d.serving.version.as_deref(), Some("1.0.0"));
+    assert_eq!(stable(&sim), Some(release("1.0.0")), "b rolled back");
+
+    // Worker a resumes: whatever it does, 2.0.0 never reaches the cluster.
+    let outcome = step_a.await.expect("a's task").expect("a's step");
+    assert_ne!(outcome, StepOutcome::Advanced, "a's stale step counted");
+    assert_eq!(
+        stable(&sim),
+        Some(release("1.0.0")),
+        "the cluster saw a's stale apply after b had rolled back"
+    );
+    assert_eq!(get(&pool, id).await.status, DeploymentStatus::RolledBack);
 }

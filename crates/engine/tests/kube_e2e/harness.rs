@@ -187,12 +187,18 @@ impl E2e {
         e2e
     }
 
-    /// Stops the engine and the API, then deletes the namespace.
-    pub async fn finish(mut self) {
+    /// Stops the harness's engine (its running steps finish, its leases are released), for a
+    /// test that steps deployments with engines of its own from then on.
+    pub async fn stop_workers(&mut self) {
         let _ = self.stop_engine.send(true);
         if let Some(engine) = self.engine.take() {
             let _ = tokio::time::timeout(Duration::from_secs(30), engine).await;
         }
+    }
+
+    /// Stops the engine and the API, then deletes the namespace.
+    pub async fn finish(mut self) {
+        self.stop_workers().await;
         self.server.abort();
         eprintln!("{}: done in {:.1?}", self.namespace, self.started.elapsed());
         Api::<Namespace>::all(self.kube.clone())
@@ -296,6 +302,25 @@ impl E2e {
             .map(|e| format!("{} {}: {}", e["seq"], e["kind"], e["message"]))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// Steps `engine` by hand (claiming whatever is due, as its workers would) until the
+    /// deployment has `status`; for a test that has stopped the harness's engine.
+    pub async fn step_until(&self, engine: &Engine, id: Uuid, status: &str) {
+        let started = Instant::now();
+        loop {
+            if self.deployment(id).await["status"] == status {
+                return;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "{id} never reached {status}:\n{}",
+                self.log(id).await
+            );
+            if engine.run_once(4).await.expect("a step").is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 
     /// Polls the deployment until `done` holds. Panics with its event log after [`PATIENCE`],

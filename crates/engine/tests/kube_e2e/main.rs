@@ -16,6 +16,7 @@
 mod blue_green;
 mod canary;
 mod commands;
+mod fencing;
 mod harness;
 mod rolling;
 mod routed;
