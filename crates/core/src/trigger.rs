@@ -154,6 +154,7 @@ pub struct NewTrigger {
     #[serde(default)]
     pub image: Option<String>,
     /// The app's environment to deploy to.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::names::name_schema))]
     pub environment: String,
     /// Write-only. GitHub: the webhook secret (≥ 16 characters). GitLab: the secret token
     /// (`X-Gitlab-Token`), or a signing token `whsec_…` (Standard Webhooks signatures).
