@@ -197,6 +197,10 @@ pub struct Query<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
+    #[expect(
+        clippy::disallowed_types,
+        reason = "the one place axum's query parser is used, its rejection turned into a 422"
+    )]
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|axum::extract::Query(value)| Self(value))

@@ -38,7 +38,7 @@ fn counted(
 #[utoipa::path(post, path = "/v1/webhooks/github", operation_id = "receiveGithubWebhook", tag = "webhooks",
     params(WebhookQuery,
         ("X-Hub-Signature-256" = String, Header, pattern = "^sha256=[0-9a-fA-F]{64}$", description = "sha256=<hex HMAC-SHA256 of the raw body under the trigger's secret>"),
-        ("X-GitHub-Event" = String, Header, description = "The event"),
+        ("X-GitHub-Event" = String, Header, min_length = 1, description = "The event"),
         ("X-GitHub-Delivery" = String, Header, pattern = "^[!-~]{1,255}$", description = "The delivery id; a redelivery creates nothing new")),
     request_body(content = serde_json::Value, description = "GitHub's event payload", content_type = "application/json", example = json!({"ref": "refs/heads/main", "after": "3f2a9c1e8b7d6c5a4f3e2d1c0b9a8f7e6d5c4b3a", "repository": {"full_name": "acme/web"}, "sender": {"login": "alice"}})),
     responses(
@@ -65,9 +65,9 @@ pub async fn github(
 /// Receive a GitLab webhook (pipeline success, tag push).
 #[utoipa::path(post, path = "/v1/webhooks/gitlab", operation_id = "receiveGitlabWebhook", tag = "webhooks",
     params(WebhookQuery,
-        ("X-Gitlab-Token" = Option<String>, Header, description = "The trigger's secret token"),
-        ("webhook-signature" = Option<String>, Header, description = "Standard Webhooks signature (with webhook-id and webhook-timestamp), for a trigger whose secret is a whsec_ signing token"),
-        ("X-Gitlab-Event" = String, Header, description = "Pipeline Hook or Tag Push Hook"),
+        ("X-Gitlab-Token" = Option<String>, Header, min_length = 1, description = "The trigger's secret token"),
+        ("webhook-signature" = Option<String>, Header, min_length = 1, description = "Standard Webhooks signature (with webhook-id and webhook-timestamp), for a trigger whose secret is a whsec_ signing token"),
+        ("X-Gitlab-Event" = String, Header, min_length = 1, description = "Pipeline Hook or Tag Push Hook"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Delivery id (else webhook-id or X-Gitlab-Event-UUID)")),
     request_body(content = serde_json::Value, description = "GitLab's event payload", content_type = "application/json", example = json!({"object_kind": "pipeline", "object_attributes": {"status": "success", "ref": "main", "sha": "3f2a9c1e8b7d6c5a4f3e2d1c0b9a8f7e6d5c4b3a"}, "project": {"path_with_namespace": "acme/web"}, "user": {"username": "alice"}})),
     responses(
@@ -96,7 +96,7 @@ pub async fn gitlab(
     params(WebhookQuery,
         ("webhook-id" = String, Header, pattern = "^[!-~]{1,255}$", description = "The delivery id"),
         ("webhook-timestamp" = String, Header, pattern = "^[0-9]{1,19}$", description = "Unix seconds; within 5 minutes of now"),
-        ("webhook-signature" = String, Header, description = "v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">, space-separated")),
+        ("webhook-signature" = String, Header, min_length = 1, description = "v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">, space-separated")),
     request_body(content = GenericDelivery, example = json!({"app": "web", "environment": "prod", "image": "ghcr.io/acme/web:1.4.2", "metadata": {"commit": "3f2a9c1", "repository": "acme/web", "user": "alice"}})),
     responses(
         (status = 202, description = "Deployment recorded", body = DeliveryAccepted),
