@@ -7,6 +7,9 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use slipway_engine::Precondition;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 use crate::problem::{ApiError, ProblemType};
 
@@ -186,6 +189,35 @@ fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
     essence == "application/json" || essence.ends_with("+json")
 }
 
+/// The query string, parsed like the body: a parameter the type cannot take (given twice,
+/// not of its type) is a 422 naming it, never the framework's plain-text 400.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    #[expect(
+        clippy::disallowed_types,
+        reason = "the one place axum's query parser is used, its rejection turned into a 422"
+    )]
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|rejection| {
+                let detail = rejection.body_text();
+                let detail = detail
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&detail);
+                // serde names the parameter between backticks (`duplicate field `limit``).
+                match detail.split('`').nth(1) {
+                    Some(name) if !name.is_empty() => ApiError::invalid_parameter(name, detail),
+                    _ => ApiError::new(ProblemType::ValidationFailed, detail.to_owned()),
+                }
+            })
+    }
+}
+
 /// The `Idempotency-Key` header, when sent: 1–255 visible ASCII characters.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey(pub Option<String>);
@@ -211,6 +243,45 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
+/// The `Idempotency-Key` parameter as the document describes it (`params(IdempotencyKey)`).
+impl utoipa::IntoParams for IdempotencyKey {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![header_parameter(
+            "Idempotency-Key",
+            "Makes retries safe: a replay with the same key and body returns the stored response.",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(255))
+                .pattern(Some(IDEMPOTENCY_KEY_PATTERN)),
+            Some(serde_json::json!("release-1.4.2-prod")),
+        )]
+    }
+}
+
+/// 1–255 visible ASCII characters, as [`IdempotencyKey`] checks.
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
+
+/// What `If-Match` can hold: `*` or an ETag this API issued (`"<revision>"`).
+pub const IF_MATCH_PATTERN: &str = r#"^(\*|"[0-9]{1,18}")$"#;
+
+/// A header parameter of the document, optional.
+pub(crate) fn header_parameter(
+    name: &str,
+    description: &str,
+    schema: ObjectBuilder,
+    example: Option<serde_json::Value>,
+) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(schema))
+        .example(example)
+        .build()
+}
+
 /// The `If-Match` header as a condition on a stored revision.
 #[derive(Debug, Clone, Copy)]
 pub struct IfMatch(pub Precondition);
@@ -234,6 +305,20 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         Ok(Self(
             revision.map_or(Precondition::Unmatchable, Precondition::Revision),
         ))
+    }
+}
+
+/// The `If-Match` parameter as the document describes it (`params(IfMatch)`).
+impl utoipa::IntoParams for IfMatch {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![header_parameter(
+            "If-Match",
+            "The ETag the change is based on (412 when the resource has changed since), or `*` for \"it must exist\".",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(IF_MATCH_PATTERN)),
+            Some(serde_json::json!("\"3\"")),
+        )]
     }
 }
 

@@ -38,9 +38,13 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     };
     let mut problem = problem_response(kind, detail, Vec::new());
     *problem.status_mut() = status;
-    // Keep headers such as `Allow` that the original answer carried.
+    // Keep headers such as `Allow` that the original answer carried, but not those that
+    // describe its body (its type, length and encoding are not the new body's).
     for (name, value) in response.headers() {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+        if name != header::CONTENT_TYPE
+            && name != header::CONTENT_LENGTH
+            && name != header::CONTENT_ENCODING
+        {
             problem.headers_mut().insert(name.clone(), value.clone());
         }
     }

@@ -7,6 +7,7 @@ pub mod event_hub;
 pub mod extract;
 pub mod idempotency;
 mod layers;
+pub mod openapi;
 pub mod pagination;
 pub mod problem;
 pub mod rate_limit;
@@ -50,7 +51,9 @@ pub use state::{ApiSettings, AppState};
         (name = "triggers", description = "Which CI event deploys what where"),
         (name = "webhooks", description = "CI deliveries, authenticated by their own signatures"),
         (name = "ops", description = "Health and metrics"),
-    )
+    ),
+    // Named by a path parameter, which utoipa does not collect on its own.
+    components(schemas(slipway_core::rollout::CommandKind)),
 )]
 struct ApiDoc;
 
@@ -94,68 +97,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
 /// The OpenAPI document of the API, as `slipway openapi` prints it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, api) = openapi_router().split_for_parts();
-    with_security(api)
-}
-
-/// Declares the bearer scheme, and that every operation under a path that needs a token
-/// ([`auth::needs_token`]) requires it.
-fn with_security(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::security::{
-        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
-    };
-    use utoipa::openapi::{Content, Ref, ResponseBuilder};
-    let components = api.components.get_or_insert_with(Default::default);
-    components.add_security_scheme(
-        "bearer",
-        SecurityScheme::Http(
-            HttpBuilder::new()
-                .scheme(HttpAuthScheme::Bearer)
-                .bearer_format("JWT")
-                .build(),
-        ),
-    );
-    for (path, item) in &mut api.paths.paths {
-        if !auth::needs_token(path) {
-            continue;
-        }
-        for operation in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            operation.security = Some(vec![SecurityRequirement::new(
-                "bearer",
-                Vec::<String>::new(),
-            )]);
-            for (status, description) in [
-                ("401", "No valid bearer token (see `WWW-Authenticate`)"),
-                ("403", "The caller's role does not allow this"),
-                (
-                    "429",
-                    "The caller sent more requests than its rate limit allows (see `Retry-After`)",
-                ),
-            ] {
-                let problem = ResponseBuilder::new()
-                    .description(description)
-                    .content(
-                        problem::PROBLEM_JSON,
-                        Content::new(Some(Ref::from_schema_name("Problem"))),
-                    )
-                    .build();
-                operation
-                    .responses
-                    .responses
-                    .entry(status.to_owned())
-                    .or_insert_with(|| problem.into());
-            }
-        }
-    }
-    api
+    openapi::finish(api)
 }
 
 /// Bucket boundaries of request-like durations (every `*_seconds` histogram without its own).
@@ -233,7 +175,7 @@ fn describe_metrics() {
 pub fn app(state: AppState) -> Router {
     let settings = state.settings.clone();
     let (router, api) = openapi_router().split_for_parts();
-    let api = with_security(api);
+    let api = openapi::finish(api);
     let request_id = HeaderName::from_static("x-request-id");
     let mut router = router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
@@ -249,8 +191,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(layers::not_found_for_nul_in_path))
         .layer(axum::middleware::from_fn(layers::record_metrics))
         .layer(axum::extract::DefaultBodyLimit::max(settings.body_limit))
-        .layer(RequestBodyLimitLayer::new(settings.body_limit))
-        .layer(CompressionLayer::new());
+        .layer(RequestBodyLimitLayer::new(settings.body_limit));
     if let Some(cors) = cors(&settings.cors_allowed_origins) {
         router = router.layer(cors);
     }
@@ -261,6 +202,9 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(layers::problem_for_bare_errors))
         .layer(CatchPanicLayer::new())
+        // Outside every layer that makes or rewrites a body (problem documents for bare
+        // errors, caught panics, timeouts), so what it compresses is what the client gets.
+        .layer(CompressionLayer::new())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http()

@@ -18,7 +18,8 @@ pub struct PageParams {
     /// Items per page, 1–500 (default 50).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (a cursor of another list is refused).
+    #[param(pattern = "^[A-Za-z0-9_-]+$", min_length = 1, max_length = 2048)]
     pub cursor: Option<String>,
 }
 

@@ -264,13 +264,23 @@ pub fn problem_response(kind: ProblemType, detail: String, errors: Vec<InvalidFi
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let unauthorized = self.kind == ProblemType::Unauthorized;
-        let mut response = problem_response(self.kind, self.detail, self.errors);
-        if unauthorized {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer realm="slipway""#),
-            );
+        let kind = self.kind;
+        let mut response = problem_response(kind, self.detail, self.errors);
+        match kind {
+            ProblemType::Unauthorized => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="slipway""#),
+                );
+            }
+            // The document promises a wait with every 503 (crate::openapi).
+            ProblemType::Unavailable => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(crate::openapi::UNAVAILABLE_RETRY_AFTER_SECS),
+                );
+            }
+            _ => {}
         }
         response
     }

@@ -151,3 +151,81 @@ async fn cors_is_off_by_default_and_allows_configured_origins(pool: PgPool) {
         .await;
     assert_eq!(other.header("access-control-allow-origin"), None);
 }
+
+/// The body of `answer` as the client reads it: gunzipped when it says it is gzip.
+fn decoded(encoding: Option<&str>, bytes: &[u8]) -> Result<String, String> {
+    use std::io::Read;
+    match encoding {
+        None => String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string()),
+        Some("gzip") => {
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(bytes)
+                .read_to_string(&mut text)
+                .map_err(|e| format!("not gzip: {e}"))?;
+            Ok(text)
+        }
+        Some(other) => Err(format!("unexpected content-encoding {other}")),
+    }
+}
+
+/// Every answer a client asks to have gzipped decodes, errors included: the framework's own
+/// refusals (a query parameter given twice is refused by the query extractor, in plain text)
+/// are turned into problem documents *before* compression, never after it (which sent a
+/// plain body labelled `content-encoding: gzip`).
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn gzipped_answers_decode_errors_included(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.post_json("/v1/apps", &serde_json::json!({"name": "web"}))
+        .await;
+    let id = "0190a4c2-0000-7000-8000-000000000000";
+    for path in [
+        "/v1/apps",
+        "/v1/clusters",
+        "/v1/apps/web/environments",
+        "/v1/apps/web/role-bindings",
+        "/v1/apps/web/triggers",
+        "/v1/deployments",
+        "/v1/audit",
+        &format!("/v1/deployments/{id}/events"),
+    ] {
+        for query in ["", "?limit=1&limit=2", "?cursor=a&cursor=b"] {
+            let answer = app
+                .request(Method::GET, &format!("{path}{query}"))
+                .header("accept-encoding", "gzip")
+                .send()
+                .await
+                .expect("send");
+            let status = answer.status();
+            let encoding = answer
+                .headers()
+                .get("content-encoding")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let bytes = answer.bytes().await.expect("read the body");
+            let text = decoded(encoding.as_deref(), &bytes)
+                .unwrap_or_else(|e| panic!("GET {path}{query} ({status}): {e}"));
+            let body: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("GET {path}{query} ({status}): {e}: {text}"));
+            assert!(
+                status.is_success() || body["type"].is_string(),
+                "GET {path}{query} ({status}): {text}"
+            );
+        }
+    }
+}
+
+/// A database that cannot be reached answers 503 with the `Retry-After` the document
+/// promises, not a bare 503 a client cannot pace its retries by.
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn an_unavailable_database_answers_503_with_retry_after(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    pool.close().await;
+    for path in ["/v1/apps", "/readyz"] {
+        let answer = app.get(path).await;
+        answer.assert_problem(503, "unavailable");
+        let wait = answer
+            .header("retry-after")
+            .and_then(|s| s.parse::<u64>().ok());
+        assert!(wait.is_some_and(|s| s >= 1), "{path}: Retry-After {wait:?}");
+    }
+}

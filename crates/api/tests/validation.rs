@@ -338,3 +338,19 @@ async fn nul_characters_are_refused_before_they_reach_the_database(pool: PgPool)
         .assert_invalid_parameter("cursor");
     assert_eq!(app.get("/v1/apps/web").await.status.as_u16(), 200);
 }
+
+/// A query the framework cannot parse (a parameter given twice) is a 422 naming the
+/// parameter, like every other invalid parameter, not a plain-text 400.
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_query_parameter_given_twice_is_named(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    for (path, parameter) in [
+        ("/v1/apps?limit=1&limit=2", "limit"),
+        ("/v1/deployments?cursor=a&cursor=b", "cursor"),
+        ("/v1/audit?limit=5&limit=6", "limit"),
+    ] {
+        let answer = app.get(path).await;
+        answer.assert_problem(422, "validation-failed");
+        answer.assert_invalid_parameter(parameter);
+    }
+}

@@ -60,6 +60,20 @@ impl FromStr for Role {
 /// Longest subject or group name a binding takes.
 pub const MAX_PRINCIPAL_LEN: usize = 256;
 
+/// The schema of a binding's subject or group in the API's description: what
+/// [`NewRoleBinding::validate`] accepts (1-256 bytes, not blank, no control characters).
+#[cfg(feature = "openapi")]
+pub fn principal_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    const CONTROL: &str = "\\u0000-\\u001f\\u007f-\\u009f";
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_PRINCIPAL_LEN))
+        .pattern(Some(format!("^[^{CONTROL}]*[^\\s{CONTROL}][^{CONTROL}]*$")))
+        .build()
+}
+
 /// The body of `POST /v1/apps/{app}/role-bindings`: exactly one of `subject` and `group`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -67,13 +81,16 @@ pub const MAX_PRINCIPAL_LEN: usize = 256;
 pub struct NewRoleBinding {
     /// A token's `sub`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = principal_schema))]
     pub subject: Option<String>,
     /// One of a token's `groups`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = principal_schema))]
     pub group: Option<String>,
     pub role: Role,
     /// Only this environment of the app; every environment when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::names::name_schema))]
     pub environment: Option<String>,
 }
 

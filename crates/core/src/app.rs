@@ -13,8 +13,10 @@ pub const MAX_DESCRIPTION_LEN: usize = 1_000;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewApp {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::names::name_schema))]
     pub name: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub description: String,
 }
 
@@ -33,6 +35,7 @@ impl NewApp {
 #[serde(deny_unknown_fields)]
 pub struct AppPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub description: Option<String>,
 }
 

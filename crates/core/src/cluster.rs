@@ -33,6 +33,7 @@ impl ClusterKind {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::names::name_schema))]
     pub name: String,
     pub kind: ClusterKind,
     /// Path of the kubeconfig file on the Slipway server (kind `kubernetes` only).

@@ -216,6 +216,7 @@ impl Source {
 #[serde(deny_unknown_fields)]
 pub struct DeploymentRequest {
     /// OCI image reference pinned by tag and/or digest.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub image: String,
     /// Version label (default: the image tag, else the digest's first 12 hex digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -22,8 +22,10 @@ pub const MAX_PROGRESS_DEADLINE: DurationSpec = DurationSpec::from_secs(86_400);
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentSpec {
     /// Name of a registered cluster.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::names::name_schema))]
     pub cluster: String,
     /// Kubernetes namespace of the workload.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::names::name_schema))]
     pub namespace: String,
     pub workload: Workload,
     /// Strategy used when a deployment does not bring its own.
@@ -69,12 +71,16 @@ impl EnvironmentSpec {
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     /// Base name of the Deployment and Services Slipway manages.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::names::name_schema))]
     pub name: String,
     /// The container whose image is replaced.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::names::name_schema))]
     pub container: String,
     /// Desired replicas of the serving version.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub replicas: u32,
     /// Container port the Services target.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub port: u16,
     /// Extra labels on the pods (the Deployment's pod template), e.g. `team: payments`.
     /// Kubernetes label syntax; the labels Slipway sets itself (`app.kubernetes.io/name`,

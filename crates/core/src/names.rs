@@ -15,6 +15,25 @@ pub fn check_name(v: &mut Violations, pointer: &str, value: &str) {
     }
 }
 
+/// [`dns_label`] as a regular expression, for the API's description of names.
+pub const NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+/// The schema of a name in the API's description (`schema(schema_with = name_schema)`):
+/// what [`dns_label`] accepts, so a client (and a fuzzer) knows it before it sends one.
+#[cfg(feature = "openapi")]
+pub fn name_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_NAME_LEN))
+        .pattern(Some(NAME_PATTERN))
+        .description(Some(
+            "A DNS-1123 label: 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit",
+        ))
+        .build()
+}
+
 /// The reason `value` is not a DNS-1123 label, if it is not one.
 pub fn dns_label(value: &str) -> Result<(), String> {
     if value.is_empty() {

@@ -167,6 +167,7 @@ pub struct NewTrigger {
     #[serde(default)]
     pub image: Option<String>,
     /// The app's environment to deploy to.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::names::name_schema))]
     pub environment: String,
     /// `push`, `release`, `workflow_run` and `pipeline` triggers: also deploy a delivery whose
     /// commit (a release: its publication) is older than that of the deployment the trigger

@@ -1,7 +1,7 @@
 //! `/v1/apps`
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use slipway_core::{App, AppPatch, NewApp, Role};
@@ -9,16 +9,16 @@ use slipway_engine::intake;
 use slipway_store::{Revisioned, apps};
 
 use crate::auth::audit::AuditContext;
-use crate::extract::{IdempotencyKey, IfMatch, JsonBody, Principal, etag};
+use crate::extract::{IdempotencyKey, IfMatch, JsonBody, Principal, Query, etag};
 use crate::idempotency::{self, KeyedRequest, Written};
 use crate::pagination::{CursorKind, List, PageParams};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
 /// Create an app.
-#[utoipa::path(post, path = "/v1/apps", tag = "apps",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a replay returns the stored response.")),
-    request_body = NewApp,
+#[utoipa::path(post, path = "/v1/apps", operation_id = "createApp", tag = "apps",
+    params(IdempotencyKey),
+    request_body(content = NewApp, example = json!({"name": "web", "description": "storefront"})),
     responses(
         (status = 201, description = "Created", body = App, headers(("Location" = String), ("ETag" = String))),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
@@ -56,7 +56,7 @@ pub async fn create(
 }
 
 /// List apps by name.
-#[utoipa::path(get, path = "/v1/apps", tag = "apps",
+#[utoipa::path(get, path = "/v1/apps", operation_id = "listApps", tag = "apps",
     params(PageParams),
     responses(
         (status = 200, description = "A page of apps", body = List<App>),
@@ -81,7 +81,7 @@ pub async fn list(
 }
 
 /// Get an app; its `ETag` guards updates.
-#[utoipa::path(get, path = "/v1/apps/{app}", tag = "apps",
+#[utoipa::path(get, path = "/v1/apps/{app}", operation_id = "getApp", tag = "apps",
     params(("app" = String, Path, description = "App name")),
     responses(
         (status = 200, description = "The app", body = App, headers(("ETag" = String))),
@@ -101,10 +101,10 @@ pub async fn get(
 }
 
 /// Change an app's description (`If-Match` optional).
-#[utoipa::path(patch, path = "/v1/apps/{app}", tag = "apps",
+#[utoipa::path(patch, path = "/v1/apps/{app}", operation_id = "updateApp", tag = "apps",
     params(("app" = String, Path, description = "App name"),
-           ("If-Match" = Option<String>, Header, description = "ETag the change is based on")),
-    request_body = AppPatch,
+           IfMatch),
+    request_body(content = AppPatch, example = json!({"description": "storefront (EU)"})),
     responses(
         (status = 200, description = "Changed", body = App, headers(("ETag" = String))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
@@ -129,9 +129,9 @@ pub async fn update(
 }
 
 /// Delete an app with its environments (refused while a deployment of it is unfinished).
-#[utoipa::path(delete, path = "/v1/apps/{app}", tag = "apps",
+#[utoipa::path(delete, path = "/v1/apps/{app}", operation_id = "deleteApp", tag = "apps",
     params(("app" = String, Path, description = "App name"),
-           ("If-Match" = Option<String>, Header, description = "ETag the deletion is based on")),
+           IfMatch),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such app", body = Problem, content_type = "application/problem+json"),

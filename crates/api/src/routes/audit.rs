@@ -1,13 +1,14 @@
 //! `GET /v1/audit`: the audit trail of mutating requests (bootstrap admins only).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use slipway_store::audit;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::extract::Principal;
+use crate::extract::Query;
 use crate::pagination::{CursorKind, List, PageParams};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
@@ -35,7 +36,7 @@ pub struct AuditQuery {
 }
 
 /// The audit trail, newest first.
-#[utoipa::path(get, path = "/v1/audit", tag = "access",
+#[utoipa::path(get, path = "/v1/audit", operation_id = "listAuditEntries", tag = "access",
     params(AuditQuery, PageParams),
     responses(
         (status = 200, description = "A page of audit entries", body = List<AuditEntry>),

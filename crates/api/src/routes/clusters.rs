@@ -1,7 +1,7 @@
 //! `/v1/clusters`
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use slipway_core::{Cluster, ClusterDetail, ClusterSpec};
 use slipway_engine::intake;
@@ -9,16 +9,16 @@ use slipway_store::clusters;
 use slipway_store::rollouts::ClusterRef;
 
 use crate::auth::audit::AuditContext;
-use crate::extract::{IdempotencyKey, JsonBody, Principal};
+use crate::extract::{IdempotencyKey, JsonBody, Principal, Query};
 use crate::idempotency::{self, KeyedRequest, Written};
 use crate::pagination::{CursorKind, List, PageParams};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
 /// Register a cluster.
-#[utoipa::path(post, path = "/v1/clusters", tag = "clusters",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a replay returns the stored response.")),
-    request_body = ClusterSpec,
+#[utoipa::path(post, path = "/v1/clusters", operation_id = "createCluster", tag = "clusters",
+    params(IdempotencyKey),
+    request_body(content = ClusterSpec, example = json!({"name": "prod-eu", "kind": "kubernetes", "kubeconfig_path": "/etc/slipway/kubeconfig", "context": "prod-eu"})),
     responses(
         (status = 201, description = "Registered", body = Cluster, headers(("Location" = String, description = "URL of the cluster"))),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
@@ -53,7 +53,7 @@ pub async fn create(
 }
 
 /// List clusters by name.
-#[utoipa::path(get, path = "/v1/clusters", tag = "clusters",
+#[utoipa::path(get, path = "/v1/clusters", operation_id = "listClusters", tag = "clusters",
     params(PageParams),
     responses(
         (status = 200, description = "A page of clusters", body = List<Cluster>),
@@ -76,7 +76,7 @@ pub async fn list(
 /// `status` comes from asking the cluster's API server for its version (Kubernetes
 /// `GET /version`) with a 3 s timeout; a simulated cluster is always reachable and has no
 /// version. Credentials are never part of the answer.
-#[utoipa::path(get, path = "/v1/clusters/{cluster}", tag = "clusters",
+#[utoipa::path(get, path = "/v1/clusters/{cluster}", operation_id = "getCluster", tag = "clusters",
     params(("cluster" = String, Path, description = "Cluster name")),
     responses(
         (status = 200, description = "The cluster and its reachability", body = ClusterDetail),

@@ -42,11 +42,11 @@ pub struct CommandAccepted {
 /// release progress; `abort` returns traffic and replicas to the previous version (and cancels
 /// a queued deployment); `rollback` does the same, recorded as a rollback; `retry` starts a
 /// failed or rolled-back deployment again as a new attempt.
-#[utoipa::path(post, path = "/v1/deployments/{id}/{command}", tag = "deployments",
+#[utoipa::path(post, path = "/v1/deployments/{id}/{command}", operation_id = "sendDeploymentCommand", tag = "deployments",
     params(("id" = String, Path, description = "Deployment id"),
            ("command" = CommandKind, Path, description = "The command"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a replay returns the stored response.")),
-    request_body(content = Option<CommandRequest>, description = "Optional; `{}` or no body at all"),
+           IdempotencyKey),
+    request_body(content = Option<CommandRequest>, description = "Optional; `{}` or no body at all", example = json!({"reason": "metrics look good"})),
     responses(
         (status = 202, description = "Recorded; the engine applies it", body = CommandAccepted),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),

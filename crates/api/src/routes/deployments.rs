@@ -1,7 +1,7 @@
 //! `/v1/apps/{app}/environments/{env}/deployments` and `/v1/deployments`
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -14,19 +14,19 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::auth::audit::{AuditContext, AuditWritten};
-use crate::extract::{IdempotencyKey, JsonBody, Principal};
+use crate::extract::{IdempotencyKey, JsonBody, Principal, Query};
 use crate::pagination::{CursorKind, List, PageParams};
 use crate::problem::{ApiError, Problem, ProblemType};
 use crate::routes::streams;
 use crate::state::AppState;
 
 /// Request a deployment of a new version to an environment; it is recorded as `queued`.
-#[utoipa::path(post, path = "/v1/apps/{app}/environments/{env}/deployments", tag = "deployments",
+#[utoipa::path(post, path = "/v1/apps/{app}/environments/{env}/deployments", operation_id = "createDeployment", tag = "deployments",
     params(("app" = String, Path, description = "App name"),
            ("env" = String, Path, description = "Environment name"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a replay returns the stored response."),
-           ("traceparent" = Option<String>, Header, description = "W3C trace context; stored so the deployment joins the caller's trace.")),
-    request_body = DeploymentRequest,
+           IdempotencyKey,
+           ("traceparent" = Option<String>, Header, pattern = "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$", description = "W3C trace context; stored so the deployment joins the caller's trace (ignored unless of the version 00 form).")),
+    request_body(content = DeploymentRequest, example = json!({"image": "ghcr.io/acme/web:1.4.2", "version": "1.4.2", "reason": "release 1.4.2", "source": {"commit": "3f2a9c1", "repository": "acme/web", "user": "alice"}})),
     responses(
         (status = 201, description = "Recorded as queued", body = Deployment, headers(("Location" = String))),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
@@ -145,8 +145,10 @@ fn is_traceparent(value: &str) -> bool {
 #[into_params(parameter_in = Query)]
 pub struct DeploymentQuery {
     /// Only deployments of this app.
+    #[param(schema_with = slipway_core::names::name_schema)]
     pub app: Option<String>,
     /// Only deployments to environments of this name.
+    #[param(schema_with = slipway_core::names::name_schema)]
     pub environment: Option<String>,
     /// Only deployments in these statuses (comma-separated).
     pub status: Option<String>,
@@ -177,7 +179,7 @@ impl DeploymentQuery {
 }
 
 /// List deployments, newest first.
-#[utoipa::path(get, path = "/v1/deployments", tag = "deployments",
+#[utoipa::path(get, path = "/v1/deployments", operation_id = "listDeployments", tag = "deployments",
     params(DeploymentQuery, PageParams),
     responses(
         (status = 200, description = "A page of deployments", body = List<Deployment>),
@@ -209,7 +211,7 @@ fn deployment_id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 /// Get a deployment.
-#[utoipa::path(get, path = "/v1/deployments/{id}", tag = "deployments",
+#[utoipa::path(get, path = "/v1/deployments/{id}", operation_id = "getDeployment", tag = "deployments",
     params(("id" = String, Path, description = "Deployment id")),
     responses(
         (status = 200, description = "The deployment", body = Deployment),
@@ -230,8 +232,8 @@ pub async fn get(
 
 /// A deployment's events in order: a JSON page, or a live stream with
 /// `Accept: text/event-stream` (resumable with `Last-Event-ID`).
-#[utoipa::path(get, path = "/v1/deployments/{id}/events", tag = "deployments",
-    params(("id" = String, Path, description = "Deployment id"), PageParams),
+#[utoipa::path(get, path = "/v1/deployments/{id}/events", operation_id = "listDeploymentEvents", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id"), PageParams, streams::LastEventId),
     responses(
         (status = 200, description = "A page of events, oldest first; or, for text/event-stream, the events as they happen (each event's data is a DeploymentEvent, its id the seq)",
             content((List<DeploymentEvent> = "application/json"), (DeploymentEvent = "text/event-stream"))),

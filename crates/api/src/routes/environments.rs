@@ -1,7 +1,7 @@
 //! `/v1/apps/{app}/environments`
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use slipway_core::{Environment, EnvironmentSpec, Role};
@@ -9,18 +9,26 @@ use slipway_engine::intake;
 use slipway_store::{apps, environments};
 
 use crate::auth::audit::AuditContext;
-use crate::extract::{IfMatch, JsonBody, Principal};
+use crate::extract::{IfMatch, JsonBody, Principal, Query};
 use crate::pagination::{CursorKind, List, PageParams};
 use crate::problem::{ApiError, Problem};
 use crate::routes::apps::with_etag;
 use crate::state::AppState;
 
 /// Create or replace an environment (`If-Match` optional; `*` requires that it exists).
-#[utoipa::path(put, path = "/v1/apps/{app}/environments/{env}", tag = "environments",
+#[utoipa::path(put, path = "/v1/apps/{app}/environments/{env}", operation_id = "putEnvironment", tag = "environments",
     params(("app" = String, Path, description = "App name"),
            ("env" = String, Path, description = "Environment name"),
-           ("If-Match" = Option<String>, Header, description = "ETag the change is based on")),
-    request_body = EnvironmentSpec,
+           IfMatch),
+    request_body(content = EnvironmentSpec, example = json!({
+        "cluster": "prod-eu", "namespace": "web",
+        "workload": {"name": "web", "container": "web", "replicas": 4, "port": 8080},
+        "strategy": {"type": "canary",
+                     "steps": [{"set_weight": 10}, {"pause": {"duration": "5m"}}, {"set_weight": 50}, {"pause": {}}],
+                     "traffic": {"router": "replicas"}},
+        "progress_deadline": "10m",
+        "approval": {"required": true, "distinct_approver": true},
+        "supersede_queued": true})),
     responses(
         (status = 200, description = "Replaced", body = Environment, headers(("ETag" = String))),
         (status = 201, description = "Created", body = Environment, headers(("ETag" = String), ("Location" = String))),
@@ -59,7 +67,7 @@ pub async fn put(
 }
 
 /// List an app's environments by name.
-#[utoipa::path(get, path = "/v1/apps/{app}/environments", tag = "environments",
+#[utoipa::path(get, path = "/v1/apps/{app}/environments", operation_id = "listEnvironments", tag = "environments",
     params(("app" = String, Path, description = "App name"), PageParams),
     responses(
         (status = 200, description = "A page of environments", body = List<Environment>),
@@ -82,7 +90,7 @@ pub async fn list(
 }
 
 /// Get an environment; its `ETag` guards updates.
-#[utoipa::path(get, path = "/v1/apps/{app}/environments/{env}", tag = "environments",
+#[utoipa::path(get, path = "/v1/apps/{app}/environments/{env}", operation_id = "getEnvironment", tag = "environments",
     params(("app" = String, Path, description = "App name"),
            ("env" = String, Path, description = "Environment name")),
     responses(

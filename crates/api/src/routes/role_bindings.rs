@@ -1,7 +1,7 @@
 //! `/v1/apps/{app}/role-bindings`: who holds which role in an app (admin of the app only).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use slipway_core::{NewRoleBinding, Role, RoleBinding};
@@ -10,7 +10,7 @@ use slipway_store::{apps, role_bindings};
 use uuid::Uuid;
 
 use crate::auth::audit::AuditContext;
-use crate::extract::{JsonBody, Principal};
+use crate::extract::{JsonBody, Principal, Query};
 use crate::pagination::{CursorKind, List, PageParams};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
@@ -20,9 +20,9 @@ use crate::state::AppState;
 /// Roles: `viewer < deployer < approver < admin`. A caller's role in an environment is the
 /// highest of their bindings for the app as a whole, for that environment, and those of their
 /// groups.
-#[utoipa::path(post, path = "/v1/apps/{app}/role-bindings", tag = "access",
+#[utoipa::path(post, path = "/v1/apps/{app}/role-bindings", operation_id = "createRoleBinding", tag = "access",
     params(("app" = String, Path, description = "App name")),
-    request_body = NewRoleBinding,
+    request_body(content = NewRoleBinding, example = json!({"subject": "bob", "role": "approver", "environment": "prod"})),
     responses(
         (status = 201, description = "Bound", body = RoleBinding, headers(("Location" = String))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
@@ -58,7 +58,7 @@ pub async fn create(
 }
 
 /// List the app's role bindings, oldest first.
-#[utoipa::path(get, path = "/v1/apps/{app}/role-bindings", tag = "access",
+#[utoipa::path(get, path = "/v1/apps/{app}/role-bindings", operation_id = "listRoleBindings", tag = "access",
     params(("app" = String, Path, description = "App name"), PageParams),
     responses(
         (status = 200, description = "A page of role bindings", body = List<RoleBinding>),
@@ -83,7 +83,7 @@ pub async fn list(
 }
 
 /// Remove a role binding.
-#[utoipa::path(delete, path = "/v1/apps/{app}/role-bindings/{id}", tag = "access",
+#[utoipa::path(delete, path = "/v1/apps/{app}/role-bindings/{id}", operation_id = "deleteRoleBinding", tag = "access",
     params(("app" = String, Path, description = "App name"),
            ("id" = String, Path, description = "Role binding id")),
     responses(

@@ -47,6 +47,26 @@ struct Cursor {
     pool: PgPool,
 }
 
+/// The `Last-Event-ID` header as the document describes it (`params(LastEventId)`).
+#[derive(Debug)]
+pub struct LastEventId;
+
+impl utoipa::IntoParams for LastEventId {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        vec![crate::extract::header_parameter(
+            "Last-Event-ID",
+            "Resume after this event id (the `id` of the last event received).",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[0-9]{1,18}$")),
+            None,
+        )]
+    }
+}
+
 /// The `Last-Event-ID` a client resumes from.
 pub fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     match headers.get("last-event-id") {
@@ -151,8 +171,8 @@ fn sse_event(id: i64, event: &DeploymentEvent) -> Event {
 /// Every deployment's events as they happen (Server-Sent Events).
 ///
 /// Without `Last-Event-ID` the feed starts with the next event; with it, right after that one.
-#[utoipa::path(get, path = "/v1/events", tag = "deployments",
-    params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+#[utoipa::path(get, path = "/v1/events", operation_id = "streamEvents", tag = "deployments",
+    params(LastEventId),
     responses(
         (status = 200, description = "An event stream; each event's data is a DeploymentEvent", body = DeploymentEvent, content_type = "text/event-stream"),
         (status = 400, description = "Invalid Last-Event-ID", body = Problem, content_type = "application/problem+json"),

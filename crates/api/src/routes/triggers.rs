@@ -1,7 +1,7 @@
 //! `/v1/apps/{app}/triggers`: which CI event deploys what where. Secrets are write-only.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use slipway_core::{NewTrigger, Role, Trigger};
@@ -10,7 +10,7 @@ use slipway_store::{apps, triggers};
 use uuid::Uuid;
 
 use crate::auth::audit::AuditContext;
-use crate::extract::{IdempotencyKey, JsonBody, Principal};
+use crate::extract::{IdempotencyKey, JsonBody, Principal, Query};
 use crate::idempotency::{self, KeyedRequest, Written};
 use crate::pagination::{CursorKind, List, PageParams};
 use crate::problem::{ApiError, Problem};
@@ -34,10 +34,13 @@ fn write_only_digest(
 }
 
 /// Create a trigger. Its `secret` is sealed at rest and never returned.
-#[utoipa::path(post, path = "/v1/apps/{app}/triggers", tag = "triggers",
+#[utoipa::path(post, path = "/v1/apps/{app}/triggers", operation_id = "createTrigger", tag = "triggers",
     params(("app" = String, Path, description = "App name"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a replay returns the stored response.")),
-    request_body = NewTrigger,
+           IdempotencyKey),
+    request_body(content = NewTrigger, example = json!({
+        "source": "github", "event": "push", "repository": "acme/web", "branch": "main",
+        "image": "ghcr.io/acme/web:${sha}", "environment": "prod",
+        "secret": "a-webhook-secret-of-16-or-more"})),
     responses(
         (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin of the app", body = Problem, content_type = "application/problem+json"),
@@ -79,7 +82,7 @@ pub async fn create(
 }
 
 /// List an app's triggers, oldest first.
-#[utoipa::path(get, path = "/v1/apps/{app}/triggers", tag = "triggers",
+#[utoipa::path(get, path = "/v1/apps/{app}/triggers", operation_id = "listTriggers", tag = "triggers",
     params(("app" = String, Path, description = "App name"), PageParams),
     responses(
         (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
@@ -104,7 +107,7 @@ pub async fn list(
 }
 
 /// Get a trigger (without its secret).
-#[utoipa::path(get, path = "/v1/apps/{app}/triggers/{id}", tag = "triggers",
+#[utoipa::path(get, path = "/v1/apps/{app}/triggers/{id}", operation_id = "getTrigger", tag = "triggers",
     params(("app" = String, Path, description = "App name"),
            ("id" = String, Path, description = "Trigger id")),
     responses(
@@ -125,7 +128,7 @@ pub async fn get(
 }
 
 /// Delete a trigger: its webhooks no longer verify or deploy.
-#[utoipa::path(delete, path = "/v1/apps/{app}/triggers/{id}", tag = "triggers",
+#[utoipa::path(delete, path = "/v1/apps/{app}/triggers/{id}", operation_id = "deleteTrigger", tag = "triggers",
     params(("app" = String, Path, description = "App name"),
            ("id" = String, Path, description = "Trigger id")),
     responses(

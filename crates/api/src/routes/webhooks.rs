@@ -6,11 +6,12 @@
 //! secret verifies it, 429 when the app's deliveries are over their rate limit.
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use slipway_core::DeliveryAccepted;
 
+use crate::extract::Query;
 use crate::problem::Problem;
 use crate::state::AppState;
 use crate::webhook::generic::GenericDelivery;
@@ -35,12 +36,12 @@ fn counted(
 }
 
 /// Receive a GitHub webhook (`deployment`, `release`, `workflow_run`, `push`, `ping`).
-#[utoipa::path(post, path = "/v1/webhooks/github", tag = "webhooks",
+#[utoipa::path(post, path = "/v1/webhooks/github", operation_id = "receiveGithubWebhook", tag = "webhooks",
     params(WebhookQuery,
-        ("X-Hub-Signature-256" = String, Header, description = "sha256=<hex HMAC-SHA256 of the raw body under the trigger's secret>"),
-        ("X-GitHub-Event" = String, Header, description = "The event"),
-        ("X-GitHub-Delivery" = String, Header, description = "The delivery id; a redelivery creates nothing new")),
-    request_body(content = serde_json::Value, description = "GitHub's event payload", content_type = "application/json"),
+        ("X-Hub-Signature-256" = String, Header, pattern = "^sha256=[0-9a-fA-F]{64}$", description = "sha256=<hex HMAC-SHA256 of the raw body under the trigger's secret>"),
+        ("X-GitHub-Event" = String, Header, min_length = 1, description = "The event"),
+        ("X-GitHub-Delivery" = String, Header, pattern = "^[!-~]{1,255}$", description = "The delivery id; a redelivery creates nothing new")),
+    request_body(content = serde_json::Value, description = "GitHub's event payload", content_type = "application/json", example = json!({"ref": "refs/heads/main", "after": "3f2a9c1e8b7d6c5a4f3e2d1c0b9a8f7e6d5c4b3a", "repository": {"full_name": "acme/web"}, "sender": {"login": "alice"}})),
     responses(
         (status = 202, description = "Deployments recorded", body = DeliveryAccepted),
         (status = 204, description = "Nothing to do; the reason is in the Slipway-Reason header", headers(("Slipway-Reason" = String))),
@@ -64,13 +65,13 @@ pub async fn github(
 }
 
 /// Receive a GitLab webhook (pipeline success, tag push).
-#[utoipa::path(post, path = "/v1/webhooks/gitlab", tag = "webhooks",
+#[utoipa::path(post, path = "/v1/webhooks/gitlab", operation_id = "receiveGitlabWebhook", tag = "webhooks",
     params(WebhookQuery,
-        ("X-Gitlab-Token" = Option<String>, Header, description = "The trigger's secret token"),
-        ("webhook-signature" = Option<String>, Header, description = "Standard Webhooks signature (with webhook-id and webhook-timestamp), for a trigger whose secret is a whsec_ signing token"),
-        ("X-Gitlab-Event" = String, Header, description = "Pipeline Hook or Tag Push Hook"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Delivery id (else webhook-id or X-Gitlab-Event-UUID)")),
-    request_body(content = serde_json::Value, description = "GitLab's event payload", content_type = "application/json"),
+        ("X-Gitlab-Token" = Option<String>, Header, min_length = 1, description = "The trigger's secret token"),
+        ("webhook-signature" = Option<String>, Header, min_length = 1, description = "Standard Webhooks signature (with webhook-id and webhook-timestamp), for a trigger whose secret is a whsec_ signing token"),
+        ("X-Gitlab-Event" = String, Header, min_length = 1, description = "Pipeline Hook or Tag Push Hook"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Delivery id (else webhook-id or X-Gitlab-Event-UUID)")),
+    request_body(content = serde_json::Value, description = "GitLab's event payload", content_type = "application/json", example = json!({"object_kind": "pipeline", "object_attributes": {"status": "success", "ref": "main", "sha": "3f2a9c1e8b7d6c5a4f3e2d1c0b9a8f7e6d5c4b3a"}, "project": {"path_with_namespace": "acme/web"}, "user": {"username": "alice"}})),
     responses(
         (status = 202, description = "Deployments recorded", body = DeliveryAccepted),
         (status = 204, description = "Nothing to do; the reason is in the Slipway-Reason header", headers(("Slipway-Reason" = String))),
@@ -94,12 +95,12 @@ pub async fn gitlab(
 }
 
 /// Receive a generic webhook signed by the Standard Webhooks scheme.
-#[utoipa::path(post, path = "/v1/webhooks/generic", tag = "webhooks",
+#[utoipa::path(post, path = "/v1/webhooks/generic", operation_id = "receiveGenericWebhook", tag = "webhooks",
     params(WebhookQuery,
-        ("webhook-id" = String, Header, description = "The delivery id"),
-        ("webhook-timestamp" = String, Header, description = "Unix seconds; within 5 minutes of now"),
-        ("webhook-signature" = String, Header, description = "v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">, space-separated")),
-    request_body = GenericDelivery,
+        ("webhook-id" = String, Header, pattern = "^[!-~]{1,255}$", description = "The delivery id"),
+        ("webhook-timestamp" = String, Header, pattern = "^[0-9]{1,19}$", description = "Unix seconds; within 5 minutes of now"),
+        ("webhook-signature" = String, Header, min_length = 1, description = "v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">, space-separated")),
+    request_body(content = GenericDelivery, example = json!({"app": "web", "environment": "prod", "image": "ghcr.io/acme/web:1.4.2", "metadata": {"commit": "3f2a9c1", "repository": "acme/web", "user": "alice"}})),
     responses(
         (status = 202, description = "Deployment recorded", body = DeliveryAccepted),
         (status = 204, description = "No generic trigger deploys to that environment; see Slipway-Reason", headers(("Slipway-Reason" = String))),

@@ -21,9 +21,12 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct GenericDelivery {
     /// Must be the app of `?app=`.
+    #[schema(schema_with = slipway_core::names::name_schema)]
     pub app: String,
+    #[schema(schema_with = slipway_core::names::name_schema)]
     pub environment: String,
     /// OCI image reference pinned by tag and/or digest.
+    #[schema(min_length = 1)]
     pub image: String,
     /// Version label (default: the image tag).
     #[serde(default)]

@@ -34,7 +34,7 @@ pub const REASON_HEADER: &str = "slipway-reason";
 #[into_params(parameter_in = Query)]
 pub struct WebhookQuery {
     /// The app whose triggers the delivery is for (its triggers hold the secrets).
-    #[param(required = true)]
+    #[param(required = true, schema_with = slipway_core::names::name_schema)]
     pub app: Option<String>,
 }
 
