@@ -464,3 +464,29 @@ fn commands_in_every_state() {
     assert_eq!(run.state.outcome, Some(Outcome::RolledBack));
     assert_eq!(run.accepted("bob"), vec![Retry]);
 }
+
+/// A first canary deploy goes straight to full size, so with approval required it waits for
+/// it before anything is applied (not even the first step's canary).
+#[test]
+fn approval_gates_a_first_deploy() {
+    let mut run = Run::new(
+        canary(json!([{"set_weight": 10}, {"pause": {}}]), gateway()),
+        Cluster::empty(),
+    );
+    run.spec.approval.required = true;
+    run.spec.approval.distinct_approver = true;
+    let d = run.tick();
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
+    assert_eq!(run.status(), DeploymentStatus::Paused);
+    run.advance(3600);
+    assert!(run.tick().actions.is_empty());
+    assert!(run.cluster.obs.workloads.is_empty());
+    assert_eq!(run.accepted(REQUESTER), vec![Abort, Rollback]);
+
+    let d = run.command(Approve, "bob");
+    assert_eq!(run.phase(), phase::DEPLOYING);
+    assert_eq!(d.actions, vec![apply(Stable, &v2(), REPLICAS)]);
+    run.tick_until(5, |s| s.status.is_terminal());
+    assert_eq!(run.status(), DeploymentStatus::Succeeded);
+}
