@@ -489,17 +489,9 @@ fn switching_back_scales_the_new_color_down_once_the_endpoints_leave_it() {
 #[test]
 fn approval_gates_a_first_deploy() {
     let mut run = Run::new(blue_green(json!({})), Cluster::empty());
-    run.spec.approval.required = true;
-    run.spec.approval.distinct_approver = true;
-    let d = run.tick();
-    assert!(d.actions.is_empty(), "{:?}", d.actions);
-    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
-    assert_eq!(run.status(), DeploymentStatus::Paused);
-    run.advance(3600);
-    assert!(run.tick().actions.is_empty());
+    assert_held_for_approval(&mut run);
     assert!(run.cluster.obs.workloads.is_empty());
     assert!(run.cluster.obs.services.is_empty());
-    assert_eq!(run.accepted(REQUESTER), vec![Abort, Rollback]);
 
     let d = run.command(Approve, "bob");
     assert_eq!(run.phase(), phase::DEPLOYING);

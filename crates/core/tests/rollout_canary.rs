@@ -473,16 +473,8 @@ fn approval_gates_a_first_deploy() {
         canary(json!([{"set_weight": 10}, {"pause": {}}]), gateway()),
         Cluster::empty(),
     );
-    run.spec.approval.required = true;
-    run.spec.approval.distinct_approver = true;
-    let d = run.tick();
-    assert!(d.actions.is_empty(), "{:?}", d.actions);
-    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
-    assert_eq!(run.status(), DeploymentStatus::Paused);
-    run.advance(3600);
-    assert!(run.tick().actions.is_empty());
+    assert_held_for_approval(&mut run);
     assert!(run.cluster.obs.workloads.is_empty());
-    assert_eq!(run.accepted(REQUESTER), vec![Abort, Rollback]);
 
     let d = run.command(Approve, "bob");
     assert_eq!(run.phase(), phase::DEPLOYING);

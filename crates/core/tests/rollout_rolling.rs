@@ -339,29 +339,11 @@ fn terminal_states_never_change() {
 #[test]
 fn approval_gates_a_rolling_update_before_anything_is_applied() {
     let mut run = Run::new(rolling(), Cluster::with_stable());
-    run.spec.approval.required = true;
-    run.spec.approval.distinct_approver = true;
-    let d = run.tick();
-    assert!(d.actions.is_empty(), "{:?}", d.actions);
-    assert_eq!(run.status(), DeploymentStatus::Paused);
-    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
-    assert_eq!(note_kinds(&d), vec!["awaiting_approval"]);
-    assert_eq!(
-        run.state.progress_deadline_at, None,
-        "waiting is not a lack of progress"
-    );
-
-    // Past the progress deadline: still waiting, v1 untouched.
-    run.advance(DEADLINE_SECS * 10);
-    let d = run.tick();
-    assert!(d.actions.is_empty(), "{:?}", d.actions);
-    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
+    assert_held_for_approval(&mut run);
     assert_eq!(
         run.cluster.workload(Track::Stable).unwrap().release,
         Some(v1())
     );
-    assert_eq!(run.accepted(REQUESTER), vec![Abort, Rollback]);
-    assert_eq!(run.accepted("bob"), vec![Approve, Abort, Rollback]);
 
     let d = run.command(Approve, "bob");
     assert_eq!(note_kinds(&d), vec!["approved", "step_started"]);
@@ -378,10 +360,7 @@ fn approval_gates_a_rolling_update_before_anything_is_applied() {
 #[test]
 fn approval_gates_the_first_rolling_deployment() {
     let mut run = Run::new(rolling(), Cluster::empty());
-    run.spec.approval.required = true;
-    let d = run.tick();
-    assert!(d.actions.is_empty(), "{:?}", d.actions);
-    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
+    assert_held_for_approval(&mut run);
     assert!(run.cluster.workload(Track::Stable).is_none());
 
     // Aborting at the gate leaves the cluster as it is.
