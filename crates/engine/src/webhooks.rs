@@ -5,7 +5,7 @@
 use slipway_core::trigger::MAX_TRIGGERS_PER_APP;
 use slipway_core::trigger_match::{GithubDeployment, Matched};
 use slipway_core::{
-    DeliveryAccepted, NewTrigger, Trigger, TriggerSource, TriggerSpec, TriggeredDeployment,
+    Channel, DeliveryAccepted, NewTrigger, Trigger, TriggerSource, TriggerSpec, TriggeredDeployment,
 };
 use slipway_store::deliveries::{self, DeliveryKey};
 use slipway_store::deployments::Requester;
@@ -167,14 +167,20 @@ pub async fn take(
             traceparent: None,
         };
         let environment = plan.matched.environment;
-        let deployment =
-            intake::record_deployment(conn, delivery.app, &environment, plan.matched.request, &by)
-                .await
-                .map_err(|e| match delivery.source {
-                    // A generic delivery named the image itself: its errors are the sender's.
-                    TriggerSource::Generic => e,
-                    _ => in_trigger(e, plan.trigger, &environment),
-                })?;
+        let deployment = intake::record_deployment(
+            conn,
+            delivery.app,
+            &environment,
+            plan.matched.request,
+            Channel::Delivery(delivery.source.source_kind()),
+            &by,
+        )
+        .await
+        .map_err(|e| match delivery.source {
+            // A generic delivery named the image itself: its errors are the sender's.
+            TriggerSource::Generic => e,
+            _ => in_trigger(e, plan.trigger, &environment),
+        })?;
         if let Some((repository, github)) = &plan.github {
             deliveries::link_github(
                 conn,

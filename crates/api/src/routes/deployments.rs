@@ -30,6 +30,7 @@ use crate::state::AppState;
     responses(
         (status = 201, description = "Recorded as queued", body = Deployment, headers(("Location" = String))),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Below the deployer role, or a strategy override the environment does not allow (`errors` names `/strategy`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such app or environment", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The same Idempotency-Key is in flight", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
