@@ -925,6 +925,41 @@ async fn a_principal_over_its_rate_limit_gets_429_with_retry_after(pool: PgPool)
     assert_eq!(alice.get("/v1/apps").await.status, StatusCode::OK);
 }
 
+/// The environment list shows exactly the environments a direct read would: a binding limited
+/// to staging shows staging's spec and not prod's, which a GET refuses (403).
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn the_environment_list_follows_the_rule_of_a_direct_read(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    two_apps(&app).await;
+    app.bind("web", "sam", "deployer", Some("staging")).await;
+    let sam = app.as_user("sam", &[]);
+    sam.get("/v1/apps/web/environments/prod")
+        .await
+        .assert_problem(403, "forbidden");
+    assert_eq!(
+        sam.get("/v1/apps/web/environments/staging").await.status,
+        StatusCode::OK
+    );
+    let listed = sam.get("/v1/apps/web/environments").await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    let names: Vec<&str> = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(names, ["staging"], "{}", listed.text);
+    // An app-wide viewer reads both, by list and by GET.
+    app.bind("web", "vic", "viewer", None).await;
+    let vic = app.as_user("vic", &[]);
+    let listed = vic.get("/v1/apps/web/environments").await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        vic.get("/v1/apps/web/environments/prod").await.status,
+        StatusCode::OK
+    );
+}
+
 /// The reported bypass, at the API: a deployer's strategy override on an environment that
 /// requires approval is refused unless the environment allows overrides, and is recorded.
 #[sqlx::test(migrator = "slipway_store::MIGRATOR")]
