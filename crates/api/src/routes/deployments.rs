@@ -230,7 +230,9 @@ pub async fn get(
 }
 
 /// A deployment's events in order: a JSON page, or a live stream with
-/// `Accept: text/event-stream` (resumable with `Last-Event-ID`).
+/// `Accept: text/event-stream` (resumable with `Last-Event-ID`). A stream ends when the
+/// caller's token stops being accepted, and within 5 s of the caller losing the right to
+/// read the deployment.
 #[utoipa::path(get, path = "/v1/deployments/{id}/events", tag = "deployments",
     params(("id" = String, Path, description = "Deployment id"), PageParams),
     responses(
@@ -274,7 +276,7 @@ pub async fn events(
         let after = streams::last_event_id(&headers)?.unwrap_or(0);
         let mut conn = state.pool.acquire().await?;
         deployments::get(&mut conn, id).await?;
-        let stream = streams::stream(&state, streams::Scope::Deployment(id), None, after);
+        let stream = streams::stream(&state, streams::Scope::Deployment(id), principal, after);
         return Ok(stream.into_response());
     }
     let limit = page.limit()?;
