@@ -170,6 +170,9 @@ impl SourceKind {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Source {
+    /// Set by the route a deployment came by: a request to the API may give `api` (the
+    /// default) or `cli`, and is refused (422) with any other; webhook deliveries record
+    /// `github`, `gitlab` or `webhook`.
     #[serde(default)]
     pub kind: SourceKind,
     /// Commit SHA (7–64 hex digits).

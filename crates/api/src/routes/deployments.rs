@@ -230,9 +230,10 @@ pub async fn get(
 }
 
 /// A deployment's events in order: a JSON page, or a live stream with
-/// `Accept: text/event-stream` (resumable with `Last-Event-ID`). A stream ends when the
-/// caller's token stops being accepted, and within 5 s of the caller losing the right to
-/// read the deployment.
+/// `Accept: text/event-stream` (resumable with `Last-Event-ID`).
+///
+/// A stream ends when the caller's token stops being accepted, and when the caller loses the
+/// right to read the deployment (checked before events are sent, and every 5 s).
 #[utoipa::path(get, path = "/v1/deployments/{id}/events", tag = "deployments",
     params(("id" = String, Path, description = "Deployment id"), PageParams),
     responses(

@@ -55,8 +55,10 @@ pub async fn put(
     }
 }
 
-/// List an app's environments by name: those the caller may read (a binding limited to
-/// other environments of the app does not show this one).
+/// List an app's environments by name.
+///
+/// Only those the caller may read are listed: a binding limited to other environments of
+/// the app does not show this one.
 #[utoipa::path(get, path = "/v1/apps/{app}/environments", tag = "environments",
     params(("app" = String, Path, description = "App name"), PageParams),
     responses(
