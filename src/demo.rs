@@ -1,5 +1,6 @@
 //! The demo that `slipway dev` seeds: a simulated cluster, an app and two environments, and
-//! the commands to try them.
+//! the commands to try them. Both environments let a deployment bring its own strategy
+//! (`allow_strategy_override`), so every strategy can be tried on them.
 
 use anyhow::Context;
 use slipway_core::{ClusterKind, ClusterSpec, EnvironmentSpec, NewApp};
@@ -11,13 +12,15 @@ const PROD: &str = r#"{
   "strategy": {"type": "canary",
                "steps": [{"set_weight": 25}, {"pause": {"duration": "10s"}}, {"set_weight": 50}, {"pause": {}}],
                "traffic": {"router": "replicas"}},
-  "progress_deadline": "5m"
+  "progress_deadline": "5m",
+  "allow_strategy_override": true
 }"#;
 
 const STAGING: &str = r#"{
   "cluster": "local", "namespace": "demo-staging",
   "workload": {"name": "web", "container": "web", "replicas": 2, "port": 8080},
-  "strategy": {"type": "rolling", "max_surge": "25%", "max_unavailable": 0}
+  "strategy": {"type": "rolling", "max_surge": "25%", "max_unavailable": 0},
+  "allow_strategy_override": true
 }"#;
 
 /// Registers the demo objects unless they exist.

@@ -116,7 +116,7 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
-    /// Each invalid field, for `validation-failed`.
+    /// Each invalid field, for `validation-failed`; the field refused, for a `forbidden` one.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<InvalidField>,
 }
@@ -183,11 +183,11 @@ impl ApiError {
     }
 }
 
-impl From<ValidationError> for ApiError {
-    fn from(e: ValidationError) -> Self {
-        let detail = e.to_string();
+impl ApiError {
+    /// A problem of `kind` that names each field of `e` by JSON pointer.
+    fn with_fields(kind: ProblemType, detail: String, e: ValidationError) -> Self {
         Self {
-            kind: ProblemType::ValidationFailed,
+            kind,
             detail,
             errors: e
                 .errors
@@ -199,6 +199,12 @@ impl From<ValidationError> for ApiError {
                 })
                 .collect(),
         }
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        Self::with_fields(ProblemType::ValidationFailed, e.to_string(), e)
     }
 }
 
@@ -218,6 +224,15 @@ impl From<IntakeError> for ApiError {
     fn from(e: IntakeError) -> Self {
         match e {
             IntakeError::Invalid(v) => v.into(),
+            IntakeError::Forbidden(v) => {
+                let detail = v
+                    .errors
+                    .iter()
+                    .map(|f| format!("{}: {}", f.pointer, f.detail))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Self::with_fields(ProblemType::Forbidden, detail, v)
+            }
             IntakeError::NotFound(what) => Self::not_found(what),
             IntakeError::AlreadyExists(what) => Self::new(
                 ProblemType::AlreadyExists,

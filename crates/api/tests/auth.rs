@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{ADMIN, DEPLOYMENTS, SECRET, TestApp, canary_env, token};
+use common::{ADMIN, DEPLOYMENTS, SECRET, TestApp, canary_env, overridable_env, token};
 use futures::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
@@ -1072,4 +1072,102 @@ async fn a_principal_over_its_rate_limit_gets_429_with_retry_after(pool: PgPool)
     // Two tokens a second: one is back after half a second.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(alice.get("/v1/apps").await.status, StatusCode::OK);
+}
+
+/// The environment list shows exactly the environments a direct read would: a binding limited
+/// to staging shows staging's spec and not prod's, which a GET refuses (403).
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn the_environment_list_follows_the_rule_of_a_direct_read(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    two_apps(&app).await;
+    app.bind("web", "sam", "deployer", Some("staging")).await;
+    let sam = app.as_user("sam", &[]);
+    sam.get("/v1/apps/web/environments/prod")
+        .await
+        .assert_problem(403, "forbidden");
+    assert_eq!(
+        sam.get("/v1/apps/web/environments/staging").await.status,
+        StatusCode::OK
+    );
+    let listed = sam.get("/v1/apps/web/environments").await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    let names: Vec<&str> = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(names, ["staging"], "{}", listed.text);
+    // An app-wide viewer reads both, by list and by GET.
+    app.bind("web", "vic", "viewer", None).await;
+    let vic = app.as_user("vic", &[]);
+    let listed = vic.get("/v1/apps/web/environments").await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        vic.get("/v1/apps/web/environments/prod").await.status,
+        StatusCode::OK
+    );
+}
+
+/// The reported bypass, at the API: a deployer's strategy override on an environment that
+/// requires approval is refused unless the environment allows overrides, and is recorded.
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_strategy_override_needs_the_environments_consent(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.seed().await;
+    app.bind("web", "dora", "deployer", None).await;
+    let dora = app.as_user("dora", &[]);
+    let body = json!({"image": "ghcr.io/acme/web:6.6.6", "strategy": {"type": "rolling"}});
+    let r = dora.post_json(DEPLOYMENTS, &body).await;
+    r.assert_problem(403, "forbidden");
+    assert_eq!(r.pointers(), ["/strategy"], "{}", r.text);
+    assert_eq!(app.count("deployments").await, 0);
+
+    let r = app
+        .put_json("/v1/apps/web/environments/prod", &overridable_env())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["allow_strategy_override"], true);
+    let r = dora.post_json(DEPLOYMENTS, &body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["strategy"]["type"], "rolling");
+    assert_eq!(r.body["strategy_overridden"], true);
+    let id = r.body["id"].as_str().unwrap();
+    let events = app.get(&format!("/v1/deployments/{id}/events")).await;
+    assert_eq!(events.body["items"][0]["data"]["strategy_overridden"], true);
+    let plain = dora
+        .post_json(DEPLOYMENTS, &json!({"image": "ghcr.io/acme/web:6.6.7"}))
+        .await;
+    assert_eq!(plain.body["strategy_overridden"], false, "{}", plain.text);
+}
+
+/// Provenance is the route's: over the API `source.kind` is `api` or `cli`, never a webhook
+/// source with someone else's name on it.
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn an_api_request_cannot_claim_a_webhook_source(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.seed().await;
+    app.bind("web", "dora", "deployer", None).await;
+    let dora = app.as_user("dora", &[]);
+    for kind in ["github", "gitlab", "webhook", "slack"] {
+        dora.post_json(
+            DEPLOYMENTS,
+            &json!({"image": "ghcr.io/acme/web:2.0.0",
+                    "source": {"kind": kind, "user": "alice", "repository": "acme/web"}}),
+        )
+        .await
+        .assert_invalid_field("/source/kind");
+    }
+    assert_eq!(app.count("deployments").await, 0);
+    for kind in ["api", "cli"] {
+        let r = dora
+            .post_json(
+                DEPLOYMENTS,
+                &json!({"image": "ghcr.io/acme/web:2.0.0", "source": {"kind": kind}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.body["source"]["kind"], kind);
+        assert_eq!(r.body["created_by"], "dora");
+    }
 }

@@ -289,9 +289,16 @@ async fn an_app_is_not_deleted_under_a_deployment_being_recorded(pool: PgPool) {
     };
     let request: slipway_core::DeploymentRequest =
         serde_json::from_value(json!({"image": "web:1"})).expect("request");
-    let recorded = slipway_engine::intake::record_deployment(&mut tx, "web", "prod", request, &by)
-        .await
-        .expect("record");
+    let recorded = slipway_engine::intake::record_deployment(
+        &mut tx,
+        "web",
+        "prod",
+        request,
+        slipway_core::Channel::Api,
+        &by,
+    )
+    .await
+    .expect("record");
 
     let deleted = while_uncommitted(&pool, tx, app.delete("/v1/apps/web")).await;
     deleted.assert_problem(409, "conflict");

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{ADMIN, DEPLOYMENTS, TestApp, canary_env, deployment_request};
+use common::{ADMIN, DEPLOYMENTS, TestApp, canary_env, deployment_request, overridable_env};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use slipway_core::DeploymentStatus;
@@ -363,8 +363,14 @@ async fn a_deployment_is_recorded_as_queued(pool: PgPool) {
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(&got.body, d);
 
-    // An explicit version and strategy win over the derived ones, and stay frozen when the
-    // environment changes afterwards.
+    assert_eq!(d["strategy_overridden"], false);
+
+    // An explicit version and strategy (where the environment allows an override) win over
+    // the derived ones, and stay frozen when the environment changes afterwards.
+    let r = app
+        .put_json("/v1/apps/web/environments/prod", &overridable_env())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let rolling = json!({"type": "rolling", "max_surge": 1, "max_unavailable": "10%"});
     let pinned = app
         .post_json(
@@ -376,6 +382,7 @@ async fn a_deployment_is_recorded_as_queued(pool: PgPool) {
     assert_eq!(pinned.status, StatusCode::CREATED, "{}", pinned.text);
     assert_eq!(pinned.body["version"], "1.4.3-rc.1");
     assert_eq!(pinned.body["strategy"], rolling);
+    assert_eq!(pinned.body["strategy_overridden"], true);
     assert_eq!(pinned.body["source"], json!({"kind": "api"}));
 
     let digest_only = app

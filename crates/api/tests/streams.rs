@@ -92,6 +92,42 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// Reads until the server ends the stream, failing the test if it is still open after
+    /// `within`; the events it sent before are returned.
+    async fn ends_within(&mut self, within: Duration) -> Vec<String> {
+        tokio::time::timeout(within, async {
+            // Until the server closes the response (a reset counts as closed too).
+            while let Some(Ok(chunk)) = self.bytes.next().await {
+                self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            self.buffer
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:").map(str::to_owned))
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the stream was still open after {within:?}"))
+    }
+}
+
+/// An HS256 token of the test secret for `sub` that expired `ago` seconds ago, still accepted
+/// by the verifier's 60 s of leeway for `60 - ago` seconds.
+fn expiring_token(sub: &str, ago: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({"sub": sub, "iss": "slipway", "aud": "slipway", "iat": now - 3600,
+                        "nbf": now - 3600, "exp": now - ago});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(common::SECRET).unwrap(),
+    )
+    .unwrap()
+}
+
 async fn note(pool: &PgPool, deployment: Uuid, message: &str) -> i64 {
     let mut conn = pool.acquire().await.unwrap();
     let event = NewEvent {
@@ -241,4 +277,97 @@ async fn commands_are_recorded_or_refused_by_state(pool: PgPool) {
     app.post_json(&path, &json!({"reason": "x".repeat(1001)}))
         .await
         .assert_invalid_field("/reason");
+}
+
+/// A deployment's stream is authorized for as long as it is open: removing the reader's role
+/// binding ends it (and a new one is refused).
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_deployment_stream_ends_when_the_readers_binding_is_removed(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    app.seed().await;
+    let deployment = app.deploy("web", "prod", "ghcr.io/acme/web:1.4.2").await;
+    let id: Uuid = deployment["id"].as_str().unwrap().parse().unwrap();
+    let binding = app.bind("web", "vera", "viewer", None).await;
+    let vera = app.as_user("vera", &[]);
+    let path = format!("/v1/deployments/{id}/events");
+    let mut stream = Reader::open(&vera, &path, None).await;
+    assert_eq!(stream.next().await.id.as_deref(), Some("1"));
+
+    let removed = app
+        .delete(&format!(
+            "/v1/apps/web/role-bindings/{}",
+            binding["id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(removed.status.is_success(), "{}", removed.text);
+    note(&pool, id, "after the binding was removed").await;
+    let sent = stream.ends_within(Duration::from_secs(15)).await;
+    assert!(
+        sent.iter()
+            .all(|d| !d.contains("after the binding was removed")),
+        "an event reached a reader without the right to it: {sent:?}"
+    );
+    vera.send(
+        vera.request(Method::GET, &path)
+            .header("accept", "text/event-stream"),
+    )
+    .await
+    .assert_problem(404, "not-found");
+}
+
+/// A stream ends when its token stops being accepted, the moment a new request with it is
+/// refused: the deployment's stream and the feed alike.
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn streams_end_when_the_token_stops_being_accepted(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    app.seed().await;
+    let deployment = app.deploy("web", "prod", "ghcr.io/acme/web:1.4.2").await;
+    let id = deployment["id"].as_str().unwrap();
+    app.bind("web", "vera", "viewer", None).await;
+    // Expired 54 s ago: accepted for about 6 s more.
+    let vera = app.with_token(Some(&expiring_token("vera", 54)));
+    let opened = std::time::Instant::now();
+    let mut stream = Reader::open(&vera, &format!("/v1/deployments/{id}/events"), None).await;
+    let mut feed = Reader::open(&vera, "/v1/events", None).await;
+    assert_eq!(stream.next().await.id.as_deref(), Some("1"));
+    stream.ends_within(Duration::from_secs(20)).await;
+    feed.ends_within(Duration::from_secs(5)).await;
+    assert!(
+        opened.elapsed() >= Duration::from_secs(3),
+        "ended before the token's time: {:?}",
+        opened.elapsed()
+    );
+    vera.get("/v1/apps/web")
+        .await
+        .assert_problem(401, "unauthorized");
+}
+
+/// The feed reads with the caller's bindings as they are at each read, not as they were at
+/// connect time.
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn the_feed_follows_the_callers_current_bindings(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    app.seed().await;
+    app.seed_app("shop").await;
+    app.seed_env("shop", "prod").await;
+    let web = app.deploy("web", "prod", "ghcr.io/acme/web:1.0.0").await;
+    let shop = app.deploy("shop", "prod", "ghcr.io/acme/shop:1.0.0").await;
+    let web: Uuid = web["id"].as_str().unwrap().parse().unwrap();
+    let shop: Uuid = shop["id"].as_str().unwrap().parse().unwrap();
+    let binding = app.bind("web", "vic", "viewer", None).await;
+    let vic = app.as_user("vic", &[]);
+    let mut feed = Reader::open(&vic, "/v1/events", None).await;
+    note(&pool, web, "web while bound").await;
+    assert!(feed.next().await.data.contains("web while bound"));
+
+    app.delete(&format!(
+        "/v1/apps/web/role-bindings/{}",
+        binding["id"].as_str().unwrap()
+    ))
+    .await;
+    app.bind("shop", "vic", "viewer", None).await;
+    note(&pool, web, "web after the binding went").await;
+    note(&pool, shop, "shop once bound").await;
+    let next = feed.next().await;
+    assert!(next.data.contains("shop once bound"), "{next:?}");
 }

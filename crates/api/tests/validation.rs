@@ -8,7 +8,8 @@
 
 mod common;
 
-use common::{DEPLOYMENTS, TestApp, canary_env};
+use common::{DEPLOYMENTS, TestApp, canary_env, overridable_env};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -81,8 +82,9 @@ async fn canary_weights_must_be_1_to_100_and_never_decrease(pool: PgPool) {
     let empty = app.put_json(PROD, &with_steps(json!([]))).await;
     empty.assert_invalid_field("/strategy/steps");
 
-    // The same rules hold for a strategy given with a deployment.
-    app.seed_env("web", "prod").await;
+    // The same rules hold for a strategy given with a deployment (where overrides are allowed).
+    let r = app.put_json(PROD, &overridable_env()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let r = app
         .post_json(
             DEPLOYMENTS,

@@ -124,7 +124,8 @@ pub struct FailureReason {
     pub message: String,
 }
 
-/// Where a deployment request came from.
+/// Where a deployment request came from. The route a request comes in by decides it, never
+/// the request: see [`Channel`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -137,6 +138,18 @@ pub enum SourceKind {
     Cli,
     /// A signed delivery to `POST /v1/webhooks/generic` (any CI system).
     Webhook,
+}
+
+/// The route a deployment request came in by: it decides the request's `source.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// The deployments API (`POST /v1/apps/{app}/environments/{env}/deployments`), called
+    /// with a token: `source.kind` is `api`, or `cli` when the Slipway CLI says so; any
+    /// other kind is refused (422 at `/source/kind`).
+    Api,
+    /// A delivery whose signature was verified, of this kind (`github`, `gitlab` or
+    /// `webhook`): recorded as that kind, whatever the request says.
+    Delivery(SourceKind),
 }
 
 impl SourceKind {
@@ -157,6 +170,9 @@ impl SourceKind {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Source {
+    /// Set by the route a deployment came by: a request to the API may give `api` (the
+    /// default) or `cli`, and is refused (422) with any other; webhook deliveries record
+    /// `github`, `gitlab` or `webhook`.
     #[serde(default)]
     pub kind: SourceKind,
     /// Commit SHA (7–64 hex digits).
@@ -238,14 +254,55 @@ pub struct DeploymentPlan {
     pub image: String,
     pub version: String,
     pub strategy: StrategySpec,
+    /// The strategy is the request's own, not the environment's.
+    pub strategy_overridden: bool,
     pub reason: Option<String>,
     pub source: Source,
 }
 
+/// Why a deployment request was not planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// A field is invalid (422).
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// A field asks for what the environment does not allow (403); the error names it.
+    #[error("not allowed by the environment: {0}")]
+    NotAllowed(ValidationError),
+}
+
 impl DeploymentRequest {
     /// Validates the request against the environment it targets and freezes its strategy.
-    pub fn plan(self, env: &EnvironmentSpec) -> Result<DeploymentPlan, ValidationError> {
+    /// A strategy of the request's own needs the environment's `allow_strategy_override`;
+    /// `source.kind` is the one `channel` allows or sets.
+    pub fn plan(
+        mut self,
+        env: &EnvironmentSpec,
+        channel: Channel,
+    ) -> Result<DeploymentPlan, PlanError> {
+        if self.strategy.is_some() && !env.allow_strategy_override {
+            return Err(PlanError::NotAllowed(ValidationError::single(
+                "/strategy",
+                "this environment does not allow a deployment to override its strategy \
+                 (allow_strategy_override is false): leave strategy out",
+            )));
+        }
         let mut v = Violations::new();
+        match channel {
+            Channel::Api => {
+                if !matches!(self.source.kind, SourceKind::Api | SourceKind::Cli) {
+                    v.add(
+                        "/source/kind",
+                        format!(
+                            "must be \"api\" or \"cli\" here: {:?} is recorded only for \
+                             verified deliveries to its webhook",
+                            self.source.kind.as_str()
+                        ),
+                    );
+                }
+            }
+            Channel::Delivery(kind) => self.source.kind = kind,
+        }
         let image = match ImageRef::parse(&self.image) {
             Ok(image) => Some(image),
             Err(e) => {
@@ -284,6 +341,7 @@ impl DeploymentRequest {
         Ok(DeploymentPlan {
             image: self.image,
             version,
+            strategy_overridden: self.strategy.is_some(),
             strategy: self.strategy.unwrap_or_else(|| env.strategy.clone()),
             reason: self.reason,
             source: self.source,

@@ -39,6 +39,10 @@ pub struct EnvironmentSpec {
     /// A newer queued deployment supersedes older queued ones.
     #[serde(default)]
     pub supersede_queued: bool,
+    /// A deployment request may bring its own `strategy` (otherwise it is refused with 403).
+    /// The approval policy applies whatever the strategy.
+    #[serde(default)]
+    pub allow_strategy_override: bool,
 }
 
 impl EnvironmentSpec {

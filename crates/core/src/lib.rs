@@ -21,8 +21,8 @@ pub use access::{NewRoleBinding, Role, RoleBinding};
 pub use app::{AppPatch, NewApp};
 pub use cluster::{ClusterKind, ClusterSpec};
 pub use deployment::{
-    DeploymentPlan, DeploymentRequest, DeploymentStatus, FailureReason, Outcome, Serving,
-    ServingHealth, Source, SourceKind,
+    Channel, DeploymentPlan, DeploymentRequest, DeploymentStatus, FailureReason, Outcome,
+    PlanError, Serving, ServingHealth, Source, SourceKind,
 };
 pub use duration::DurationSpec;
 pub use environment::{ApprovalPolicy, EnvironmentSpec, Workload};

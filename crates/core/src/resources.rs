@@ -79,6 +79,10 @@ pub struct Deployment {
     pub version: String,
     /// The strategy frozen when the deployment was created.
     pub strategy: StrategySpec,
+    /// The strategy is the request's own (the environment allows overrides), not the
+    /// environment's.
+    #[serde(default)]
+    pub strategy_overridden: bool,
     pub status: DeploymentStatus,
     /// Detail inside `status`, e.g. `canary_step`.
     pub phase: Option<String>,

@@ -31,6 +31,16 @@ impl TriggerSource {
             Self::Generic => "generic",
         }
     }
+
+    /// What a deployment made by a delivery of this source records as `source.kind`.
+    pub fn source_kind(self) -> crate::deployment::SourceKind {
+        use crate::deployment::SourceKind;
+        match self {
+            Self::Github => SourceKind::Github,
+            Self::Gitlab => SourceKind::Gitlab,
+            Self::Generic => SourceKind::Webhook,
+        }
+    }
 }
 
 /// The CI event a trigger reacts to.

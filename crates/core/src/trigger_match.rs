@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 
-use crate::deployment::{DeploymentRequest, MAX_VERSION_LEN, Source, SourceKind};
+use crate::deployment::{DeploymentRequest, MAX_VERSION_LEN, Source};
 use crate::trigger::{TriggerEvent, TriggerSource, TriggerSpec};
 
 /// Prefix of a Standard Webhooks secret.
@@ -417,11 +417,7 @@ impl DeliveryFacts {
             .value(Variable::Version)
             .map(|v| v.chars().take(MAX_VERSION_LEN).collect::<String>())
             .filter(|v| !v.is_empty());
-        let kind = match self.source {
-            TriggerSource::Github => SourceKind::Github,
-            TriggerSource::Gitlab => SourceKind::Gitlab,
-            TriggerSource::Generic => SourceKind::Webhook,
-        };
+        let kind = self.source.source_kind();
         let request = DeploymentRequest {
             image,
             version,

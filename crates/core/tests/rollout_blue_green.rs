@@ -483,3 +483,41 @@ fn switching_back_scales_the_new_color_down_once_the_endpoints_leave_it() {
     assert_eq!(run.status(), DeploymentStatus::RolledBack);
     assert_eq!(one_live_color(&run.cluster), Blue);
 }
+
+/// A first blue-green deploy puts Blue behind both Services at once, so with approval
+/// required it waits for it before anything is applied.
+#[test]
+fn approval_gates_a_first_deploy() {
+    let mut run = Run::new(blue_green(json!({})), Cluster::empty());
+    assert_held_for_approval(&mut run);
+    assert!(run.cluster.obs.workloads.is_empty());
+    assert!(run.cluster.obs.services.is_empty());
+
+    let d = run.command(Approve, "bob");
+    assert_eq!(run.phase(), phase::DEPLOYING);
+    assert!(
+        d.actions.contains(&apply(Blue, &v2(), REPLICAS)),
+        "{:?}",
+        d.actions
+    );
+    run.tick_until(5, |s| s.status.is_terminal());
+    assert_eq!(run.status(), DeploymentStatus::Succeeded);
+    assert_eq!(one_live_color(&run.cluster), Blue);
+}
+
+/// With approval required, neither `promote` nor an automatic promotion gets past it.
+#[test]
+fn approval_is_not_skipped_by_auto_promotion() {
+    let mut run = Run::new(
+        blue_green(json!({"auto_promote": true})),
+        Cluster::with_live(Blue),
+    );
+    run.spec.approval.required = true;
+    run.tick_until(5, |s| s.phase == phase::AWAITING_APPROVAL);
+    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
+    assert_eq!(run.accepted("bob"), vec![Approve, Abort, Rollback]);
+    run.advance(3600);
+    run.tick();
+    assert_eq!(run.cluster.active(), Some(Blue));
+    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
+}

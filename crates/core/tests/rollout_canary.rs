@@ -464,3 +464,21 @@ fn commands_in_every_state() {
     assert_eq!(run.state.outcome, Some(Outcome::RolledBack));
     assert_eq!(run.accepted("bob"), vec![Retry]);
 }
+
+/// A first canary deploy goes straight to full size, so with approval required it waits for
+/// it before anything is applied (not even the first step's canary).
+#[test]
+fn approval_gates_a_first_deploy() {
+    let mut run = Run::new(
+        canary(json!([{"set_weight": 10}, {"pause": {}}]), gateway()),
+        Cluster::empty(),
+    );
+    assert_held_for_approval(&mut run);
+    assert!(run.cluster.obs.workloads.is_empty());
+
+    let d = run.command(Approve, "bob");
+    assert_eq!(run.phase(), phase::DEPLOYING);
+    assert_eq!(d.actions, vec![apply(Stable, &v2(), REPLICAS)]);
+    run.tick_until(5, |s| s.status.is_terminal());
+    assert_eq!(run.status(), DeploymentStatus::Succeeded);
+}

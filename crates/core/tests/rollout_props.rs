@@ -290,6 +290,44 @@ fn check_traffic_off(before: &Cluster, d: &Decision) -> Result<(), TestCaseError
     Ok(())
 }
 
+/// Where approval is required, nothing puts the release live before it is given: no
+/// Stable workload is moved to it, no active Service is pointed at a color running it, and
+/// nothing succeeds (a terminal failure, which leaves one color standing, aside).
+fn check_approval_gate(
+    spec: &RolloutSpec,
+    before: &Cluster,
+    d: &Decision,
+) -> Result<(), TestCaseError> {
+    if !spec.approval.required || d.state.approved_by.is_some() {
+        return Ok(());
+    }
+    prop_assert_ne!(
+        d.state.status,
+        DeploymentStatus::Succeeded,
+        "live unapproved"
+    );
+    let mut after = before.clone();
+    after.apply(&d.actions);
+    for action in &d.actions {
+        match action {
+            Action::ApplyWorkload {
+                track: Track::Stable,
+                release,
+                ..
+            } => prop_assert_ne!(release, &spec.release, "stable moved unapproved"),
+            Action::SelectTrack {
+                service: ServiceRole::Active,
+                track,
+            } if d.state.status != DeploymentStatus::Failed => {
+                let runs = after.workload(*track).and_then(|w| w.release.as_ref());
+                prop_assert_ne!(runs, Some(&spec.release), "active switched unapproved");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// After a blue-green finishes: at most one color has replicas, the active Service selects it,
 /// and exactly one when something served before or the rollout succeeded.
 fn check_colors(c: &Cluster, state: &RolloutState, had_live: bool) -> Result<(), TestCaseError> {
@@ -372,6 +410,7 @@ fn play(s: Scenario) -> Result<(), TestCaseError> {
         let observed = run.cluster.obs.canary_weight;
         let d = decide(&run.spec, &prev, &run.cluster.obs, &commands, run.now);
         check_decision(&run.spec, &prev, &d, observed, run.now)?;
+        check_approval_gate(&run.spec, &run.cluster, &d)?;
         if blue_green {
             check_traffic_off(&run.cluster, &d)?;
         }

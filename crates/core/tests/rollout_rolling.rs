@@ -333,3 +333,45 @@ fn terminal_states_never_change() {
         assert_eq!(note_kinds(&d), vec!["command_ignored"]);
     }
 }
+
+/// A rolling update with approval required: nothing applied, whatever the time, until
+/// someone other than the requester approves; then the update runs as usual.
+#[test]
+fn approval_gates_a_rolling_update_before_anything_is_applied() {
+    let mut run = Run::new(rolling(), Cluster::with_stable());
+    assert_held_for_approval(&mut run);
+    assert_eq!(
+        run.cluster.workload(Track::Stable).unwrap().release,
+        Some(v1())
+    );
+
+    let d = run.command(Approve, "bob");
+    assert_eq!(note_kinds(&d), vec!["approved", "step_started"]);
+    assert_eq!(run.phase(), phase::ROLLING_UPDATE);
+    assert_eq!(run.status(), DeploymentStatus::Running);
+    assert_eq!(d.actions, vec![apply(Track::Stable, &v2(), REPLICAS)]);
+    assert_eq!(run.state.progress_deadline_at, Some(run.at(DEADLINE_SECS)));
+    run.tick_until(5, |s| s.status.is_terminal());
+    assert_eq!(run.status(), DeploymentStatus::Succeeded);
+    assert_eq!(run.state.approved_by.as_deref(), Some("bob"));
+}
+
+/// The first deployment of an environment is gated like every other.
+#[test]
+fn approval_gates_the_first_rolling_deployment() {
+    let mut run = Run::new(rolling(), Cluster::empty());
+    assert_held_for_approval(&mut run);
+    assert!(run.cluster.workload(Track::Stable).is_none());
+
+    // Aborting at the gate leaves the cluster as it is.
+    let mut aborted = run.clone();
+    let d = aborted.command(Abort, "bob");
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(aborted.status(), DeploymentStatus::Failed);
+    assert_eq!(aborted.state.outcome, Some(Outcome::Aborted));
+
+    let d = run.command(Approve, "bob");
+    assert_eq!(d.actions, vec![apply(Track::Stable, &v2(), REPLICAS)]);
+    run.tick_until(5, |s| s.status.is_terminal());
+    assert_eq!(run.status(), DeploymentStatus::Succeeded);
+}

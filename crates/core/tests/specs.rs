@@ -1,7 +1,10 @@
 //! Parsing and validation of the documents users send: environments, strategies, deployments.
 
 use serde_json::{Value, json};
-use slipway_core::{DeploymentRequest, EnvironmentSpec, StrategySpec, ValidationError};
+use slipway_core::{
+    Channel, DeploymentRequest, EnvironmentSpec, PlanError, SourceKind, StrategySpec,
+    ValidationError,
+};
 
 fn env(strategy: Value) -> Result<EnvironmentSpec, String> {
     serde_json::from_value(json!({
@@ -140,33 +143,95 @@ fn request(body: Value) -> DeploymentRequest {
     serde_json::from_value(body).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Invalid fields of a request that must not be planned for that reason.
+fn invalid_request(e: PlanError) -> ValidationError {
+    match e {
+        PlanError::Invalid(v) => v,
+        other => panic!("expected invalid fields, got {other}"),
+    }
+}
+
 #[test]
 fn deployment_plan_freezes_strategy_and_derives_version() {
-    let environment = env(json!({"type": "rolling"})).unwrap_or_else(|e| panic!("{e}"));
+    let mut environment = env(json!({"type": "rolling"})).unwrap_or_else(|e| panic!("{e}"));
     let plan = request(json!({"image": "ghcr.io/acme/web:1.4.2"}))
-        .plan(&environment)
+        .plan(&environment, Channel::Api)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(plan.version, "1.4.2");
     assert_eq!(plan.strategy, environment.strategy);
+    assert!(!plan.strategy_overridden);
 
+    environment.allow_strategy_override = true;
     let plan = request(json!({"image": "ghcr.io/acme/web:1.4.2", "version": "v2",
         "strategy": {"type": "canary", "steps": [{"set_weight": 10}]},
-        "source": {"kind": "github", "commit": "3f2a9c1", "repository": "acme/web", "user": "alice"}}))
-    .plan(&environment)
+        "source": {"kind": "cli", "commit": "3f2a9c1", "repository": "acme/web", "user": "alice"}}))
+    .plan(&environment, Channel::Api)
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(plan.version, "v2");
     assert_eq!(plan.strategy.kind(), "canary");
+    assert!(plan.strategy_overridden);
+    assert_eq!(plan.source.kind, SourceKind::Cli);
+}
+
+/// A strategy of the request's own is refused (as not allowed, naming `/strategy`) unless
+/// the environment allows overrides.
+#[test]
+fn a_strategy_override_needs_the_environments_consent() {
+    let mut environment = env(json!({"type": "canary", "steps": [{"set_weight": 10}]}))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let body = json!({"image": "ghcr.io/acme/web:6.6.6", "strategy": {"type": "rolling"}});
+    match request(body.clone()).plan(&environment, Channel::Api) {
+        Err(PlanError::NotAllowed(v)) => assert_eq!(pointers(&v), vec!["/strategy"]),
+        other => panic!("expected NotAllowed, got {other:?}"),
+    }
+    environment.allow_strategy_override = true;
+    let plan = request(body)
+        .plan(&environment, Channel::Api)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.strategy.kind(), "rolling");
+    assert!(plan.strategy_overridden);
+}
+
+/// Provenance is the route's: the API takes `api` and `cli` only, a delivery records its own
+/// kind whatever the request says.
+#[test]
+fn the_channel_decides_the_source_kind() {
+    let environment = env(json!({"type": "rolling"})).unwrap_or_else(|e| panic!("{e}"));
+    for kind in ["github", "gitlab", "webhook", "slack"] {
+        let err = request(json!({"image": "ghcr.io/acme/web:1.0.0",
+            "source": {"kind": kind, "user": "someone-else"}}))
+        .plan(&environment, Channel::Api)
+        .err()
+        .unwrap_or_else(|| panic!("{kind} accepted over the API"));
+        assert_eq!(
+            pointers(&invalid_request(err)),
+            vec!["/source/kind"],
+            "{kind}"
+        );
+    }
+    for (kind, want) in [("api", SourceKind::Api), ("cli", SourceKind::Cli)] {
+        let plan = request(json!({"image": "ghcr.io/acme/web:1.0.0", "source": {"kind": kind}}))
+            .plan(&environment, Channel::Api)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plan.source.kind, want);
+    }
+    let plan = request(json!({"image": "ghcr.io/acme/web:1.0.0", "source": {"kind": "api"}}))
+        .plan(&environment, Channel::Delivery(SourceKind::Gitlab))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.source.kind, SourceKind::Gitlab);
 }
 
 #[test]
 fn deployment_request_rules() {
-    let environment = env(json!({"type": "rolling"})).unwrap_or_else(|e| panic!("{e}"));
+    let mut environment = env(json!({"type": "rolling"})).unwrap_or_else(|e| panic!("{e}"));
+    environment.allow_strategy_override = true;
     let err = request(json!({"image": "ghcr.io/acme/web", "version": "has space",
         "reason": "x".repeat(1001),
         "strategy": {"type": "canary", "steps": [{"set_weight": 200}]},
         "source": {"commit": "xyz", "repository": "", "url": "ftp://x"}}))
-    .plan(&environment)
+    .plan(&environment, Channel::Api)
     .err()
+    .map(invalid_request)
     .unwrap_or_else(|| panic!("expected errors"));
     assert_eq!(
         pointers(&err),

@@ -10,8 +10,8 @@ use chrono::{SubsecRound, Utc};
 use serde_json::json;
 use slipway_core::rollout::{self, CommandKind, Release, RolloutSpec};
 use slipway_core::{
-    App, AppPatch, Cluster, ClusterSpec, Deployment, DeploymentRequest, Environment,
-    EnvironmentSpec, NewApp, ValidationError,
+    App, AppPatch, Channel, Cluster, ClusterSpec, Deployment, DeploymentRequest, Environment,
+    EnvironmentSpec, NewApp, PlanError, ValidationError,
 };
 use slipway_core::{DeploymentStatus, Serving, ServingHealth};
 use slipway_store::audit::NewAuditEntry;
@@ -61,6 +61,9 @@ impl Precondition {
 pub enum IntakeError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The request asks for what the environment does not allow; names the field.
+    #[error("not allowed: {0}")]
+    Forbidden(ValidationError),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0} already exists")]
@@ -71,6 +74,15 @@ pub enum IntakeError {
     Conflict(String),
     #[error(transparent)]
     Store(StoreError),
+}
+
+impl From<PlanError> for IntakeError {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::Invalid(v) => Self::Invalid(v),
+            PlanError::NotAllowed(v) => Self::Forbidden(v),
+        }
+    }
 }
 
 impl From<StoreError> for IntakeError {
@@ -200,17 +212,19 @@ pub async fn put_environment(
     Ok((environments::get(conn, app, name).await?, created))
 }
 
-/// Records a deployment request as `queued`, with its first event, in the caller's
-/// transaction (which keeps the environment share-locked until it ends).
+/// Records a deployment request that came in by `channel` as `queued`, with its first
+/// event, in the caller's transaction (which keeps the environment share-locked until it
+/// ends).
 pub async fn record_deployment(
     conn: &mut PgConnection,
     app: &str,
     environment: &str,
     request: DeploymentRequest,
+    channel: Channel,
     by: &Requester<'_>,
 ) -> Result<Deployment, IntakeError> {
     let env = environments::find(conn, app, environment).await?;
-    let draft = Draft::new(app, environment, request, &env, by)?;
+    let draft = Draft::new(app, environment, request, channel, &env, by)?;
     // In the caller's transaction: the hints go out when it commits.
     match deployments::record(conn, draft.as_new(&env, by, true, None), None).await? {
         Recorded::Recorded => Ok(draft.deployment),
@@ -238,7 +252,7 @@ pub enum Requested {
 /// that vanished under it, before giving up.
 const ATTEMPTS: usize = 4;
 
-/// Records a deployment request in one round trip in the common case (the environment known,
+/// Records a deployment request of the API ([`Channel::Api`]) in one round trip in the common case (the environment known,
 /// the key new): the plan is made from the cached environment, the deployment, its first
 /// event and the key's stored response (`respond`, built here before the write) are written
 /// by one autocommit statement that checks the environment is still the planned one, shared
@@ -248,8 +262,11 @@ const ATTEMPTS: usize = 4;
 ///
 /// A key already used answers its stored response (`Replay`) or `KeyReused`; a concurrent
 /// request with the same key waits for the first to finish (one statement) and then replays
-/// it. A request that fails (no such environment, invalid) is checked against its key first,
-/// so a replay is answered even if it would no longer be valid; failures store nothing.
+/// it. A request refused by the cached environment (invalid, not allowed) is planned again
+/// from the stored one before it is answered: a cache entry never refuses what the
+/// environment now allows. A request that fails (no such environment, invalid) is checked
+/// against its key first, so a replay is answered even if it would no longer be valid;
+/// failures store nothing.
 /// `audit`, when given, is appended in the same statement as the deployment (only when the
 /// deployment is recorded: the caller audits replays and failures itself).
 #[expect(clippy::too_many_arguments, reason = "one request's whole context")]
@@ -269,12 +286,12 @@ pub async fn request_deployment(
 ) -> Result<Requested, IntakeError> {
     let mut request = Some(request);
     for attempt in 1..=ATTEMPTS {
-        let env = match cache.get(app, environment) {
-            Some(env) => env,
+        let (env, cached) = match cache.get(app, environment) {
+            Some(env) => (env, true),
             None => {
                 let mut conn = pool.acquire().await.map_err(StoreError::from)?;
                 match environments::find(&mut conn, app, environment).await {
-                    Ok(env) => cache.put(app, environment, env),
+                    Ok(env) => (cache.put(app, environment, env), false),
                     Err(e) => return settle_failure(&mut conn, key, e.into()).await,
                 }
             }
@@ -285,8 +302,14 @@ pub async fn request_deployment(
             request.clone()
         };
         let Some(this) = this else { break };
-        let draft = match Draft::new(app, environment, this, &env, by) {
+        let draft = match Draft::new(app, environment, this, Channel::Api, &env, by) {
             Ok(d) => d,
+            // Refused by the environment as this process last read it: it may have changed
+            // since (an override allowed, the workload resized), so ask the stored one.
+            Err(_) if cached && attempt < ATTEMPTS => {
+                cache.forget(app, environment);
+                continue;
+            }
             Err(e) => {
                 return settle_failure(
                     &mut *pool.acquire().await.map_err(StoreError::from)?,
@@ -360,10 +383,11 @@ impl<'a> Draft<'a> {
         app: &str,
         environment: &str,
         request: DeploymentRequest,
+        channel: Channel,
         env: &EnvironmentRef,
         by: &Requester<'a>,
     ) -> Result<Self, IntakeError> {
-        let plan = request.plan(&env.spec)?;
+        let plan = request.plan(&env.spec, channel)?;
         let rollout = RolloutSpec {
             namespace: env.spec.namespace.clone(),
             workload: env.spec.workload.clone(),
@@ -389,6 +413,7 @@ impl<'a> Draft<'a> {
                 "image": plan.image,
                 "version": plan.version,
                 "strategy": plan.strategy.kind(),
+                "strategy_overridden": plan.strategy_overridden,
                 "source": plan.source.kind.as_str(),
             }),
         };
@@ -401,6 +426,7 @@ impl<'a> Draft<'a> {
             image: plan.image,
             version: plan.version,
             strategy: plan.strategy,
+            strategy_overridden: plan.strategy_overridden,
             status: DeploymentStatus::Queued,
             phase: None,
             step: None,

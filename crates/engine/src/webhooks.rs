@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use slipway_core::trigger::MAX_TRIGGERS_PER_APP;
 use slipway_core::trigger_match::{GithubDeployment, Matched, older_than_serving};
 use slipway_core::{
-    DeliveryAccepted, NewTrigger, Trigger, TriggerSource, TriggerSpec, TriggeredDeployment,
+    Channel, DeliveryAccepted, NewTrigger, Trigger, TriggerSource, TriggerSpec, TriggeredDeployment,
 };
 use slipway_store::deliveries::{self, DeliveryKey, WebhookDeployment};
 use slipway_store::deployments::Requester;
@@ -206,14 +206,20 @@ pub async fn take(
         let environment = plan.matched.environment;
         let actor = plan.matched.request.source.user.clone();
         let commit = plan.matched.request.source.commit.clone();
-        let deployment =
-            intake::record_deployment(conn, delivery.app, &environment, plan.matched.request, &by)
-                .await
-                .map_err(|e| match delivery.source {
-                    // A generic delivery named the image itself: its errors are the sender's.
-                    TriggerSource::Generic => e,
-                    _ => in_trigger(e, plan.trigger, &environment),
-                })?;
+        let deployment = intake::record_deployment(
+            conn,
+            delivery.app,
+            &environment,
+            plan.matched.request,
+            Channel::Delivery(delivery.source.source_kind()),
+            &by,
+        )
+        .await
+        .map_err(|e| match delivery.source {
+            // A generic delivery named the image itself: its errors are the sender's.
+            TriggerSource::Generic => e,
+            _ => in_trigger(e, plan.trigger, &environment),
+        })?;
         deliveries::record_webhook_deployment(
             conn,
             WebhookDeployment {

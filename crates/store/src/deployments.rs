@@ -24,6 +24,7 @@ struct DeploymentRow {
     image: String,
     version: String,
     strategy: serde_json::Value,
+    strategy_overridden: bool,
     status: String,
     phase: Option<String>,
     step: Option<i32>,
@@ -54,6 +55,7 @@ impl TryFrom<DeploymentRow> for Deployment {
             image: r.image,
             version: r.version,
             strategy: serde_json::from_value(r.strategy)?,
+            strategy_overridden: r.strategy_overridden,
             status: decode(&r.status, &DeploymentStatus::ALL, DeploymentStatus::as_str)?,
             phase: r.phase,
             step: r.step.and_then(|s| u32::try_from(s).ok()),
@@ -80,9 +82,10 @@ impl TryFrom<DeploymentRow> for Deployment {
 }
 
 const SELECT: &str = "SELECT d.id, a.name AS app, e.name AS environment, d.image, d.version,
-        d.strategy, d.status::text AS status, d.phase, d.step, d.outcome::text AS outcome,
-        d.serving_health::text AS serving_health, d.serving_version, d.failure_code,
-        d.failure_message, d.request_reason, d.source, d.created_by, d.created_at, d.updated_at
+        d.strategy, d.strategy_overridden, d.status::text AS status, d.phase, d.step,
+        d.outcome::text AS outcome, d.serving_health::text AS serving_health, d.serving_version,
+        d.failure_code, d.failure_message, d.request_reason, d.source, d.created_by,
+        d.created_at, d.updated_at
      FROM deployments d
      JOIN environments e ON e.id = d.environment_id
      JOIN apps a ON a.id = e.app_id";
@@ -200,6 +203,7 @@ pub async fn record(
                 .map(|a| i16::try_from(a.status).unwrap_or(i16::MAX)),
         )
         .bind(new.audit.and_then(|a| a.request_id))
+        .bind(d.strategy_overridden)
         .fetch_one(conn)
         .await?;
     Ok(match (recorded, found, current) {
@@ -214,7 +218,7 @@ pub async fn record(
 // $1 app, $2 environment, $3/$4 planned environment id/revision, $5-$11 key (scope, key,
 // hash, status, body, location, ttl; all NULL without a key), $12-$24 deployment, $25-$28 event,
 // $29 whether to NOTIFY, $30-$34 the audit row (subject, method, path, status, request id;
-// all NULL without one).
+// all NULL without one), $35 whether the strategy is the request's own.
 // `env` finds the environment by name and says whether it is still the planned one. The
 // channel names are those of `crate::wake`.
 const RECORD: &str = "WITH env AS (
@@ -239,10 +243,11 @@ const RECORD: &str = "WITH env AS (
      go AS (SELECT id FROM target WHERE $6::text IS NULL OR EXISTS (SELECT FROM key)),
      dep AS (
          INSERT INTO deployments (id, environment_id, cluster_id, image, version, strategy,
-             rollout, status, source_kind, source, request_reason, created_by, idempotency_key,
-             traceparent, next_wake_at, last_event_seq, created_at, updated_at)
-         SELECT $12, go.id, $13, $14, $15, $16, $17, 'queued', $18::source_kind, $19, $20, $21,
-             $22, $23, now(), 1, $24, $24
+             strategy_overridden, rollout, status, source_kind, source, request_reason,
+             created_by, idempotency_key, traceparent, next_wake_at, last_event_seq,
+             created_at, updated_at)
+         SELECT $12, go.id, $13, $14, $15, $16, $35, $17, 'queued', $18::source_kind, $19,
+             $20, $21, $22, $23, now(), 1, $24, $24
          FROM go
          RETURNING id
      ),
@@ -284,6 +289,7 @@ pub struct RecordRow {
     image: String,
     version: String,
     strategy: String,
+    strategy_overridden: bool,
     rollout: String,
     source_kind: String,
     source: String,
@@ -329,6 +335,7 @@ impl RecordRow {
             image: d.image.clone(),
             version: d.version.clone(),
             strategy: serde_json::to_string(&d.strategy)?,
+            strategy_overridden: d.strategy_overridden,
             rollout: serde_json::to_string(new.rollout)?,
             source_kind: d.source.kind.as_str().to_owned(),
             source: serde_json::to_string(&d.source)?,
@@ -417,6 +424,7 @@ pub async fn record_many(
         .bind(col(rows, |r| r.audit_path.clone()))
         .bind(col(rows, |r| r.audit_status))
         .bind(col(rows, |r| r.audit_request_id.clone()))
+        .bind(col(rows, |r| r.strategy_overridden))
         .fetch_all(conn)
         .await?;
     if found.len() != rows.len() {
@@ -450,13 +458,15 @@ const RECORD_MANY: &str = "WITH input AS (
              $12::float8[], $13::uuid[], $14::text[], $15::text[], $16::text[], $17::text[],
              $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[],
              $24::timestamptz[], $25::text[], $26::text[], $27::text[], $28::text[],
-             $29::text[], $30::text[], $31::text[], $32::smallint[], $33::text[])
+             $29::text[], $30::text[], $31::text[], $32::smallint[], $33::text[],
+             $34::boolean[])
              WITH ORDINALITY AS i(app, environment, environment_id, environment_revision,
                  cluster_id, key_scope, key, request_hash, response_status, response_body,
                  response_location, ttl_seconds, id, image, version, strategy, rollout,
                  source_kind, source, request_reason, created_by, idempotency_key, traceparent,
                  created_at, event_kind, event_actor, event_message, event_data, audit_subject,
-                 audit_method, audit_path, audit_status, audit_request_id, n)
+                 audit_method, audit_path, audit_status, audit_request_id, strategy_overridden,
+                 n)
      ),
      named AS (SELECT DISTINCT app, environment FROM input),
      locked AS (
@@ -494,10 +504,11 @@ const RECORD_MANY: &str = "WITH input AS (
      ),
      dep AS (
          INSERT INTO deployments (id, environment_id, cluster_id, image, version, strategy,
-             rollout, status, source_kind, source, request_reason, created_by, idempotency_key,
-             traceparent, next_wake_at, last_event_seq, created_at, updated_at)
+             strategy_overridden, rollout, status, source_kind, source, request_reason,
+             created_by, idempotency_key, traceparent, next_wake_at, last_event_seq,
+             created_at, updated_at)
          SELECT i.id, go.id, i.cluster_id, i.image, i.version, i.strategy::jsonb,
-             i.rollout::jsonb, 'queued', i.source_kind::source_kind, i.source::jsonb,
+             i.strategy_overridden, i.rollout::jsonb, 'queued', i.source_kind::source_kind, i.source::jsonb,
              i.request_reason, i.created_by, i.idempotency_key, i.traceparent, now(), 1,
              i.created_at, i.created_at
          FROM go JOIN input i ON i.n = go.n

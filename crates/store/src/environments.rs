@@ -5,6 +5,7 @@ use slipway_core::{Environment, EnvironmentSpec};
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
+use crate::access::{self, Member};
 use crate::page::{Page, fetch_limit};
 use crate::{Revisioned, StoreError};
 
@@ -63,20 +64,29 @@ pub async fn get(
 }
 
 /// Environments of one app by name, after the name `after`.
+///
+/// Only the environments `visible_to` may read are listed (all for `None`): the ones a
+/// direct read would show them, by the same bindings.
 #[tracing::instrument(skip_all, fields(app))]
 pub async fn list(
     conn: &mut PgConnection,
     app: &str,
     after: Option<&str>,
     limit: i64,
+    visible_to: Option<&Member<'_>>,
 ) -> Result<Page<Environment, String>, StoreError> {
+    let visible = access::visible_clause("e.app_id", "e.name", 4, 5);
     let sql = format!(
-        "{SELECT} WHERE a.name = $1 AND ($2::text IS NULL OR e.name > $2) ORDER BY e.name LIMIT $3"
+        "{SELECT} WHERE a.name = $1 AND ($2::text IS NULL OR e.name > $2) AND {visible}
+         ORDER BY e.name LIMIT $3"
     );
+    let (subject, groups) = access::binds(visible_to);
     let rows: Vec<EnvironmentRow> = sqlx::query_as(AssertSqlSafe(sql))
         .bind(app)
         .bind(after)
         .bind(fetch_limit(limit))
+        .bind(subject)
+        .bind(groups)
         .fetch_all(conn)
         .await?;
     let items = rows

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod jwt;
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -92,6 +93,10 @@ pub struct Principal {
     pub groups: Vec<String>,
     /// Admin of everything: a bootstrap admin, or anyone when authentication is off.
     superuser: bool,
+    /// When the token stops being accepted (its `exp` plus the verifier's leeway); `None`
+    /// when authentication is off. A response that outlives its request (an event stream)
+    /// ends then.
+    accepted_until: Option<SystemTime>,
 }
 
 impl Principal {
@@ -101,7 +106,13 @@ impl Principal {
             subject: "anonymous".to_owned(),
             groups: Vec::new(),
             superuser: true,
+            accepted_until: None,
         }
+    }
+
+    /// When the caller's token stops being accepted (`None`: never, authentication is off).
+    pub fn accepted_until(&self) -> Option<SystemTime> {
+        self.accepted_until
     }
 
     pub fn subject(&self) -> &str {
@@ -165,10 +176,20 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
                 return too_many_requests(&claims.sub, wait);
             }
             let superuser = auth.bootstrap_admins.include(&claims.sub, &claims.groups);
+            // The verifier accepts the token through the whole second `exp + leeway`.
+            let accepted_until = UNIX_EPOCH
+                .checked_add(Duration::from_secs(
+                    claims
+                        .exp
+                        .saturating_add(jwt::LEEWAY_SECS)
+                        .saturating_add(1),
+                ))
+                .unwrap_or(UNIX_EPOCH);
             req.extensions_mut().insert(Principal {
                 subject: claims.sub,
                 groups: claims.groups,
                 superuser,
+                accepted_until: Some(accepted_until),
             });
             next.run(req).await
         }

@@ -30,6 +30,7 @@ use crate::state::AppState;
     responses(
         (status = 201, description = "Recorded as queued", body = Deployment, headers(("Location" = String))),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Below the deployer role, or a strategy override the environment does not allow (`errors` names `/strategy`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such app or environment", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The same Idempotency-Key is in flight", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
@@ -232,6 +233,9 @@ pub async fn get(
 
 /// A deployment's events in order: a JSON page, or a live stream with
 /// `Accept: text/event-stream` (resumable with `Last-Event-ID`).
+///
+/// A stream ends when the caller's token stops being accepted, and when the caller loses the
+/// right to read the deployment (checked before events are sent, and every 5 s).
 #[utoipa::path(get, path = "/v1/deployments/{id}/events", operation_id = "listDeploymentEvents", tag = "deployments",
     params(("id" = String, Path, description = "Deployment id"), PageParams, streams::LastEventId),
     responses(
@@ -275,7 +279,7 @@ pub async fn events(
         let after = streams::last_event_id(&headers)?.unwrap_or(0);
         let mut conn = state.pool.acquire().await?;
         deployments::get(&mut conn, id).await?;
-        let stream = streams::stream(&state, streams::Scope::Deployment(id), None, after);
+        let stream = streams::stream(&state, streams::Scope::Deployment(id), principal, after);
         return Ok(stream.into_response());
     }
     let limit = page.limit()?;

@@ -67,6 +67,9 @@ pub async fn put(
 }
 
 /// List an app's environments by name.
+///
+/// Only those the caller may read are listed: a binding limited to other environments of
+/// the app does not show this one.
 #[utoipa::path(get, path = "/v1/apps/{app}/environments", operation_id = "listEnvironments", tag = "environments",
     params(("app" = String, Path, description = "App name"), PageParams),
     responses(
@@ -85,7 +88,14 @@ pub async fn list(
     let after = page.after(CursorKind::Name)?;
     let mut conn = state.pool.acquire().await?;
     apps::id_of(&mut conn, &app).await?;
-    let found = environments::list(&mut conn, &app, after.as_deref(), limit).await?;
+    let found = environments::list(
+        &mut conn,
+        &app,
+        after.as_deref(),
+        limit,
+        principal.visible_to().as_ref(),
+    )
+    .await?;
     Ok(Json(List::from_page(found, CursorKind::Name)))
 }
 

@@ -473,6 +473,13 @@ pub fn canary_env() -> Value {
     })
 }
 
+/// [`canary_env`] where a deployment may bring its own strategy.
+pub fn overridable_env() -> Value {
+    let mut env = canary_env();
+    env["allow_strategy_override"] = json!(true);
+    env
+}
+
 /// A deployment request of DESIGN.md's API section, without a version (derived from the tag).
 pub fn deployment_request() -> Value {
     json!({

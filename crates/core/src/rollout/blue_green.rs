@@ -17,6 +17,8 @@ pub(super) fn step(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Flow {
     let result = match t.state.phase.as_str() {
         phase::DEPLOYING => first_deploy(t),
         phase::PREVIEW => preview(t, b),
+        // A first deploy waits for approval before anything is applied.
+        phase::AWAITING_APPROVAL if t.state.live_color.is_none() => Ok(Flow::Hold),
         phase::AWAITING_APPROVAL | phase::AWAITING_PROMOTION => colors(t).map(|(_, new)| {
             maintain_preview(t, b, new);
             Flow::Hold
@@ -27,8 +29,7 @@ pub(super) fn step(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Flow {
                 Flow::Timer(at)
             }
             _ => {
-                t.enter(phase::PROMOTING);
-                t.note(note_kind::STEP_STARTED, "promoting automatically");
+                t.go_live(phase::PROMOTING, "promoting automatically");
                 Flow::Next
             }
         }),
@@ -100,12 +101,9 @@ fn preview(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Result<Flow, FailureReason> {
         note_kind::STEP_COMPLETED,
         format!("{} is available on the preview service", new.as_str()),
     );
-    if t.spec.approval.required && t.state.approved_by.is_none() {
-        t.hold_in(phase::AWAITING_APPROVAL);
-        t.note(
-            note_kind::AWAITING_APPROVAL,
-            "waiting for approval to go live",
-        );
+    if t.spec.approval.required {
+        // The approval is the only human gate: promotion waits for it, and for nothing else.
+        t.go_live(phase::PROMOTING, "promoting");
     } else if !b.auto_promote {
         t.hold_in(phase::AWAITING_PROMOTION);
         t.note(note_kind::PAUSED, "waiting for promote");
@@ -117,8 +115,7 @@ fn preview(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Result<Flow, FailureReason> {
             format!("promoting automatically at {}", at.to_rfc3339()),
         );
     } else {
-        t.enter(phase::PROMOTING);
-        t.note(note_kind::STEP_STARTED, "promoting");
+        t.go_live(phase::PROMOTING, "promoting");
     }
     Ok(Flow::Next)
 }
@@ -135,8 +132,7 @@ fn maintain_preview(t: &mut Tick<'_>, b: &BlueGreenSpec, new: Track) {
 
 /// `promote` at `awaiting_promotion` or during the auto-promote wait.
 pub(super) fn promote(t: &mut Tick<'_>, actor: &str) {
-    t.enter(phase::PROMOTING);
-    t.note(note_kind::STEP_STARTED, format!("promoted by {actor}"));
+    t.go_live(phase::PROMOTING, format!("promoted by {actor}"));
 }
 
 fn promoting(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {

@@ -65,6 +65,10 @@ pub(super) fn step(t: &mut Tick<'_>, c: &CanarySpec) -> Flow {
         phase::DEPLOYING => deploying(t),
         phase::CANARY_STEP => canary_step(t, c),
         phase::PAUSED_STEP => paused_step(t, c),
+        // A first deploy waits for approval before anything is applied.
+        phase::AWAITING_APPROVAL if t.state.gated_phase.as_deref() == Some(phase::DEPLOYING) => {
+            Ok(Flow::Hold)
+        }
         phase::AWAITING_APPROVAL => {
             let tg = target(c, t.replicas(), step_index(t));
             // Keep the last step's shape while waiting; a stuck canary is not a failure here.
@@ -197,7 +201,7 @@ pub(super) fn promote(t: &mut Tick<'_>, c: &CanarySpec, actor: &str) {
     advance(t, c, index.saturating_add(1));
 }
 
-/// Go to step `next`, or past the last step to approval or promotion.
+/// Go to step `next`, or past the last step to promotion (held for approval when required).
 fn advance(t: &mut Tick<'_>, c: &CanarySpec, next: usize) {
     if next < c.steps.len() {
         t.state.step = u32::try_from(next).unwrap_or(u32::MAX);
@@ -206,16 +210,7 @@ fn advance(t: &mut Tick<'_>, c: &CanarySpec, next: usize) {
         return;
     }
     t.state.step = u32::try_from(c.steps.len()).unwrap_or(u32::MAX);
-    if t.spec.approval.required && t.state.approved_by.is_none() {
-        t.hold_in(phase::AWAITING_APPROVAL);
-        t.note(
-            note_kind::AWAITING_APPROVAL,
-            "waiting for approval to go live",
-        );
-    } else {
-        t.enter(phase::PROMOTING);
-        t.note(note_kind::STEP_STARTED, "promoting");
-    }
+    t.go_live(phase::PROMOTING, "promoting");
 }
 
 /// Stable moves to the release at full size (never below it), while the canary keeps serving.

@@ -117,13 +117,7 @@ pub(super) fn consume(t: &mut Tick<'_>, command: &Command) {
             StrategySpec::BlueGreen(_) => blue_green::promote(t, actor),
             StrategySpec::Rolling(_) => ignore(t, command),
         },
-        CommandKind::Approve => {
-            t.state.approved_by = Some(actor.to_owned());
-            t.note(note_kind::APPROVED, format!("approved by {actor}"));
-            // Both gated strategies promote once approved.
-            t.enter(phase::PROMOTING);
-            t.note(note_kind::STEP_STARTED, "promoting");
-        }
+        CommandKind::Approve => t.approved(actor),
         CommandKind::Pause => {
             t.state.paused_by_command = true;
             t.state.status = DeploymentStatus::Paused;

@@ -205,6 +205,51 @@ impl Tick<'_> {
             Some(after(self.now, duration(self.spec.progress_deadline)));
     }
 
+    /// Whether `phase` must wait: it puts the release live ([`phase::goes_live`]) and the
+    /// environment requires an approval not given yet. A rollback never waits for one.
+    pub fn awaits_approval(&self, phase: &str) -> bool {
+        self.spec.approval.required
+            && self.state.approved_by.is_none()
+            && self.state.status != DeploymentStatus::RollingBack
+            && phase::goes_live(phase)
+    }
+
+    /// Enter `phase`, which puts the release live, announcing it with `message`; while the
+    /// approval the environment requires is missing, hold at the approval gate instead, to
+    /// enter `phase` once approved.
+    pub fn go_live(&mut self, phase: &str, message: impl Into<String>) {
+        if self.awaits_approval(phase) {
+            self.hold_for_approval(phase);
+        } else {
+            self.enter(phase);
+            self.note(note_kind::STEP_STARTED, message);
+        }
+    }
+
+    /// Hold at the approval gate; `approve` then enters `then`.
+    fn hold_for_approval(&mut self, then: &str) {
+        self.state.gated_phase = Some(then.to_owned());
+        self.hold_in(phase::AWAITING_APPROVAL);
+        self.note(
+            note_kind::AWAITING_APPROVAL,
+            "waiting for approval to go live",
+        );
+    }
+
+    /// `approve` at the gate: enter the phase it holds back (`promoting` for a gate stored
+    /// before [`RolloutState::gated_phase`] existed).
+    pub fn approved(&mut self, actor: &str) {
+        self.state.approved_by = Some(actor.to_owned());
+        self.note(note_kind::APPROVED, format!("approved by {actor}"));
+        let then = self
+            .state
+            .gated_phase
+            .take()
+            .unwrap_or_else(|| phase::PROMOTING.to_owned());
+        self.enter(&then);
+        self.note(note_kind::STEP_STARTED, then.replace('_', " "));
+    }
+
     /// Enter a phase that waits for a person: status paused, no deadline.
     pub fn hold_in(&mut self, phase: &str) {
         self.state.phase = phase.to_owned();
@@ -387,6 +432,12 @@ fn run(t: &mut Tick<'_>) -> Option<DateTime<Utc>> {
         if t.state.paused_by_command {
             t.state.progress_deadline_at = None;
             return Some(after(t.now, HOLD_POLL));
+        }
+        if t.awaits_approval(&t.state.phase) {
+            // Whatever led here (the phase a rollout starts in, a state stored before the
+            // gate existed), a phase that puts the release live waits for the approval.
+            let then = t.state.phase.clone();
+            t.hold_for_approval(&then);
         }
         let mark = t.actions.len();
         match strategy_step(t) {

@@ -10,7 +10,8 @@ pub const DEPLOYING: &str = "deploying";
 
 /// Blue-green: the new color comes up beside the live one, on the preview Service.
 pub const PREVIEW: &str = "preview";
-/// Blue-green or canary: waiting for an `approve` command (status `paused`).
+/// Any strategy: waiting for an `approve` command (status `paused`) before a phase that puts
+/// the release live ([`goes_live`]), when the environment requires approval.
 pub const AWAITING_APPROVAL: &str = "awaiting_approval";
 /// Blue-green: waiting for a `promote` command (`auto_promote: false`; status `paused`).
 pub const AWAITING_PROMOTION: &str = "awaiting_promotion";
@@ -46,6 +47,24 @@ pub const REMOVING_CANARY: &str = "removing_canary";
 pub const SUCCEEDED: &str = "succeeded";
 pub const ROLLED_BACK: &str = "rolled_back";
 pub const FAILED: &str = "failed";
+
+/// The phases that put the release in front of production traffic: the in-place rolling
+/// update, a first deploy at full size, and a canary's or blue-green's promotion with what
+/// follows it. None of them runs without the approval an environment requires.
+pub const LIVE: [&str; 7] = [
+    ROLLING_UPDATE,
+    DEPLOYING,
+    PROMOTING,
+    SWITCHING,
+    SCALING_DOWN_OLD,
+    SHIFTING_TRAFFIC,
+    SCALING_DOWN_CANARY,
+];
+
+/// Whether `phase` puts the release live (one of [`LIVE`]).
+pub fn goes_live(phase: &str) -> bool {
+    LIVE.contains(&phase)
+}
 
 /// Every phase, for documentation and tests.
 pub const ALL: [&str; 21] = [

@@ -1,4 +1,6 @@
 //! Rolling update: the Stable workload is moved to the release in place, within its budget.
+//! Every replica it moves serves production traffic, so where the environment requires
+//! approval the update waits for it before it applies anything.
 
 use super::budget::resolve_budget;
 use super::machine::{Flow, Tick, failure, failure_code};
@@ -16,6 +18,8 @@ pub(super) fn step(t: &mut Tick<'_>, r: &RollingSpec) -> Flow {
             }
             drive(t, r, &release)
         }
+        // Approval first: nothing is applied until it is given.
+        phase::AWAITING_APPROVAL => Flow::Hold,
         phase::ROLLING_BACK => {
             let Some(previous) = t.state.previous.clone() else {
                 return Flow::Fail(failure(

@@ -24,6 +24,7 @@ pub fn start(spec: &RolloutSpec, observation: &Observation, now: DateTime<Utc>) 
         timer_at: None,
         paused_by_command: false,
         approved_by: None,
+        gated_phase: None,
         rollback_cause: None,
     };
     let stable = observation.workload(Track::Stable);

@@ -264,6 +264,11 @@ pub struct RolloutState {
     pub paused_by_command: bool,
     /// Approval given, by whom.
     pub approved_by: Option<String>,
+    /// At the approval gate (`awaiting_approval`): the phase an approval opens, which puts
+    /// the release live. `None` in states stored before it existed: their gate opened onto
+    /// `promoting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gated_phase: Option<String>,
     /// Why the machine is rolling back, once it is.
     pub rollback_cause: Option<RollbackCause>,
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 use slipway_core::rollout::{
     Action, Command, CommandKind, Decision, Observation, Release, RolloutSpec, RolloutState,
-    ServiceEndpoints, ServiceRole, Track, WorkloadStatus, accepts, decide, start,
+    ServiceEndpoints, ServiceRole, Track, WorkloadStatus, accepts, decide, phase, start,
 };
 use slipway_core::{ApprovalPolicy, DeploymentStatus, DurationSpec, StrategySpec, Workload};
 
@@ -365,4 +365,28 @@ pub fn select(service: ServiceRole, track: Track) -> Action {
 
 pub fn weight(canary_weight: u32) -> Action {
     Action::SetCanaryWeight { canary_weight }
+}
+
+/// Requires a distinct approver for `run` and ticks it: it must hold at `awaiting_approval`
+/// (paused, no progress deadline) applying nothing, an hour later still, and take `approve`
+/// from someone other than the requester only.
+pub fn assert_held_for_approval(run: &mut Run) {
+    run.spec.approval.required = true;
+    run.spec.approval.distinct_approver = true;
+    let d = run.tick();
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(note_kinds(&d), vec!["awaiting_approval"]);
+    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
+    assert_eq!(run.status(), DeploymentStatus::Paused);
+    assert_eq!(
+        run.state.progress_deadline_at, None,
+        "waiting is not a lack of progress"
+    );
+    run.advance(3600);
+    let d = run.tick();
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
+    use CommandKind::{Abort, Approve, Rollback};
+    assert_eq!(run.accepted(REQUESTER), vec![Abort, Rollback]);
+    assert_eq!(run.accepted("bob"), vec![Approve, Abort, Rollback]);
 }

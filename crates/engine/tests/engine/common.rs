@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use slipway_cluster::{SimCluster, SystemClock, Target};
 use slipway_core::rollout::Release;
 use slipway_core::{
-    ClusterSpec, Deployment, DeploymentEvent, DeploymentRequest, DeploymentStatus, EnvironmentSpec,
-    NewApp, TrafficRouting, Workload,
+    Channel, ClusterSpec, Deployment, DeploymentEvent, DeploymentRequest, DeploymentStatus,
+    EnvironmentSpec, NewApp, TrafficRouting, Workload,
 };
 use slipway_engine::intake::{self, Precondition};
 use slipway_engine::{Drivers, Engine, EngineSettings};
@@ -132,7 +132,7 @@ pub async fn record(conn: &mut slipway_store::PgConnection, env: &str, version: 
         idempotency_key: None,
         traceparent: None,
     };
-    intake::record_deployment(conn, APP, env, request, &by)
+    intake::record_deployment(conn, APP, env, request, Channel::Api, &by)
         .await
         .expect("record the deployment")
         .id

@@ -26,14 +26,65 @@ impl Drop for Api {
     }
 }
 
+/// The HS256 secret of [`Api::start_with_tokens`].
+const SECRET: &[u8] = b"engine-http-test-secret-engine-http!";
+
+/// A bearer token of [`SECRET`] for `sub`, valid for an hour.
+fn bearer(sub: &str) -> String {
+    let token = slipway_api::auth::issue_hs256(
+        SECRET,
+        "slipway",
+        "slipway",
+        sub,
+        &[],
+        std::time::Duration::from_secs(3600),
+    )
+    .expect("issue a token");
+    format!("Bearer {token}")
+}
+
 impl Api {
     async fn start(pool: &PgPool) -> Self {
+        Self::serve(pool, ApiSettings::default()).await
+    }
+
+    /// With bearer tokens of [`SECRET`]; `admin` is the bootstrap admin.
+    async fn start_with_tokens(pool: &PgPool) -> Self {
+        let verifier = slipway_api::auth::TokenVerifier::new("slipway", "slipway")
+            .with_secret(SECRET)
+            .expect("a valid secret");
+        let auth = slipway_api::auth::AuthSettings::jwt(
+            verifier,
+            slipway_api::auth::BootstrapAdmins::parse(&["admin"]),
+        );
+        let settings = ApiSettings {
+            auth,
+            ..ApiSettings::default()
+        };
+        Self::serve(pool, settings).await
+    }
+
+    /// `POST path` with `body` as `sub`: status and JSON body.
+    async fn post_as(&self, sub: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("authorization", bearer(sub))
+            .json(body)
+            .send()
+            .await
+            .expect("send the request");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn serve(pool: &PgPool, settings: ApiSettings) -> Self {
         static CRYPTO: Once = Once::new();
         CRYPTO.call_once(|| {
             // Another test may have installed it already: that is fine.
             let _ = rustls::crypto::ring::default_provider().install_default();
         });
-        let app = slipway_api::app(AppState::new(pool.clone(), ApiSettings::default()));
+        let app = slipway_api::app(AppState::new(pool.clone(), settings));
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("bind a loopback port");
@@ -312,4 +363,85 @@ async fn metrics_are_described_and_histograms_have_fitting_buckets(pool: PgPool)
         "step write batches: {writes:?}"
     );
     drop(api);
+}
+
+/// The reported bypass end to end (HTTP API, engine, simulated cluster): on an environment that
+/// requires a distinct approver, a deployer's `{"strategy": {"type": "rolling"}}` is refused
+/// unless the environment allows overrides; where it does, the rolling update, the first one
+/// of the environment included, applies nothing until someone else approves.
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn approval_gates_a_rolling_override_end_to_end(pool: PgPool) {
+    seed_app(&pool).await;
+    let canary = json!({"type": "canary", "steps": [{"set_weight": 50}, {"pause": {}}]});
+    let approval = json!({"approval": {"required": true, "distinct_approver": true}});
+    put_env(
+        &pool,
+        "prod",
+        &env_spec("shop", canary.clone(), approval.clone()),
+    )
+    .await;
+    let sim = sim();
+    let engine = engine(&pool, &sim, settings("a"));
+    let api = Api::start_with_tokens(&pool).await;
+    for (sub, role) in [("alice", "deployer"), ("bob", "approver")] {
+        let (status, body) = api
+            .post_as(
+                "admin",
+                "/v1/apps/web/role-bindings",
+                &json!({"subject": sub, "role": role}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let deployments = "/v1/apps/web/environments/prod/deployments";
+    let rolling = |version: &str| json!({"image": image(version), "strategy": {"type": "rolling"}});
+
+    let (status, body) = api.post_as("alice", deployments, &rolling("6.6.6")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["errors"][0]["pointer"], "/strategy", "{body}");
+
+    let mut allowed = approval;
+    allowed["allow_strategy_override"] = json!(true);
+    put_env(&pool, "prod", &env_spec("shop", canary, allowed)).await;
+    for (version, before) in [("1.0.0", None), ("6.6.6", Some(release("1.0.0")))] {
+        let (status, body) = api.post_as("alice", deployments, &rolling(version)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["strategy_overridden"], true, "{body}");
+        let id: Uuid = body["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("an id");
+        drive_to_phase(
+            &engine,
+            &pool,
+            id,
+            DeploymentStatus::Paused,
+            "awaiting_approval",
+        )
+        .await;
+        for _ in 0..5 {
+            engine.run_once(16).await.expect("an engine step");
+        }
+        assert_eq!(get(&pool, id).await.status, DeploymentStatus::Paused);
+        let snap = sim.snapshot(&target("shop"));
+        assert_eq!(
+            snap.release(Track::Stable),
+            before.as_ref(),
+            "{version} applied unapproved"
+        );
+
+        let approve = format!("/v1/deployments/{id}/approve");
+        let (status, body) = api.post_as("alice", &approve, &json!({})).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "the requester approved: {body}"
+        );
+        let (status, body) = api.post_as("bob", &approve, &json!({})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let d = drive_to(&engine, &pool, id, DeploymentStatus::Succeeded).await;
+        assert_eq!(d.serving.version.as_deref(), Some(version));
+        let approved = first(&events_of(&pool, id).await, "approved").clone();
+        assert_eq!(approved.message, "approved by bob");
+    }
 }

@@ -19,7 +19,8 @@ async fn blue_green_previews_switches_scales_down_and_aborts_back(pool: PgPool) 
     e.put_env(
         2,
         json!({"type": "blue_green", "auto_promote": false, "scale_down_delay": "8s"}),
-        json!({}),
+        // The third deployment brings its own strategy.
+        json!({"allow_strategy_override": true}),
     )
     .await;
 
