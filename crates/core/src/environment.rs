@@ -37,6 +37,12 @@ pub struct EnvironmentSpec {
     /// A newer queued deployment supersedes older queued ones.
     #[serde(default)]
     pub supersede_queued: bool,
+    /// Take over a Deployment or Service of the workload's names that exists in the cluster
+    /// without Slipway's labels (one made by hand or another tool). Off by default: Slipway
+    /// then refuses such objects (`not_managed`). Only an app-wide admin may set it. Objects
+    /// of another environment are never taken over (`owned_by_other_environment`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
 }
 
 impl EnvironmentSpec {

@@ -17,5 +17,6 @@ mod blue_green;
 mod canary;
 mod commands;
 mod harness;
+mod ownership;
 mod rolling;
 mod routed;
