@@ -18,7 +18,10 @@ fn rolling() -> Value {
     json!({"type": "rolling", "max_surge": 1, "max_unavailable": 0})
 }
 
-#[expect(clippy::expect_used, reason = "a helper of the tests: its failure fails the test")]
+#[expect(
+    clippy::expect_used,
+    reason = "a helper of the tests: its failure fails the test"
+)]
 async fn environment_id(e: &E2e, name: &str) -> String {
     let id: Uuid = sqlx::query_scalar("SELECT id FROM environments WHERE name = $1")
         .bind(name)
