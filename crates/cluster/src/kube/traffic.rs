@@ -264,10 +264,14 @@ pub async fn ingress_weight(
     if api.get_opt(ingress).await.map_err(from_kube)?.is_none() {
         return Ok(None);
     }
-    let canary = api
-        .get_opt(&canary_ingress_name(ingress))
-        .await
-        .map_err(from_kube)?;
+    let name = canary_ingress_name(ingress);
+    let canary = api.get_opt(&name).await.map_err(from_kube)?;
+    if let Some(c) = &canary {
+        target.check_owner(
+            &format!("Ingress {name}"),
+            objects::environment_of(c.metadata.labels.as_ref()),
+        )?;
+    }
     Ok(Some(canary.as_ref().map_or(0, observed_ingress_weight)))
 }
 
