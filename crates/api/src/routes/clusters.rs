@@ -134,7 +134,8 @@ pub async fn get_namespaces(
 #[utoipa::path(put, path = "/v1/clusters/{cluster}/namespaces", tag = "clusters",
     operation_id = "setClusterNamespaces",
     params(("cluster" = String, Path, description = "Cluster name")),
-    request_body = NamespaceAllowlist,
+    request_body(content = NamespaceAllowlist, example = json!({
+        "apps": {"web": ["web", "web-staging"], "shop": ["shop"]}})),
     responses(
         (status = 200, description = "The allowlist now in force", body = ClusterNamespaces),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
