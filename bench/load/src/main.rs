@@ -276,7 +276,8 @@ async fn expect_status(
     Ok(status)
 }
 
-/// Registers the simulated cluster `bench`, the app and its environment; what exists is kept.
+/// Registers the simulated cluster `bench`, the app and its environment (in namespace
+/// `<app>-<env>`: one workload belongs to one environment); what exists is kept.
 async fn setup(client: &reqwest::Client, base: &Url, app: &str, env: &str) -> anyhow::Result<()> {
     let created_or_exists = [StatusCode::CREATED, StatusCode::CONFLICT];
     expect_status(
@@ -300,7 +301,7 @@ async fn setup(client: &reqwest::Client, base: &Url, app: &str, env: &str) -> an
             .put(base.join(&format!("v1/apps/{app}/environments/{env}"))?)
             .json(&json!({
                 "cluster": "bench",
-                "namespace": app,
+                "namespace": format!("{app}-{env}"),
                 "workload": {"name": app, "container": app, "replicas": 4, "port": 8080},
                 "strategy": {"type": "rolling", "max_surge": "25%", "max_unavailable": 0},
             })),

@@ -64,6 +64,10 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::ops::metrics))
         .routes(routes!(routes::clusters::create, routes::clusters::list))
         .routes(routes!(routes::clusters::get))
+        .routes(routes!(
+            routes::clusters::get_namespaces,
+            routes::clusters::set_namespaces
+        ))
         .routes(routes!(routes::apps::create, routes::apps::list))
         .routes(routes!(
             routes::apps::get,

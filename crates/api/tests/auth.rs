@@ -470,6 +470,7 @@ async fn the_approver_must_not_be_the_requester_where_required(pool: PgPool) {
     app.seed().await;
     let mut relaxed = canary_env();
     relaxed["approval"] = json!({"required": true, "distinct_approver": false});
+    relaxed["workload"]["name"] = json!("web-dev");
     let r = app
         .put_json("/v1/apps/web/environments/dev", &relaxed)
         .await;

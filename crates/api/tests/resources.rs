@@ -310,6 +310,7 @@ async fn environments_are_created_replaced_read_and_listed(pool: PgPool) {
     assert_eq!(got.body, replaced.body);
 
     let mut staging = canary_env();
+    staging["workload"]["name"] = json!("web-staging");
     staging["strategy"] = json!({"type": "blue_green", "auto_promote": false, "auto_promote_after": "2m",
                                   "scale_down_delay": "30s", "preview_replicas": 2});
     let bg = app

@@ -59,8 +59,7 @@ fn now() -> i64 {
 async fn app(pool: PgPool) -> TestApp {
     let app = TestApp::builder(pool).secrets_key(KEY).start().await;
     app.seed().await;
-    app.put_json("/v1/apps/web/environments/staging", &common::canary_env())
-        .await;
+    app.seed_env("web", "staging").await;
     app
 }
 

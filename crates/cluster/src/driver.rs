@@ -1,6 +1,6 @@
 //! The contract every cluster driver fulfils.
 
-use slipway_core::rollout::{Action, Observation};
+use slipway_core::rollout::{Action, Observation, failure_code};
 
 pub use futures::future::BoxFuture;
 
@@ -14,6 +14,32 @@ pub struct Target {
     /// Services select. Other strategies never read them, so a driver may skip looking them up
     /// (the Kubernetes driver does: two fewer API requests per observation).
     pub blue_green: bool,
+    /// The id of the environment the target belongs to. Every object the driver writes
+    /// carries it (`slipway.dev/environment`), and the driver touches no object that carries
+    /// another (`owned_by_other_environment`).
+    pub environment: String,
+    /// The environment adopts objects of the workload's names that exist without Slipway's
+    /// labels; otherwise the driver refuses them (`not_managed`).
+    pub adopt: bool,
+}
+
+impl Target {
+    /// Whether an object whose environment label is `owner` may be touched for this target:
+    /// objects of another environment may not (a permanent `owned_by_other_environment`).
+    /// An object without the label (made by a Slipway from before the label, or adopted) is
+    /// claimed by the first environment that writes it.
+    pub fn check_owner(&self, what: &str, owner: Option<&str>) -> Result<(), DriverError> {
+        match owner {
+            Some(owner) if owner != self.environment => Err(DriverError::permanent(
+                failure_code::OWNED_BY_OTHER_ENVIRONMENT,
+                format!(
+                    "{what} in namespace {} belongs to another environment ({owner}); Slipway leaves it alone",
+                    self.namespace
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A cluster Slipway can observe and change. Used as `Arc<dyn ClusterDriver>`.

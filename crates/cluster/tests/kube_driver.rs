@@ -22,7 +22,9 @@ mod routers;
 
 use std::time::{Duration, Instant};
 
-use env::{Env, apply_workload, kubeconfig, kubeconfig_e2e, kubeconfig_with, poll, release};
+use env::{
+    ENVIRONMENT, Env, apply_workload, kubeconfig, kubeconfig_e2e, kubeconfig_with, poll, release,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -310,7 +312,8 @@ async fn select_track_points_services_at_a_color() {
     })
     .await;
 
-    // A Service someone else created: only its selector changes.
+    // A Service someone else created is left alone unless the environment adopts it; then
+    // only its selector changes, and it is marked as the environment's.
     let services: Api<Service> = Api::namespaced(env.client.clone(), &env.namespace);
     let foreign: Service = serde_json::from_value(json!({
         "metadata": { "name": "shop", "labels": { "team": "shop" } },
@@ -320,26 +323,160 @@ async fn select_track_points_services_at_a_color() {
         .create(&PostParams::default(), &foreign)
         .await
         .unwrap();
+    let switch = [Action::SelectTrack {
+        service: ServiceRole::Active,
+        track: Track::Blue,
+    }];
     let shop = env.target("shop", 1);
-    env.apply(
-        &shop,
-        &[Action::SelectTrack {
-            service: ServiceRole::Active,
-            track: Track::Blue,
-        }],
-    )
-    .await;
+    let e = env.driver.apply(&shop, &switch).await.unwrap_err();
+    assert_eq!(
+        (e.is_retryable(), e.reason()),
+        (false, "not_managed"),
+        "{e}"
+    );
+    let selector = |s: Service| format!("{:?}", s.spec.unwrap().selector.unwrap());
+    assert_eq!(
+        selector(services.get("shop").await.unwrap()),
+        r#"{"app": "shop"}"#,
+        "not adopted: untouched"
+    );
+    let adopting = Target {
+        adopt: true,
+        ..shop.clone()
+    };
+    env.apply(&adopting, &switch).await;
     let s = services.get("shop").await.unwrap();
+    assert_eq!(
+        format!("{:?}", s.metadata.labels.clone().unwrap()),
+        format!(r#"{{"slipway.dev/environment": "{ENVIRONMENT}", "team": "shop"}}"#)
+    );
     let spec = s.spec.unwrap();
     assert_eq!(
         format!("{:?}", spec.selector.unwrap()),
         r#"{"app.kubernetes.io/name": "shop", "slipway.dev/track": "blue"}"#
     );
     assert_eq!(spec.ports.unwrap()[0].port, 80);
+    // Adopted once, it stays the environment's; no other environment may switch it.
+    env.apply(&shop, &switch).await;
+    let other = Target {
+        environment: "another-environment".into(),
+        adopt: true,
+        ..shop.clone()
+    };
+    let e = env.driver.apply(&other, &switch).await.unwrap_err();
     assert_eq!(
-        format!("{:?}", s.metadata.labels.unwrap()),
-        r#"{"team": "shop"}"#
+        (e.is_retryable(), e.reason()),
+        (false, "owned_by_other_environment"),
+        "{e}"
     );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn objects_of_another_environment_are_left_alone() {
+    let env = Env::new("owned").await;
+    let t = Target {
+        blue_green: true,
+        ..env.target("web", 1)
+    };
+    env.apply(
+        &t,
+        &[
+            apply_workload(Track::Blue, "v1", 1),
+            Action::SelectTrack {
+                service: ServiceRole::Active,
+                track: Track::Blue,
+            },
+        ],
+    )
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
+    let services: Api<Service> = Api::namespaced(env.client.clone(), &env.namespace);
+    let label = |labels: Option<std::collections::BTreeMap<String, String>>| {
+        labels
+            .unwrap_or_default()
+            .get("slipway.dev/environment")
+            .cloned()
+    };
+    let blue = deployments.get("web-blue").await.unwrap();
+    assert_eq!(label(blue.metadata.labels), Some(ENVIRONMENT.to_owned()));
+    let active = services.get("web").await.unwrap();
+    assert_eq!(label(active.metadata.labels), Some(ENVIRONMENT.to_owned()));
+
+    // Another environment naming the same workload (adopting or not) can neither read it as
+    // its own nor change it.
+    for adopt in [false, true] {
+        let other = Target {
+            environment: "another-environment".into(),
+            adopt,
+            ..t.clone()
+        };
+        let e = env.driver.observe(&other).await.unwrap_err();
+        assert_eq!(
+            (e.is_retryable(), e.reason()),
+            (false, "owned_by_other_environment"),
+            "{e}"
+        );
+        for action in [
+            apply_workload(Track::Blue, "v6", 1),
+            Action::ScaleWorkload {
+                track: Track::Blue,
+                replicas: 0,
+            },
+            Action::DeleteWorkload { track: Track::Blue },
+            Action::SelectTrack {
+                service: ServiceRole::Active,
+                track: Track::Green,
+            },
+        ] {
+            let e = env.driver.apply(&other, &[action]).await.unwrap_err();
+            assert_eq!(
+                (e.is_retryable(), e.reason()),
+                (false, "owned_by_other_environment"),
+                "{e}"
+            );
+        }
+    }
+    let blue = deployments.get("web-blue").await.unwrap();
+    assert_eq!(blue.spec.replicas, Some(1));
+    assert_eq!(
+        blue.metadata.annotations.unwrap()["slipway.dev/version"],
+        "v1",
+        "untouched"
+    );
+    let web = services.get("web").await.unwrap();
+    assert_eq!(
+        format!("{:?}", web.spec.unwrap().selector.unwrap()),
+        r#"{"app.kubernetes.io/name": "web", "slipway.dev/track": "blue"}"#
+    );
+
+    // A Deployment an older Slipway wrote (managed, without the environment's label) is
+    // claimed by the environment that writes it next.
+    let own = json!({
+        "app.kubernetes.io/managed-by": "slipway",
+        "app.kubernetes.io/name": "old",
+        "slipway.dev/track": "stable",
+    });
+    let legacy: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "old", "labels": own },
+        "spec": {
+            "selector": { "matchLabels": {
+                "app.kubernetes.io/name": "old", "slipway.dev/track": "stable" } },
+            "template": { "metadata": { "labels": own },
+                          "spec": { "containers": [{ "name": "app", "image": "old:1" }] } },
+        },
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &legacy)
+        .await
+        .unwrap();
+    let old = env.target("old", 1);
+    assert_eq!(env.observe(&old).await.workloads.len(), 1);
+    env.apply(&old, &[apply_workload(Track::Stable, "v2", 1)])
+        .await;
+    let claimed = deployments.get("old").await.unwrap();
+    assert_eq!(label(claimed.metadata.labels), Some(ENVIRONMENT.to_owned()));
     env.finish().await;
 }
 
@@ -463,6 +600,8 @@ async fn errors_say_whether_to_retry() {
         },
         traffic: TrafficRouting::Replicas,
         blue_green: false,
+        environment: ENVIRONMENT.into(),
+        adopt: false,
     };
 
     let path = kubeconfig_with("badtoken", |k| {

@@ -31,6 +31,8 @@ fn target_in(namespace: &str, name: &str, traffic: TrafficRouting) -> Target {
         },
         traffic,
         blue_green: true,
+        environment: "env-a".to_owned(),
+        adopt: false,
     }
 }
 
@@ -390,6 +392,57 @@ async fn targets_are_kept_apart_by_namespace_and_name() {
             .workloads
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn another_environments_workload_is_left_alone_as_on_kubernetes() {
+    let dir = scratch_dir();
+    let (_, a, b) = shared_pair(dir.path(), SimSettings::default());
+    let mine = target();
+    a.apply(&mine, &[apply_workload(Track::Stable, "1", 4, 1, 0)])
+        .await;
+    let theirs = Target {
+        environment: "env-b".to_owned(),
+        adopt: true,
+        ..target()
+    };
+    // Through another instance on the same state too: the owner is part of the shared state.
+    for sim in [&a, &b] {
+        let e = sim.driver.observe(&theirs).await.expect_err("not theirs");
+        assert_eq!(
+            (e.is_retryable(), e.reason()),
+            (false, "owned_by_other_environment"),
+            "{e}"
+        );
+        for action in [
+            apply_workload(Track::Stable, "6", 4, 1, 0),
+            Action::DeleteWorkload {
+                track: Track::Stable,
+            },
+        ] {
+            let e = sim
+                .driver
+                .apply(&theirs, &[action])
+                .await
+                .expect_err("not theirs");
+            assert_eq!(e.reason(), "owned_by_other_environment", "{e}");
+        }
+    }
+    assert_eq!(
+        a.sim.snapshot(&mine).release(Track::Stable),
+        Some(&release("1"))
+    );
+    assert_eq!(b.observe(&mine).await.workloads.len(), 1, "still mine");
+    // Once nothing of it is left, another environment may start afresh.
+    a.apply(
+        &mine,
+        &[Action::DeleteWorkload {
+            track: Track::Stable,
+        }],
+    )
+    .await;
+    b.apply(&theirs, &[apply_workload(Track::Stable, "6", 4, 1, 0)])
+        .await;
 }
 
 #[tokio::test]

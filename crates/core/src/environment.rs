@@ -43,6 +43,12 @@ pub struct EnvironmentSpec {
     /// The approval policy applies whatever the strategy.
     #[serde(default)]
     pub allow_strategy_override: bool,
+    /// Take over a Deployment or Service of the workload's names that exists in the cluster
+    /// without Slipway's labels (one made by hand or another tool). Off by default: Slipway
+    /// then refuses such objects (`not_managed`). Only an app-wide admin may set it. Objects
+    /// of another environment are never taken over (`owned_by_other_environment`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
 }
 
 impl EnvironmentSpec {

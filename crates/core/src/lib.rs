@@ -19,7 +19,7 @@ pub mod validation;
 
 pub use access::{NewRoleBinding, Role, RoleBinding};
 pub use app::{AppPatch, NewApp};
-pub use cluster::{ClusterKind, ClusterSpec};
+pub use cluster::{ClusterKind, ClusterNamespaces, ClusterSpec, NamespaceAllowlist};
 pub use deployment::{
     Channel, DeploymentPlan, DeploymentRequest, DeploymentStatus, FailureReason, Outcome,
     PlanError, Serving, ServingHealth, Source, SourceKind,

@@ -11,7 +11,7 @@ use serde_json::json;
 use slipway_core::rollout::{self, CommandKind, Release, RolloutSpec};
 use slipway_core::{
     App, AppPatch, Channel, Cluster, ClusterSpec, Deployment, DeploymentRequest, Environment,
-    EnvironmentSpec, NewApp, PlanError, ValidationError,
+    EnvironmentSpec, NamespaceAllowlist, NewApp, PlanError, ValidationError,
 };
 use slipway_core::{DeploymentStatus, Serving, ServingHealth};
 use slipway_store::audit::NewAuditEntry;
@@ -111,6 +111,18 @@ pub async fn register_cluster(
     Ok(clusters::insert(conn, spec).await?)
 }
 
+/// Sets which namespaces each app may use on the cluster `name` (for environments put from
+/// now on; existing ones are not re-checked).
+pub async fn set_cluster_namespaces(
+    conn: &mut PgConnection,
+    name: &str,
+    list: &NamespaceAllowlist,
+) -> Result<NamespaceAllowlist, IntakeError> {
+    list.validate()?;
+    clusters::set_namespaces(conn, name, list).await?;
+    Ok(list.clone())
+}
+
 /// Creates an app.
 pub async fn create_app(
     conn: &mut PgConnection,
@@ -186,8 +198,18 @@ pub async fn put_environment(
     }
     spec.validate()?;
     let (app_id, _) = apps::lock(conn, app).await?;
-    let cluster_id = match clusters::id_of(conn, &spec.cluster).await {
-        Ok(id) => id,
+    let cluster_id = match clusters::placement(conn, &spec.cluster, app, &spec.namespace).await {
+        Ok((id, true)) => id,
+        Ok((_, false)) => {
+            return Err(ValidationError::single(
+                "/namespace",
+                format!(
+                    "app {app:?} may not use namespace {:?} on cluster {:?} (its namespace allowlist)",
+                    spec.namespace, spec.cluster
+                ),
+            )
+            .into());
+        }
         Err(StoreError::NotFound(_)) => {
             return Err(ValidationError::single(
                 "/cluster",
@@ -199,15 +221,29 @@ pub async fn put_environment(
     };
     let existing = environments::lock(conn, app_id, name).await?;
     condition.check(existing.as_ref().map(|e| e.revision))?;
-    let created = match existing {
-        Some(env) => {
-            environments::replace(conn, env.id, cluster_id, spec).await?;
-            false
+    let written = match existing {
+        Some(env) => environments::replace(conn, env.id, cluster_id, spec)
+            .await
+            .map(|()| false),
+        None => environments::insert(conn, app_id, name, cluster_id, spec)
+            .await
+            .map(|()| true),
+    };
+    let created = match written {
+        Ok(created) => created,
+        // One workload belongs to one environment. Which environment holds it is not said:
+        // it may be another app's.
+        Err(StoreError::Constraint { constraint }) if constraint == "environments_workload_key" => {
+            return Err(ValidationError::single(
+                "/workload/name",
+                format!(
+                    "workload {:?} in namespace {:?} on cluster {:?} belongs to another environment",
+                    spec.workload.name, spec.namespace, spec.cluster
+                ),
+            )
+            .into());
         }
-        None => {
-            environments::insert(conn, app_id, name, cluster_id, spec).await?;
-            true
-        }
+        Err(e) => return Err(e.into()),
     };
     Ok((environments::get(conn, app, name).await?, created))
 }

@@ -219,6 +219,8 @@ fn target(record: &RolloutRecord) -> Target {
         workload: record.spec.workload.clone(),
         traffic,
         blue_green: matches!(record.spec.strategy, StrategySpec::BlueGreen(_)),
+        environment: record.environment_id.to_string(),
+        adopt: record.adopt,
     }
 }
 

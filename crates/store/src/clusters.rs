@@ -1,7 +1,7 @@
 //! Registered clusters.
 
 use chrono::{DateTime, Utc};
-use slipway_core::{Cluster, ClusterKind, ClusterSpec};
+use slipway_core::{Cluster, ClusterKind, ClusterSpec, NamespaceAllowlist};
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
@@ -99,4 +99,65 @@ pub async fn id_of(conn: &mut PgConnection, name: &str) -> Result<Uuid, StoreErr
         .fetch_optional(conn)
         .await?
         .ok_or(StoreError::NotFound("cluster"))
+}
+
+/// The namespace allowlist of the cluster named `name`: `None` when it has none (not
+/// restricted).
+#[tracing::instrument(skip_all, fields(cluster = name))]
+pub async fn namespaces(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<Option<NamespaceAllowlist>, StoreError> {
+    let row: Option<(Option<serde_json::Value>,)> =
+        sqlx::query_as("SELECT namespaces FROM clusters WHERE name = $1")
+            .bind(name)
+            .fetch_optional(conn)
+            .await?;
+    let (list,) = row.ok_or(StoreError::NotFound("cluster"))?;
+    list.map(|apps| {
+        Ok(NamespaceAllowlist {
+            apps: serde_json::from_value(apps)?,
+        })
+    })
+    .transpose()
+}
+
+/// Replaces the namespace allowlist of the cluster named `name`.
+#[tracing::instrument(skip_all, fields(cluster = name))]
+pub async fn set_namespaces(
+    conn: &mut PgConnection,
+    name: &str,
+    list: &NamespaceAllowlist,
+) -> Result<(), StoreError> {
+    let updated =
+        sqlx::query("UPDATE clusters SET namespaces = $2, updated_at = now() WHERE name = $1")
+            .bind(name)
+            .bind(serde_json::to_value(&list.apps)?)
+            .execute(conn)
+            .await?
+            .rows_affected();
+    if updated == 0 {
+        return Err(StoreError::NotFound("cluster"));
+    }
+    Ok(())
+}
+
+/// The id of the cluster named `name`, and whether `app` may use `namespace` on it (always,
+/// when the cluster has no allowlist).
+pub async fn placement(
+    conn: &mut PgConnection,
+    name: &str,
+    app: &str,
+    namespace: &str,
+) -> Result<(Uuid, bool), StoreError> {
+    sqlx::query_as(
+        "SELECT id, namespaces IS NULL OR coalesce(namespaces -> $2 ? $3, false)
+         FROM clusters WHERE name = $1",
+    )
+    .bind(name)
+    .bind(app)
+    .bind(namespace)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::NotFound("cluster"))
 }

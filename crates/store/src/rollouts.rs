@@ -40,6 +40,9 @@ pub struct RolloutRecord {
     pub tick: i64,
     pub cluster: ClusterRef,
     pub supersede_queued: bool,
+    /// The environment adopts objects of its workload that Slipway does not manage (read
+    /// from the environment as it is now, like `supersede_queued`).
+    pub adopt: bool,
     pub traceparent: Option<String>,
     pub created_at: DateTime<Utc>,
 }
@@ -60,6 +63,7 @@ struct Row {
     kubeconfig_path: Option<String>,
     context: Option<String>,
     supersede_queued: Option<bool>,
+    adopt: Option<bool>,
     traceparent: Option<String>,
     created_at: DateTime<Utc>,
 }
@@ -98,6 +102,7 @@ impl TryFrom<Row> for RolloutRecord {
                 context: r.context,
             },
             supersede_queued: r.supersede_queued.unwrap_or(false),
+            adopt: r.adopt.unwrap_or(false),
             traceparent: r.traceparent,
             created_at: r.created_at,
         })
@@ -107,7 +112,8 @@ impl TryFrom<Row> for RolloutRecord {
 const SELECT: &str = "SELECT d.id, d.environment_id, d.status::text AS status, d.rollout, d.state,
         d.created_by, d.attempt, d.tick, c.id AS cluster_id, c.name AS cluster_name,
         c.kind::text AS cluster_kind, c.kubeconfig_path, c.context,
-        (e.spec->>'supersede_queued')::boolean AS supersede_queued, d.traceparent, d.created_at
+        (e.spec->>'supersede_queued')::boolean AS supersede_queued,
+        (e.spec->>'adopt')::boolean AS adopt, d.traceparent, d.created_at
      FROM deployments d
      JOIN environments e ON e.id = d.environment_id
      JOIN clusters c ON c.id = d.cluster_id";
@@ -222,7 +228,8 @@ pub async fn claim_due(
          SELECT d.id, d.epoch, d.environment_id, d.status::text AS status, d.rollout, d.state,
              d.created_by, d.attempt, d.tick, c.id AS cluster_id, c.name AS cluster_name,
              c.kind::text AS cluster_kind, c.kubeconfig_path, c.context,
-             (e.spec->>'supersede_queued')::boolean AS supersede_queued, d.traceparent,
+             (e.spec->>'supersede_queued')::boolean AS supersede_queued,
+             (e.spec->>'adopt')::boolean AS adopt, d.traceparent,
              d.created_at, p.cmd_ids, p.cmd_kinds, p.cmd_actors, p.cmd_reasons, p.cmd_created
          FROM d
          JOIN environments e ON e.id = d.environment_id

@@ -183,3 +183,59 @@ async fn concurrent_appends_never_leave_gaps_or_duplicates(pool: PgPool) {
         .expect("counter");
     assert_eq!(last, 11);
 }
+
+/// The migration that makes a workload belong to one environment meets a database in which
+/// two environments already share one: it stops, naming them, and changes nothing, rather
+/// than choosing an owner (the older environment may be the one that took the workload over).
+#[sqlx::test(migrations = false)]
+async fn environments_sharing_a_workload_stop_the_migration_and_are_named(pool: PgPool) {
+    let before = 20_261_208_000_019;
+    slipway_store::MIGRATOR
+        .run_to(before, &pool)
+        .await
+        .expect("migrate to just before the uniqueness");
+    let mut conn = pool.acquire().await.expect("acquire");
+    environment(&mut conn).await;
+    let app_id = apps::id_of(&mut conn, "web").await.expect("app id");
+    let cluster_id = clusters::id_of(&mut conn, "local")
+        .await
+        .expect("cluster id");
+    let spec: EnvironmentSpec = serde_json::from_value(json!({
+        "cluster": "local",
+        "namespace": "web",
+        "workload": {"name": "web", "container": "web", "replicas": 2, "port": 8080}
+    }))
+    .expect("environment spec");
+    environments::insert(&mut conn, app_id, "staging", cluster_id, &spec)
+        .await
+        .expect("a second environment on prod's workload, as the old schema allowed");
+    drop(conn);
+
+    let err = slipway_store::MIGRATOR
+        .run(&pool)
+        .await
+        .expect_err("the migration refuses the shared workload");
+    let message = err.to_string();
+    assert!(
+        message.contains("web/prod, web/staging") && message.contains("workload web"),
+        "{message}"
+    );
+    let environments: i64 = sqlx::query_scalar("SELECT count(*) FROM environments")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(environments, 2, "nothing was dropped");
+
+    // Once one of them is pointed elsewhere, the migration goes through.
+    sqlx::query(
+        "UPDATE environments SET spec = jsonb_set(spec, '{workload,name}', '\"web-staging\"')
+         WHERE name = 'staging'",
+    )
+    .execute(&pool)
+    .await
+    .expect("point staging elsewhere");
+    slipway_store::MIGRATOR
+        .run(&pool)
+        .await
+        .expect("the migration goes through");
+}

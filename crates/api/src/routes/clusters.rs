@@ -2,8 +2,9 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::response::Response;
-use slipway_core::{Cluster, ClusterDetail, ClusterSpec};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use slipway_core::{Cluster, ClusterDetail, ClusterNamespaces, ClusterSpec, NamespaceAllowlist};
 use slipway_engine::intake;
 use slipway_store::clusters;
 use slipway_store::rollouts::ClusterRef;
@@ -102,4 +103,62 @@ pub async fn get(
     };
     let status = state.drivers.status(&reference).await;
     Ok(Json(ClusterDetail { cluster, status }))
+}
+
+/// Get which namespaces each app may use on a cluster (bootstrap admins only). A cluster
+/// without an allowlist answers `{"apps": null}`: it is not restricted.
+#[utoipa::path(get, path = "/v1/clusters/{cluster}/namespaces", tag = "clusters",
+    operation_id = "getClusterNamespaces",
+    params(("cluster" = String, Path, description = "Cluster name")),
+    responses(
+        (status = 200, description = "The cluster's namespace allowlist", body = ClusterNamespaces),
+        (status = 403, description = "Not a bootstrap admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such cluster", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_namespaces(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<ClusterNamespaces>, ApiError> {
+    principal.require_admin()?;
+    let mut conn = state.pool.acquire().await?;
+    let list = clusters::namespaces(&mut conn, &name).await?;
+    Ok(Json(ClusterNamespaces {
+        apps: list.map(|l| l.apps),
+    }))
+}
+
+/// Set which namespaces each app may use on a cluster (bootstrap admins only). From then on
+/// an environment of an app may use only the namespaces listed for it there (422 on
+/// `/namespace` otherwise); an app the list does not name may use none. Environments put
+/// before are not re-checked.
+#[utoipa::path(put, path = "/v1/clusters/{cluster}/namespaces", tag = "clusters",
+    operation_id = "setClusterNamespaces",
+    params(("cluster" = String, Path, description = "Cluster name")),
+    request_body(content = NamespaceAllowlist, example = json!({
+        "apps": {"web": ["web", "web-staging"], "shop": ["shop"]}})),
+    responses(
+        (status = 200, description = "The allowlist now in force", body = ClusterNamespaces),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a bootstrap admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such cluster", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid app or namespace name (each named by JSON pointer)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn set_namespaces(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    audit: AuditContext,
+    body: JsonBody<NamespaceAllowlist>,
+) -> Result<Response, ApiError> {
+    principal.require_admin()?;
+    let mut tx = state.pool.begin().await?;
+    let list = intake::set_cluster_namespaces(&mut tx, &name, &body.value).await?;
+    let audited = audit.commit(tx, StatusCode::OK).await?;
+    let body = Json(ClusterNamespaces {
+        apps: Some(list.apps),
+    });
+    Ok((audited, body).into_response())
 }

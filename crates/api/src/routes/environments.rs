@@ -16,6 +16,11 @@ use crate::routes::apps::with_etag;
 use crate::state::AppState;
 
 /// Create or replace an environment (`If-Match` optional; `*` requires that it exists).
+///
+/// Needs `admin` in the environment; `adopt: true` needs `admin` of the whole app. One
+/// workload (cluster, namespace, name) belongs to one environment (422 on `/workload/name`),
+/// and a cluster with a namespace allowlist takes only the namespaces it lists for the app
+/// (422 on `/namespace`).
 #[utoipa::path(put, path = "/v1/apps/{app}/environments/{env}", operation_id = "putEnvironment", tag = "environments",
     params(("app" = String, Path, description = "App name"),
            ("env" = String, Path, description = "Environment name"),
@@ -33,6 +38,7 @@ use crate::state::AppState;
         (status = 200, description = "Replaced", body = Environment, headers(("ETag" = String))),
         (status = 201, description = "Created", body = Environment, headers(("ETag" = String), ("Location" = String))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin here (or `adopt: true` without admin of the app)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such app", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
@@ -50,6 +56,11 @@ pub async fn put(
     principal
         .require(&state, &app, Some(&name), Role::Admin)
         .await?;
+    if body.value.adopt {
+        // Adopting objects Slipway does not manage is the app's decision, not one
+        // environment's.
+        principal.require(&state, &app, None, Role::Admin).await?;
+    }
     let mut tx = state.pool.begin().await?;
     let (env, created) =
         intake::put_environment(&mut tx, &app, &name, &body.value, condition).await?;

@@ -415,10 +415,17 @@ impl TestApp {
         r
     }
 
-    /// Puts the DESIGN.md canary example as environment `env` of `app`, on cluster `local`.
+    /// Puts the DESIGN.md canary example as environment `env` of `app`, on cluster `local`,
+    /// in namespace `app`: its workload is named `app` for `prod`, `app-env` for the others
+    /// (one workload belongs to one environment).
     pub async fn seed_env(&self, app: &str, env: &str) -> Resp {
+        let mut spec = canary_env();
+        spec["namespace"] = json!(app);
+        if env != "prod" {
+            spec["workload"]["name"] = json!(format!("{app}-{env}"));
+        }
         let r = self
-            .put_json(&format!("/v1/apps/{app}/environments/{env}"), &canary_env())
+            .put_json(&format!("/v1/apps/{app}/environments/{env}"), &spec)
             .await;
         assert_eq!(
             r.status,

@@ -4,11 +4,16 @@
 //! conflicts on the fields it sets and leaves every other field alone). Every Deployment and
 //! Service Slipway creates carries `app.kubernetes.io/managed-by=slipway`,
 //! `app.kubernetes.io/name=<workload>` and, on Deployments and their pods,
-//! `slipway.dev/track=<track>`; a Deployment without the managed-by label is never changed or
-//! deleted (`not_managed`). The exceptions are what Slipway is told to use: a Service it is to
-//! point at a track (blue-green's `<name>` and `<name>-preview`, a router's stable `<name>`) that
-//! someone else created gets only its `spec.selector` replaced, and a Gateway API router's
-//! HTTPRoute only its backend weights ([`traffic`]).
+//! `slipway.dev/track=<track>`, and every object Slipway writes carries its environment's id
+//! (`slipway.dev/environment=<id>`, not on pods). An object carrying another environment's id
+//! is never read as the target's, changed or deleted (`owned_by_other_environment`); one
+//! without the managed-by label is left alone (`not_managed`) unless the environment adopts
+//! (`adopt: true`): then an adopted Deployment is taken over whole, and an adopted Service (one
+//! Slipway is to point at a track: blue-green's `<name>` and `<name>-preview`, a router's
+//! stable `<name>`) gets only its `spec.selector` replaced and the environment's label. An
+//! object with the managed-by label but no environment label (written by an older Slipway)
+//! is claimed by the environment that writes it next. A Gateway API router's HTTPRoute gets
+//! only its backend weights ([`traffic`]).
 //!
 //! Traffic: with the replica-ratio router the canary weight is the ratio of canary to stable
 //! pods, so `SetCanaryWeight` changes nothing and observations carry no weight. With the
@@ -231,6 +236,10 @@ impl KubeDriver {
             .list(&ListParams::default().labels(&objects::managed_selector(name)))
             .await
             .map_err(from_kube)?;
+        for d in &listed.items {
+            let what = format!("Deployment {}", d.metadata.name.as_deref().unwrap_or(name));
+            target.check_owner(&what, objects::environment_of(d.metadata.labels.as_ref()))?;
+        }
         let workloads = listed
             .items
             .iter()
@@ -251,10 +260,14 @@ impl KubeDriver {
             &[]
         };
         for &role in roles {
-            let found = services_api
-                .get_opt(&objects::service_name(name, role))
-                .await
-                .map_err(from_kube)?;
+            let object = objects::service_name(name, role);
+            let found = services_api.get_opt(&object).await.map_err(from_kube)?;
+            if let Some(s) = &found {
+                target.check_owner(
+                    &format!("Service {object}"),
+                    objects::environment_of(s.metadata.labels.as_ref()),
+                )?;
+            }
             if let Some(track) = found.as_ref().and_then(status::service_track) {
                 services.insert(role, track);
             }
@@ -299,7 +312,7 @@ impl KubeDriver {
                 max_unavailable,
             } => {
                 let object = objects::deployment_name(name, *track);
-                managed_deployment(&deployments, &object).await?;
+                writable_deployment(target, &deployments, &object).await?;
                 let doc = objects::deployment(
                     target,
                     *track,
@@ -318,7 +331,10 @@ impl KubeDriver {
             }
             Action::ScaleWorkload { track, replicas } => {
                 let object = objects::deployment_name(name, *track);
-                if managed_deployment(&deployments, &object).await?.is_none() {
+                if writable_deployment(target, &deployments, &object)
+                    .await?
+                    .is_none()
+                {
                     return Err(DriverError::permanent(
                         "workload_not_found",
                         format!(
@@ -369,7 +385,10 @@ impl KubeDriver {
             }
             Action::DeleteWorkload { track } => {
                 let object = objects::deployment_name(name, *track);
-                if managed_deployment(&deployments, &object).await?.is_some() {
+                if writable_deployment(target, &deployments, &object)
+                    .await?
+                    .is_some()
+                {
                     let params = DeleteParams {
                         propagation_policy: Some(PropagationPolicy::Background),
                         ..DeleteParams::default()
@@ -420,8 +439,9 @@ fn retry_here(e: &DriverError) -> bool {
     e.is_retryable() && !matches!(e.reason(), "cluster_unreachable" | "timeout")
 }
 
-/// Applies Service `object` selecting `track`'s pods; of a Service someone else created, only
-/// the selector.
+/// Applies Service `object` selecting `track`'s pods; of a Service someone else created that
+/// the environment adopts, only the selector (and the environment's label). Another
+/// environment's Service, or an unmanaged one the environment does not adopt, is refused.
 async fn point_service(
     client: &Client,
     target: &Target,
@@ -431,13 +451,21 @@ async fn point_service(
 ) -> Result<(), DriverError> {
     let services: Api<Service> = Api::namespaced(client.clone(), &target.namespace);
     let existing = services.get_opt(object).await.map_err(from_kube)?;
-    let doc = match existing {
-        Some(s) if !objects::is_managed(s.metadata.labels.as_ref()) => {
+    let write = match &existing {
+        Some(s) => objects::may_write(
+            target,
+            &format!("Service {object}"),
+            s.metadata.labels.as_ref(),
+        )?,
+        None => objects::Write::Managed,
+    };
+    let doc = match write {
+        objects::Write::Adopted => {
             tracing::info!(namespace = %target.namespace, service = %object, track = track.as_str(),
-                "switching the selector of a Service Slipway does not manage");
+                "switching the selector of a Service the environment adopts");
             objects::named_selector_only(target, object, track)
         }
-        _ => objects::named_service(target, object, track),
+        objects::Write::Managed => objects::named_service(target, object, track),
     };
     services
         .patch(object, apply, &Patch::Apply(doc))
@@ -446,22 +474,22 @@ async fn point_service(
     Ok(())
 }
 
-/// The Deployment `name` if it exists; an error if it exists and Slipway does not manage it.
-async fn managed_deployment(
+/// The Deployment `name` if it exists; an error if it exists and the target may not write it
+/// (another environment's, or unmanaged and not adopted: [`objects::may_write`]).
+async fn writable_deployment(
+    target: &Target,
     api: &Api<Deployment>,
     name: &str,
 ) -> Result<Option<Deployment>, DriverError> {
-    match api.get_opt(name).await.map_err(from_kube)? {
-        Some(d) if !objects::is_managed(d.metadata.labels.as_ref()) => Err(DriverError::permanent(
-            "not_managed",
-            format!(
-                "Deployment {name} exists without the label {}={}; Slipway leaves it alone",
-                objects::MANAGED_BY_LABEL,
-                objects::MANAGED_BY_VALUE
-            ),
-        )),
-        found => Ok(found),
+    let found = api.get_opt(name).await.map_err(from_kube)?;
+    if let Some(d) = &found {
+        objects::may_write(
+            target,
+            &format!("Deployment {name}"),
+            d.metadata.labels.as_ref(),
+        )?;
     }
+    Ok(found)
 }
 
 impl ClusterDriver for KubeDriver {

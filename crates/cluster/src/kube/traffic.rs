@@ -264,10 +264,14 @@ pub async fn ingress_weight(
     if api.get_opt(ingress).await.map_err(from_kube)?.is_none() {
         return Ok(None);
     }
-    let canary = api
-        .get_opt(&canary_ingress_name(ingress))
-        .await
-        .map_err(from_kube)?;
+    let name = canary_ingress_name(ingress);
+    let canary = api.get_opt(&name).await.map_err(from_kube)?;
+    if let Some(c) = &canary {
+        target.check_owner(
+            &format!("Ingress {name}"),
+            objects::environment_of(c.metadata.labels.as_ref()),
+        )?;
+    }
     Ok(Some(canary.as_ref().map_or(0, observed_ingress_weight)))
 }
 
@@ -305,17 +309,12 @@ pub async fn set_ingress_weight(
             )
         })?;
     let name = canary_ingress_name(ingress);
-    if let Some(existing) = api.get_opt(&name).await.map_err(from_kube)?
-        && !objects::is_managed(existing.metadata.labels.as_ref())
-    {
-        return Err(DriverError::permanent(
-            "not_managed",
-            format!(
-                "Ingress {name} exists without the label {}={}; Slipway leaves it alone",
-                objects::MANAGED_BY_LABEL,
-                objects::MANAGED_BY_VALUE
-            ),
-        ));
+    if let Some(existing) = api.get_opt(&name).await.map_err(from_kube)? {
+        objects::may_write(
+            target,
+            &format!("Ingress {name}"),
+            existing.metadata.labels.as_ref(),
+        )?;
     }
     let doc = canary_ingress(target, &primary, ingress, weight)?;
     let written = api
@@ -413,7 +412,7 @@ fn canary_ingress(
         "metadata": {
             "name": canary_ingress_name(ingress),
             "namespace": target.namespace,
-            "labels": objects::labels(&target.workload.name, Some(Track::Canary)),
+            "labels": objects::labels(target, Some(Track::Canary)),
             "annotations": annotations,
         },
         "spec": new_spec,
@@ -436,6 +435,8 @@ mod tests {
             },
             traffic: slipway_core::TrafficRouting::Replicas,
             blue_green: false,
+            environment: "env-a".into(),
+            adopt: false,
         }
     }
 

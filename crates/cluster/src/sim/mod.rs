@@ -123,6 +123,11 @@ struct TargetState {
     canary_weight: Option<u32>,
     /// Observes answered, for flapping readiness.
     observes: u64,
+    /// The environment that wrote the target (what the Kubernetes driver's
+    /// `slipway.dev/environment` label says); none in state written before it was kept, and
+    /// then the next environment that writes claims it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 impl TargetState {
@@ -394,11 +399,12 @@ impl SimCluster {
         // Only the flapping fault's count of observes is state an observe changes.
         self.with_target(target, flapping, |ts, env| {
             if ts.is_empty() {
-                return Observation {
+                return Ok(Observation {
                     canary_weight: reported_weight(target, None),
                     ..Observation::default()
-                };
+                });
             }
+            check_owner(target, ts)?;
             ts.observes += 1;
             let dip = flapping && ts.observes % 2 == 0;
             let workloads = ts
@@ -415,18 +421,22 @@ impl SimCluster {
                 })
                 .collect();
             let endpoints = service_endpoints(&ts.services, &workloads);
-            Observation {
+            Ok(Observation {
                 workloads,
                 services: ts.services.clone(),
                 endpoints,
                 canary_weight: reported_weight(target, ts.canary_weight),
-            }
-        })
+            })
+        })?
     }
 
     fn apply_now(&self, target: &Target, actions: &[Action]) -> Result<(), DriverError> {
         let now = self.clock.now();
         self.with_target(target, true, |ts, env| {
+            if !ts.is_empty() {
+                check_owner(target, ts)?;
+            }
+            ts.owner = Some(target.environment.clone());
             for action in actions {
                 apply_one(ts, action, now, env)?;
                 self.actions.fetch_add(1, Ordering::Relaxed);
@@ -434,6 +444,15 @@ impl SimCluster {
             Ok(())
         })?
     }
+}
+
+/// What the Kubernetes driver refuses, the simulated cluster refuses too: a target whose
+/// objects another environment wrote (`owned_by_other_environment`).
+fn check_owner(target: &Target, ts: &TargetState) -> Result<(), DriverError> {
+    target.check_owner(
+        &format!("workload {}", target.workload.name),
+        ts.owner.as_deref(),
+    )
 }
 
 /// The weight the router reports: none on the replica-ratio router, otherwise the last weight

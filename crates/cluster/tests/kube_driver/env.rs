@@ -19,6 +19,8 @@ use slipway_core::rollout::{Action, Observation, Release, Track};
 use slipway_core::{TrafficRouting, Workload};
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
+/// The environment the tests' targets belong to (the label `slipway.dev/environment`).
+pub const ENVIRONMENT: &str = "0193f5b0-7e57-7000-8000-00000000000a";
 
 pub use crate::kube_rbac::{grant_e2e, kubeconfig, kubeconfig_e2e};
 
@@ -83,6 +85,8 @@ impl Env {
             },
             traffic: TrafficRouting::Replicas,
             blue_green: false,
+            environment: ENVIRONMENT.into(),
+            adopt: false,
         }
     }
 
@@ -232,5 +236,7 @@ pub fn plain_target() -> Target {
         },
         traffic: TrafficRouting::Replicas,
         blue_green: false,
+        environment: ENVIRONMENT.into(),
+        adopt: false,
     }
 }

@@ -9,7 +9,7 @@ use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
 use serde_json::{Value, json};
-use slipway_cluster::ClusterDriver;
+use slipway_cluster::{ClusterDriver, Target};
 use slipway_core::TrafficRouting;
 use slipway_core::rollout::{Action, Track};
 use slipway_core::strategy::{GatewayApiRoute, NginxIngress};
@@ -291,6 +291,32 @@ async fn nginx_canary_ingress_is_a_managed_copy() {
     assert_eq!(
         after.metadata.resource_version,
         before.metadata.resource_version
+    );
+
+    // Another environment whose router names the same Ingress neither reads the weight of
+    // this environment's canary copy nor writes it.
+    let other = Target {
+        environment: "another-environment".into(),
+        ..env.routed(
+            "api",
+            1,
+            TrafficRouting::Nginx(NginxIngress {
+                ingress: "shop".into(),
+            }),
+        )
+    };
+    let e = env.driver.observe(&other).await.unwrap_err();
+    assert_eq!(
+        (e.is_retryable(), e.reason()),
+        (false, "owned_by_other_environment"),
+        "{e}"
+    );
+    let e = env.driver.apply(&other, &[weight(50)]).await.unwrap_err();
+    assert_eq!(e.reason(), "owned_by_other_environment", "{e}");
+    let canary = ingresses.get("shop-canary").await.unwrap();
+    assert_eq!(
+        canary.metadata.annotations.unwrap()["nginx.ingress.kubernetes.io/canary-weight"],
+        "0"
     );
 
     // A canary Ingress name someone else uses is left alone; a missing Ingress fails for good.

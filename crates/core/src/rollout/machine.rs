@@ -32,6 +32,12 @@ pub mod failure_code {
     pub const ANALYSIS_UNAVAILABLE: &str = "analysis_unavailable";
     /// The stored state does not fit the strategy (e.g. an unknown phase).
     pub const INVALID_STATE: &str = "invalid_state";
+    /// A cluster object of the workload belongs to another environment (its
+    /// `slipway.dev/environment` label names another one): the driver leaves it alone.
+    pub const OWNED_BY_OTHER_ENVIRONMENT: &str = "owned_by_other_environment";
+    /// A cluster object of the workload exists without Slipway's labels and the environment
+    /// does not adopt it (`adopt: false`).
+    pub const NOT_MANAGED: &str = "not_managed";
 }
 
 /// Note kinds `decide` emits.

@@ -179,6 +179,9 @@ pub fn target(ns: &str) -> Target {
         },
         traffic: TrafficRouting::Replicas,
         blue_green: false,
+        // Snapshots (all the tests take of it) do not check who owns the target.
+        environment: String::new(),
+        adopt: false,
     }
 }
 

@@ -13,6 +13,7 @@ mod github_status;
 mod group_commit;
 mod http;
 mod leases;
+mod ownership;
 mod queue;
 mod recovery;
 mod strategies;

@@ -53,6 +53,8 @@ async fn a_write_stalled_after_the_fence_check_never_lands_after_the_next_holder
         workload: record.spec.workload.clone(),
         traffic: TrafficRouting::Replicas,
         blue_green: false,
+        environment: record.environment_id.to_string(),
+        adopt: false,
     };
     let spending = Instant::now();
     loop {

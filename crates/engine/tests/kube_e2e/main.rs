@@ -18,5 +18,6 @@ mod canary;
 mod commands;
 mod fencing;
 mod harness;
+mod ownership;
 mod rolling;
 mod routed;
