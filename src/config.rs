@@ -334,8 +334,8 @@ impl Config {
     /// mostly wait on the database and the clusters, and PostgreSQL, the kernel's network
     /// stack or neighbouring containers usually share the cores: a thread on every core then
     /// competes with the database for each of them, and a wake-up that crosses threads costs
-    /// more than the second thread gives (bench/README.md: 2 cores shared with PostgreSQL, one
-    /// thread recorded 19 % more creates per second than two).
+    /// more than the second thread gives (measured in bench/README.md, *One connection per
+    /// writer task, one runtime thread per spare core*; decision 063).
     pub fn runtime_threads(&self) -> usize {
         if self.runtime_threads > 0 {
             return self.runtime_threads;

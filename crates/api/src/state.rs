@@ -51,8 +51,8 @@ impl Default for ApiSettings {
 }
 
 /// Shared by all handlers; cheap to clone (one reference count: every middleware layer and
-/// handler clones it per request, and cloning each field's own `Arc` cost the server about a
-/// tenth of its CPU in the create benchmark).
+/// handler clones it per request, and cloning each field's own `Arc` showed in the create
+/// benchmark's profile: bench/README.md, "One `Arc` for the server's shared state").
 #[derive(Debug, Clone)]
 pub struct AppState(Arc<Shared>);
 

@@ -4,8 +4,8 @@
 //! the notifier) each send one statement after another. Taking a connection from the pool for
 //! each statement hands them round the pool's backends in turn: every statement then runs in
 //! a PostgreSQL process whose caches went cold while the others ran, on a machine where the
-//! server and the database share the cores. Keeping one connection per task measured 30–40 %
-//! more creates per second (bench/README.md, "One connection per writer task").
+//! server and the database share the cores. Keeping one connection per task gave more
+//! creates per second (bench/README.md, "One connection per writer task"; decision 062).
 //!
 //! So a task keeps its connection while it has work, and gives it back to the pool:
 //! - when it has waited [`IDLE`] for work (an idle process holds nothing, and `pool.close()`

@@ -137,8 +137,8 @@ pub async fn holding(
     let epochs: Vec<i64> = claims.iter().map(|c| c.epoch).collect();
     // The arrays are read through sub-selects so that the planner does not see their length:
     // a plan that knows it always looks cheaper than the generic one, and PostgreSQL would
-    // plan this statement anew on every call (measured: planning cost three times the
-    // execution).
+    // plan this statement anew on every call, and planning cost more than the execution
+    // (bench/engine.md, "Chained steps, 64 workers, generic plans"; decision 071).
     let held: Vec<(i64, f64)> = sqlx::query_as(
         "SELECT c.n, extract(epoch FROM d.lease_expires_at - now())::float8
          FROM unnest((SELECT $1::uuid[]), (SELECT $2::bigint[]))
