@@ -159,7 +159,7 @@ async fn events_are_paged_by_sequence(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("connection");
     for n in 0..4 {
         let event = slipway_store::events::NewEvent {
-            kind: "note",
+            kind: slipway_core::EventKind::StepCompleted,
             actor: "test",
             message: format!("note {n}"),
             data: serde_json::json!({"n": n}),

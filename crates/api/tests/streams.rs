@@ -131,7 +131,7 @@ fn expiring_token(sub: &str, ago: u64) -> String {
 async fn note(pool: &PgPool, deployment: Uuid, message: &str) -> i64 {
     let mut conn = pool.acquire().await.unwrap();
     let event = NewEvent {
-        kind: "note",
+        kind: slipway_core::EventKind::StepCompleted,
         actor: "test",
         message: message.to_owned(),
         data: json!({}),

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod deployment;
 pub mod duration;
 pub mod environment;
+pub mod event;
 pub mod image;
 pub mod names;
 pub mod resources;
@@ -26,6 +27,7 @@ pub use deployment::{
 };
 pub use duration::DurationSpec;
 pub use environment::{ApprovalPolicy, EnvironmentSpec, Workload};
+pub use event::EventKind;
 pub use image::ImageRef;
 pub use resources::{
     App, Cluster, ClusterDetail, ClusterStatus, Deployment, DeploymentEvent, Environment,

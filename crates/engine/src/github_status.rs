@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use slipway_core::EventKind;
 use slipway_store::outbox::{self, PendingStatus, QueuedEvent};
 use slipway_store::{PgConnection, PgPool, StoreError};
 
@@ -92,17 +93,16 @@ pub struct StatusRelay {
 }
 
 /// The status an event of a deployment stands for, with its description.
-pub fn status_for(kind: &str, message: &str) -> Option<(&'static str, String)> {
+pub fn status_for(kind: EventKind, message: &str) -> Option<(&'static str, String)> {
     let state = match kind {
-        "started" => "in_progress",
-        "promoted" => "success",
-        "failed" | "rolled_back" => "failure",
-        "cancelled" => "failure",
-        "superseded" => "inactive",
+        EventKind::Started => "in_progress",
+        EventKind::Promoted => "success",
+        EventKind::Failed | EventKind::RolledBack | EventKind::Cancelled => "failure",
+        EventKind::Superseded => "inactive",
         _ => return None,
     };
     let description = match kind {
-        "rolled_back" => format!("rolled back: {message}"),
+        EventKind::RolledBack => format!("rolled back: {message}"),
         _ => message.to_owned(),
     };
     Some((state, truncate(&description)))
@@ -204,7 +204,9 @@ impl StatusRelay {
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let events: Vec<QueuedEvent> = outbox::queued_events(&mut tx, 100).await?;
         for event in &events {
-            let Some((state, description)) = status_for(&event.kind, &event.message) else {
+            // A kind this version does not know stands for no status.
+            let status = EventKind::parse(&event.kind).and_then(|k| status_for(k, &event.message));
+            let Some((state, description)) = status else {
                 continue;
             };
             outbox::push(&mut tx, event.deployment_id, state, &description).await?;

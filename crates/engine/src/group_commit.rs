@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use slipway_core::EventKind;
 use slipway_core::rollout::RolloutState;
 use slipway_store::events::NewEvent;
 use slipway_store::leases::{self, Claim};
@@ -38,7 +39,7 @@ const LANES: usize = 1;
 /// An event of a step, owned (see [`NewEvent`]).
 #[derive(Debug, Clone)]
 pub struct StepEvent {
-    pub kind: String,
+    pub kind: EventKind,
     pub actor: String,
     pub message: String,
     pub data: serde_json::Value,
@@ -73,7 +74,7 @@ impl OwnedStepWrite {
         self.events
             .iter()
             .map(|e| NewEvent {
-                kind: &e.kind,
+                kind: e.kind,
                 actor: &e.actor,
                 message: e.message.clone(),
                 data: e.data.clone(),

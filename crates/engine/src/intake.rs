@@ -13,7 +13,7 @@ use slipway_core::{
     App, AppPatch, Channel, Cluster, ClusterSpec, Deployment, DeploymentRequest, Environment,
     EnvironmentSpec, NamespaceAllowlist, NewApp, PlanError, ValidationError,
 };
-use slipway_core::{DeploymentStatus, Serving, ServingHealth};
+use slipway_core::{DeploymentStatus, EventKind, Serving, ServingHealth};
 use slipway_store::audit::NewAuditEntry;
 use slipway_store::deployments::{KeyedResponse, NewDeployment, RecordRow, Recorded, Requester};
 use slipway_store::environments::EnvironmentRef;
@@ -437,7 +437,7 @@ impl<'a> Draft<'a> {
             },
         };
         let event = NewEvent {
-            kind: "queued",
+            kind: EventKind::Queued,
             actor: by.principal,
             message: format!(
                 "{} strategy deployment of {} ({}) to {app}/{environment} queued",

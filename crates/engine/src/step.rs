@@ -11,7 +11,8 @@ use serde_json::json;
 use slipway_cluster::{DriverError, Target};
 use slipway_core::rollout::{self, Command, CommandKind, Decision, RolloutState};
 use slipway_core::{
-    DeploymentStatus, FailureReason, Outcome, ServingHealth, StrategySpec, TrafficRouting,
+    DeploymentStatus, EventKind, FailureReason, Outcome, ServingHealth, StrategySpec,
+    TrafficRouting,
 };
 use slipway_store::commands::{self, PendingCommand};
 use slipway_store::events::{self, NewEvent};
@@ -225,7 +226,7 @@ fn target(record: &RolloutRecord) -> Target {
 }
 
 fn event<'a>(
-    kind: &'a str,
+    kind: EventKind,
     actor: &'a str,
     message: String,
     data: serde_json::Value,
@@ -286,7 +287,7 @@ async fn start(
         record.attempt
     );
     let data = json!({ "previous": state.previous, "attempt": record.attempt });
-    let events = [event("started", ENGINE_ACTOR, message, data)];
+    let events = [event(EventKind::Started, ENGINE_ACTOR, message, data)];
     let seen = ids(pending);
     let write = StepWrite {
         claim,
@@ -381,7 +382,7 @@ async fn cancel(
         &mut tx,
         claim.id,
         &event(
-            "cancelled",
+            EventKind::Cancelled,
             &abort.actor,
             message,
             json!({"reason": abort.reason}),
@@ -418,7 +419,7 @@ async fn finished(
                 &mut tx,
                 claim.id,
                 &event(
-                    "retried",
+                    EventKind::Retried,
                     &cmd.actor,
                     message,
                     json!({"attempt": attempt, "actor": cmd.actor}),
@@ -540,7 +541,7 @@ async fn persist(
         let message = format!("{} by {}", cmd.kind.as_str(), cmd.actor);
         let data = json!({"command": cmd.kind.as_str(), "actor": cmd.actor, "reason": cmd.reason});
         events.push(StepEvent {
-            kind: "command".into(),
+            kind: EventKind::Command,
             actor: cmd.actor.clone(),
             message,
             data,
@@ -549,7 +550,7 @@ async fn persist(
     for note in &decision.notes {
         let data = json!({"phase": decision.state.phase, "step": decision.state.step, "status": decision.state.status.as_str()});
         events.push(StepEvent {
-            kind: note.kind.clone(),
+            kind: note.kind,
             actor: ENGINE_ACTOR.into(),
             message: note.message.clone(),
             data,
@@ -655,7 +656,7 @@ async fn cluster_error(
                 &mut tx,
                 claim.id,
                 &event(
-                    "cluster_error",
+                    EventKind::ClusterError,
                     ENGINE_ACTOR,
                     format!("{reason}: {message}; retrying"),
                     data,
@@ -685,7 +686,7 @@ async fn cluster_error(
                 &mut tx,
                 claim.id,
                 &event(
-                    "failed",
+                    EventKind::Failed,
                     ENGINE_ACTOR,
                     format!("{reason}: {message}"),
                     json!({"reason": reason}),

@@ -190,7 +190,7 @@ pub async fn record(
         .bind(new.by.idempotency_key)
         .bind(new.by.traceparent)
         .bind(d.created_at)
-        .bind(new.event.kind)
+        .bind(new.event.kind.as_str())
         .bind(new.event.actor)
         .bind(&new.event.message)
         .bind(Json(&new.event.data))
@@ -344,7 +344,7 @@ impl RecordRow {
             idempotency_key: new.by.idempotency_key.map(str::to_owned),
             traceparent: new.by.traceparent.map(str::to_owned),
             created_at: d.created_at,
-            event_kind: new.event.kind.to_owned(),
+            event_kind: new.event.kind.as_str().to_owned(),
             event_actor: new.event.actor.to_owned(),
             event_message: new.event.message.clone(),
             event_data: serde_json::to_string(&new.event.data)?,

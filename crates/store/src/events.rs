@@ -1,7 +1,7 @@
 //! The per-deployment, append-only event log.
 
 use chrono::{DateTime, Utc};
-use slipway_core::DeploymentEvent;
+use slipway_core::{DeploymentEvent, EventKind};
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
@@ -12,7 +12,7 @@ use crate::page::{Page, fetch_limit};
 /// An event to append.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
-    pub kind: &'a str,
+    pub kind: EventKind,
     pub actor: &'a str,
     pub message: String,
     pub data: serde_json::Value,
@@ -20,7 +20,7 @@ pub struct NewEvent<'a> {
 
 /// Appends an event with the deployment's next sequence number. The counter lives on the
 /// deployment row, so appends to one deployment serialize on that row and never leave a gap.
-#[tracing::instrument(skip_all, fields(deployment = %deployment_id, kind = event.kind))]
+#[tracing::instrument(skip_all, fields(deployment = %deployment_id, kind = event.kind.as_str()))]
 pub async fn append(
     conn: &mut PgConnection,
     deployment_id: Uuid,
@@ -40,7 +40,7 @@ pub async fn append(
     )
     .bind(deployment_id)
     .bind(seq)
-    .bind(event.kind)
+    .bind(event.kind.as_str())
     .bind(event.actor)
     .bind(&event.message)
     .bind(&event.data)

@@ -331,7 +331,7 @@ pub async fn write_step(
     w: StepWrite<'_>,
 ) -> Result<StepWritten, StoreError> {
     let state = w.state;
-    let kinds: Vec<&str> = w.events.iter().map(|e| e.kind).collect();
+    let kinds: Vec<&str> = w.events.iter().map(|e| e.kind.as_str()).collect();
     let actors: Vec<&str> = w.events.iter().map(|e| e.actor).collect();
     let messages: Vec<&str> = w.events.iter().map(|e| e.message.as_str()).collect();
     let data: Vec<Json<&serde_json::Value>> = w.events.iter().map(|e| Json(&e.data)).collect();
@@ -487,7 +487,7 @@ pub async fn write_steps(
         for (e, event) in w.events.iter().enumerate() {
             ev_step.push(n);
             ev_n.push(i32::try_from(e + 1).unwrap_or(i32::MAX));
-            kinds.push(event.kind);
+            kinds.push(event.kind.as_str());
             actors.push(event.actor);
             messages.push(event.message.as_str());
             data.push(Json(&event.data));
@@ -813,7 +813,7 @@ pub async fn supersede_older(
             conn,
             *id,
             &crate::events::NewEvent {
-                kind: "superseded",
+                kind: slipway_core::EventKind::Superseded,
                 actor: "slipway",
                 message: format!("superseded by the newer deployment {newest}"),
                 data: serde_json::json!({ "superseded_by": newest }),

@@ -64,7 +64,7 @@ async fn deployment(conn: &mut PgConnection, environment_id: Uuid) -> Uuid {
 
 fn event(n: usize) -> NewEvent<'static> {
     NewEvent {
-        kind: "note",
+        kind: slipway_core::EventKind::StepCompleted,
         actor: "test",
         message: format!("event {n}"),
         data: json!({"n": n}),

@@ -7,10 +7,11 @@
 //! still up during the delay), verifies it (selector and endpoints), and only then scales the
 //! new color down.
 
-use super::machine::{Flow, Tick, after, duration, failure, failure_code, note_kind};
+use super::machine::{Flow, Tick, after, duration, failure, failure_code};
 use super::phase;
 use super::types::{Action, ServiceRole, Track};
 use crate::deployment::FailureReason;
+use crate::event::EventKind;
 use crate::strategy::BlueGreenSpec;
 
 pub(super) fn step(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Flow {
@@ -98,7 +99,7 @@ fn preview(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Result<Flow, FailureReason> {
         return Ok(Flow::Wait);
     }
     t.note(
-        note_kind::STEP_COMPLETED,
+        EventKind::StepCompleted,
         format!("{} is available on the preview service", new.as_str()),
     );
     if t.spec.approval.required {
@@ -106,12 +107,12 @@ fn preview(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Result<Flow, FailureReason> {
         t.go_live(phase::PROMOTING, "promoting");
     } else if !b.auto_promote {
         t.hold_in(phase::AWAITING_PROMOTION);
-        t.note(note_kind::PAUSED, "waiting for promote");
+        t.note(EventKind::Paused, "waiting for promote");
     } else if let Some(wait) = b.auto_promote_after.filter(|d| d.as_secs() > 0) {
         let at = after(t.now, duration(wait));
         t.wait_until(phase::AUTO_PROMOTE_WAIT, at);
         t.note(
-            note_kind::STEP_STARTED,
+            EventKind::StepStarted,
             format!("promoting automatically at {}", at.to_rfc3339()),
         );
     } else {
@@ -144,7 +145,7 @@ fn promoting(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
         return Ok(Flow::Wait);
     }
     t.note(
-        note_kind::STEP_COMPLETED,
+        EventKind::StepCompleted,
         format!("{} is available at full size", new.as_str()),
     );
     t.enter(phase::SWITCHING);
@@ -170,7 +171,7 @@ fn switching(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Result<Flow, FailureReason>
         return Ok(Flow::Wait);
     }
     t.note(
-        note_kind::TRAFFIC_SHIFTED,
+        EventKind::TrafficShifted,
         format!(
             "the active service selects {} and its endpoints are {} pods only",
             new.as_str(),
@@ -191,7 +192,7 @@ fn scaling_down_old(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
         }
         t.enter(phase::SCALING_DOWN_OLD);
         t.note(
-            note_kind::STEP_STARTED,
+            EventKind::StepStarted,
             format!("scaling down {}", old.as_str()),
         );
     }
@@ -234,7 +235,7 @@ fn switching_back(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
         return Ok(Flow::Wait);
     }
     t.note(
-        note_kind::TRAFFIC_SHIFTED,
+        EventKind::TrafficShifted,
         format!("both services select {} again", old.as_str()),
     );
     t.enter(phase::SCALING_DOWN_NEW);

@@ -6,10 +6,11 @@
 //! asked for fewer than the workload's replicas.
 
 use super::budget::percent_up;
-use super::machine::{Flow, Tick, after, duration, failure, failure_code, note_kind};
+use super::machine::{Flow, Tick, after, duration, failure, failure_code};
 use super::phase;
 use super::types::{Action, Track};
 use crate::deployment::FailureReason;
+use crate::event::EventKind;
 use crate::strategy::{CanarySpec, CanaryStep, TrafficRouting};
 
 /// What the canary should look like at a step: its traffic weight and its size.
@@ -131,14 +132,14 @@ fn canary_step(t: &mut Tick<'_>, c: &CanarySpec) -> Result<Flow, FailureReason> 
                     let at = after(t.now, duration(d));
                     t.wait_until(phase::PAUSED_STEP, at);
                     t.note(
-                        note_kind::STEP_STARTED,
+                        EventKind::StepStarted,
                         format!("step {index}: pausing for {d}"),
                     );
                 }
                 None => {
                     t.hold_in(phase::PAUSED_STEP);
                     t.note(
-                        note_kind::PAUSED,
+                        EventKind::Paused,
                         format!("step {index}: paused until promoted"),
                     );
                 }
@@ -159,11 +160,11 @@ fn canary_step(t: &mut Tick<'_>, c: &CanarySpec) -> Result<Flow, FailureReason> 
             }
             if let CanaryStep::SetWeight(w) = current {
                 t.note(
-                    note_kind::TRAFFIC_SHIFTED,
+                    EventKind::TrafficShifted,
                     format!("canary at {w}% ({} replicas)", tg.replicas),
                 );
             }
-            t.note(note_kind::STEP_COMPLETED, format!("step {index} done"));
+            t.note(EventKind::StepCompleted, format!("step {index} done"));
             advance(t, c, index.saturating_add(1));
             Ok(Flow::Next)
         }
@@ -176,7 +177,7 @@ fn paused_step(t: &mut Tick<'_>, c: &CanarySpec) -> Result<Flow, FailureReason> 
         && t.now >= at
     {
         t.note(
-            note_kind::STEP_COMPLETED,
+            EventKind::StepCompleted,
             format!("step {index}: pause over"),
         );
         advance(t, c, index.saturating_add(1));
@@ -195,7 +196,7 @@ fn paused_step(t: &mut Tick<'_>, c: &CanarySpec) -> Result<Flow, FailureReason> 
 pub(super) fn promote(t: &mut Tick<'_>, c: &CanarySpec, actor: &str) {
     let index = step_index(t);
     t.note(
-        note_kind::STEP_COMPLETED,
+        EventKind::StepCompleted,
         format!("step {index}: pause ended by {actor}"),
     );
     advance(t, c, index.saturating_add(1));
@@ -206,7 +207,7 @@ fn advance(t: &mut Tick<'_>, c: &CanarySpec, next: usize) {
     if next < c.steps.len() {
         t.state.step = u32::try_from(next).unwrap_or(u32::MAX);
         t.enter(phase::CANARY_STEP);
-        t.note(note_kind::STEP_STARTED, format!("step {next}"));
+        t.note(EventKind::StepStarted, format!("step {next}"));
         return;
     }
     t.state.step = u32::try_from(c.steps.len()).unwrap_or(u32::MAX);
@@ -220,7 +221,7 @@ fn promoting(t: &mut Tick<'_>, c: &CanarySpec) -> Result<Flow, FailureReason> {
         return Ok(Flow::Wait);
     }
     t.note(
-        note_kind::STEP_COMPLETED,
+        EventKind::StepCompleted,
         format!("stable runs {}", release.version),
     );
     t.enter(if routed(c) {
@@ -241,7 +242,7 @@ fn shifting_traffic(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
         set_weight(t, 0);
         return Ok(Flow::Wait);
     }
-    t.note(note_kind::TRAFFIC_SHIFTED, "all traffic on stable");
+    t.note(EventKind::TrafficShifted, "all traffic on stable");
     t.enter(phase::SCALING_DOWN_CANARY);
     Ok(Flow::Next)
 }
@@ -292,7 +293,7 @@ fn restoring_traffic(t: &mut Tick<'_>, c: &CanarySpec) -> Result<Flow, FailureRe
         return Ok(Flow::Wait);
     }
     t.note(
-        note_kind::TRAFFIC_SHIFTED,
+        EventKind::TrafficShifted,
         format!("all traffic on stable at {}", previous.version),
     );
     t.enter(phase::REMOVING_CANARY);

@@ -1,11 +1,12 @@
 //! Which commands make sense in which state, and what they do to it.
 
-use super::machine::{Tick, after, duration, failure, failure_code, note_kind};
+use super::machine::{Tick, after, duration, failure, failure_code};
 use super::types::{
     Command, CommandKind, CommandRejected, RollbackCause, RolloutSpec, RolloutState,
 };
 use super::{blue_green, canary, phase};
 use crate::deployment::{DeploymentStatus, Outcome, ServingHealth};
+use crate::event::EventKind;
 use crate::strategy::StrategySpec;
 
 /// Whether `kind` makes sense now; `actor`/`requested_by` for the distinct-approver rule.
@@ -94,7 +95,7 @@ pub(super) fn ignore(t: &mut Tick<'_>, command: &Command) {
         Ok(()) => format!("{} is handled by the engine", command.kind.as_str()),
     };
     t.note(
-        note_kind::COMMAND_IGNORED,
+        EventKind::CommandIgnored,
         format!(
             "{} by {} ignored: {why}",
             command.kind.as_str(),
@@ -122,13 +123,13 @@ pub(super) fn consume(t: &mut Tick<'_>, command: &Command) {
             t.state.paused_by_command = true;
             t.state.status = DeploymentStatus::Paused;
             t.state.progress_deadline_at = None;
-            t.note(note_kind::PAUSED, format!("paused by {actor}"));
+            t.note(EventKind::Paused, format!("paused by {actor}"));
         }
         CommandKind::Resume => {
             t.state.paused_by_command = false;
             t.state.status = DeploymentStatus::Running;
             t.state.progress_deadline_at = Some(after(t.now, duration(t.spec.progress_deadline)));
-            t.note(note_kind::RESUMED, format!("resumed by {actor}"));
+            t.note(EventKind::Resumed, format!("resumed by {actor}"));
         }
         CommandKind::Abort => abort(t, RollbackCause::Aborted, actor),
         CommandKind::Rollback => abort(t, RollbackCause::RollbackRequested, actor),

@@ -11,6 +11,7 @@ use super::types::{
 use super::{blue_green, canary, commands, phase, rolling};
 use crate::deployment::{DeploymentStatus, FailureReason, Outcome, ServingHealth};
 use crate::duration::DurationSpec;
+use crate::event::EventKind;
 use crate::strategy::StrategySpec;
 
 /// Poll interval while waiting on the cluster.
@@ -38,22 +39,6 @@ pub mod failure_code {
     /// A cluster object of the workload exists without Slipway's labels and the environment
     /// does not adopt it (`adopt: false`).
     pub const NOT_MANAGED: &str = "not_managed";
-}
-
-/// Note kinds `decide` emits.
-pub mod note_kind {
-    pub const STEP_STARTED: &str = "step_started";
-    pub const STEP_COMPLETED: &str = "step_completed";
-    pub const TRAFFIC_SHIFTED: &str = "traffic_shifted";
-    pub const AWAITING_APPROVAL: &str = "awaiting_approval";
-    pub const APPROVED: &str = "approved";
-    pub const PROMOTED: &str = "promoted";
-    pub const ROLLBACK_STARTED: &str = "rollback_started";
-    pub const ROLLED_BACK: &str = "rolled_back";
-    pub const FAILED: &str = "failed";
-    pub const PAUSED: &str = "paused";
-    pub const RESUMED: &str = "resumed";
-    pub const COMMAND_IGNORED: &str = "command_ignored";
 }
 
 /// What a phase handler found.
@@ -111,9 +96,9 @@ impl Tick<'_> {
         &self.spec.release
     }
 
-    pub fn note(&mut self, kind: &str, message: impl Into<String>) {
+    pub fn note(&mut self, kind: EventKind, message: impl Into<String>) {
         self.notes.push(Note {
-            kind: kind.to_owned(),
+            kind,
             message: message.into(),
         });
     }
@@ -228,7 +213,7 @@ impl Tick<'_> {
             self.hold_for_approval(phase);
         } else {
             self.enter(phase);
-            self.note(note_kind::STEP_STARTED, message);
+            self.note(EventKind::StepStarted, message);
         }
     }
 
@@ -237,7 +222,7 @@ impl Tick<'_> {
         self.state.gated_phase = Some(then.to_owned());
         self.hold_in(phase::AWAITING_APPROVAL);
         self.note(
-            note_kind::AWAITING_APPROVAL,
+            EventKind::AwaitingApproval,
             "waiting for approval to go live",
         );
     }
@@ -246,14 +231,14 @@ impl Tick<'_> {
     /// before [`RolloutState::gated_phase`] existed).
     pub fn approved(&mut self, actor: &str) {
         self.state.approved_by = Some(actor.to_owned());
-        self.note(note_kind::APPROVED, format!("approved by {actor}"));
+        self.note(EventKind::Approved, format!("approved by {actor}"));
         let then = self
             .state
             .gated_phase
             .take()
             .unwrap_or_else(|| phase::PROMOTING.to_owned());
         self.enter(&then);
-        self.note(note_kind::STEP_STARTED, then.replace('_', " "));
+        self.note(EventKind::StepStarted, then.replace('_', " "));
     }
 
     /// Enter a phase that waits for a person: status paused, no deadline.
@@ -283,7 +268,7 @@ impl Tick<'_> {
         s.progress_deadline_at = None;
         s.paused_by_command = false;
         let version = self.spec.release.version.clone();
-        self.note(note_kind::PROMOTED, format!("{version} is live"));
+        self.note(EventKind::Promoted, format!("{version} is live"));
     }
 
     pub fn rolled_back(&mut self) {
@@ -304,7 +289,7 @@ impl Tick<'_> {
             .as_ref()
             .map_or_else(String::new, |r| r.version.clone());
         self.note(
-            note_kind::ROLLED_BACK,
+            EventKind::RolledBack,
             format!("{version} serves again, healthy"),
         );
     }
@@ -329,7 +314,7 @@ impl Tick<'_> {
         if let StrategySpec::BlueGreen(_) = self.spec.strategy {
             blue_green::settle(self);
         }
-        self.note(note_kind::FAILED, message);
+        self.note(EventKind::Failed, message);
     }
 
     /// Start going back to `previous` (which the caller checked exists).
@@ -351,7 +336,7 @@ impl Tick<'_> {
             StrategySpec::Canary(_) => phase::RESTORING_TRAFFIC,
         };
         self.enter(rollback_phase);
-        self.note(note_kind::ROLLBACK_STARTED, message);
+        self.note(EventKind::RollbackStarted, message);
     }
 
     /// The current phase cannot succeed: roll back when there is something to go back to,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::deployment::{DeploymentStatus, FailureReason, Outcome, ServingHealth};
 use crate::duration::DurationSpec;
 use crate::environment::{ApprovalPolicy, Workload};
+use crate::event::EventKind;
 use crate::strategy::StrategySpec;
 
 /// A version of the workload: the image, its label, and the extra pod labels it runs with
@@ -288,8 +289,7 @@ pub enum RollbackCause {
 /// Something worth telling people, for the event log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Note {
-    /// e.g. `step_started`, `step_completed`, `traffic_shifted`, `rollback_started`.
-    pub kind: String,
+    pub kind: EventKind,
     pub message: String,
 }
 

@@ -55,16 +55,19 @@ async fn claimed_parked(pool: &PgPool, n: usize) -> Vec<Claimed> {
 /// command consumed, a journal row, due again at `wake`.
 fn write_of(c: &Claimed, message: &str, wake: DateTime<Utc>) -> OwnedStepWrite {
     let seen: Vec<Uuid> = c.pending.iter().map(|p| p.id).collect();
-    let event = |kind: &str| StepEvent {
-        kind: kind.into(),
+    let event = |kind: slipway_core::EventKind| StepEvent {
+        kind,
         actor: "w".into(),
         message: message.into(),
-        data: json!({"k": kind}),
+        data: json!({"k": kind.as_str()}),
     };
     OwnedStepWrite {
         claim: c.claim,
         state: c.record.state.clone().expect("a running state"),
-        events: vec![event("command"), event("step_completed")],
+        events: vec![
+            event(slipway_core::EventKind::Command),
+            event(slipway_core::EventKind::StepCompleted),
+        ],
         consumed: seen.clone(),
         seen,
         journal: Some(StepJournal {

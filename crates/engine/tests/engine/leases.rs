@@ -113,7 +113,7 @@ async fn a_stale_claim_writes_nothing(pool: PgPool) {
     );
     // The one-statement step write: state, events, consumed command, journal and release.
     let stale_event = NewEvent {
-        kind: "step_completed",
+        kind: slipway_core::EventKind::StepCompleted,
         actor: "a",
         message: "stale".into(),
         data: json!({}),
@@ -148,7 +148,7 @@ async fn a_stale_claim_writes_nothing(pool: PgPool) {
     {
         let mut tx = pool.begin().await.expect("begin");
         let event = NewEvent {
-            kind: "started",
+            kind: slipway_core::EventKind::Started,
             actor: "a",
             message: "stale".into(),
             data: json!({}),
