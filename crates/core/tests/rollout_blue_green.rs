@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use slipway_core::rollout::{CommandKind, RolloutSpec, ServiceRole, Track, failure_code, phase};
+use slipway_core::rollout::{CommandKind, Phase, RolloutSpec, ServiceRole, Track, failure_code};
 use slipway_core::{DeploymentStatus, Outcome, ServingHealth};
 
 use CommandKind::*;
@@ -33,13 +33,13 @@ fn one_live_color(c: &Cluster) -> Track {
 #[test]
 fn start_finds_the_live_color() {
     let run = Run::new(blue_green(json!({})), Cluster::with_live(Green));
-    assert_eq!(run.phase(), phase::PREVIEW);
+    assert_eq!(run.phase(), Phase::Preview);
     assert_eq!(run.state.live_color, Some(Green));
     assert_eq!(run.state.previous, Some(v1()));
     assert_eq!(run.state.serving_health, ServingHealth::Healthy);
 
     let run = Run::new(blue_green(json!({})), Cluster::empty());
-    assert_eq!(run.phase(), phase::DEPLOYING);
+    assert_eq!(run.phase(), Phase::Deploying);
     assert_eq!(run.state.live_color, None);
     assert_eq!(run.state.previous, None);
 }
@@ -69,14 +69,14 @@ fn success_path_with_manual_promotion() {
         Cluster::with_live(Blue),
     );
     let d = run.tick();
-    assert_eq!(run.phase(), phase::PREVIEW);
+    assert_eq!(run.phase(), Phase::Preview);
     assert_eq!(
         d.actions,
         vec![apply(Green, &v2(), 2), select(Preview, Green)]
     );
 
     let d = run.tick();
-    assert_eq!(run.phase(), phase::AWAITING_PROMOTION);
+    assert_eq!(run.phase(), Phase::AwaitingPromotion);
     assert_eq!(run.status(), DeploymentStatus::Paused);
     assert!(d.actions.is_empty());
     assert_eq!(note_kinds(&d), vec!["step_completed", "paused"]);
@@ -87,21 +87,21 @@ fn success_path_with_manual_promotion() {
     run.advance(100 * DEADLINE_SECS);
     let d = run.tick();
     assert!(d.actions.is_empty());
-    assert_eq!(run.phase(), phase::AWAITING_PROMOTION);
+    assert_eq!(run.phase(), Phase::AwaitingPromotion);
 
     let d = run.command(Promote, "bob");
-    assert_eq!(run.phase(), phase::PROMOTING);
+    assert_eq!(run.phase(), Phase::Promoting);
     assert_eq!(run.status(), DeploymentStatus::Running);
     assert_eq!(d.actions, vec![apply(Green, &v2(), REPLICAS)]);
     assert_eq!(run.state.progress_deadline_at, Some(run.at(DEADLINE_SECS)));
 
     let d = run.tick();
-    assert_eq!(run.phase(), phase::SWITCHING);
+    assert_eq!(run.phase(), Phase::Switching);
     assert_eq!(d.actions, vec![select(Active, Green)]);
     assert_eq!(run.cluster.active(), Some(Green));
 
     let d = run.tick();
-    assert_eq!(run.phase(), phase::SCALING_DOWN_OLD);
+    assert_eq!(run.phase(), Phase::ScalingDownOld);
     assert!(d.actions.is_empty());
     assert_eq!(note_kinds(&d), vec!["traffic_shifted"]);
     assert_eq!(run.state.timer_at, Some(run.at(30)));
@@ -133,7 +133,7 @@ fn auto_promotion_at_once_and_after_a_wait() {
     let mut run = Run::new(blue_green(json!({})), Cluster::with_live(Blue));
     run.tick();
     let d = run.tick();
-    assert_eq!(run.phase(), phase::PROMOTING);
+    assert_eq!(run.phase(), Phase::Promoting);
     assert_eq!(d.actions, vec![apply(Green, &v2(), REPLICAS)]);
 
     let mut run = Run::new(
@@ -142,15 +142,15 @@ fn auto_promotion_at_once_and_after_a_wait() {
     );
     run.tick();
     let d = run.tick();
-    assert_eq!(run.phase(), phase::AUTO_PROMOTE_WAIT);
+    assert_eq!(run.phase(), Phase::AutoPromoteWait);
     assert_eq!(run.status(), DeploymentStatus::Running);
     assert_eq!(d.wake_at, Some(run.at(120)));
     assert_eq!(run.accepted("bob"), vec![Promote, Pause, Abort, Rollback]);
     run.advance(120);
     let d = run.tick();
-    assert_eq!(run.phase(), phase::PROMOTING);
+    assert_eq!(run.phase(), Phase::Promoting);
     assert_eq!(d.actions, vec![apply(Green, &v2(), REPLICAS)]);
-    run.tick_until(10, |s| s.phase == phase::SCALING_DOWN_OLD);
+    run.tick_until(10, |s| s.phase == Phase::ScalingDownOld);
     run.advance(30);
     run.tick_until(10, |s| s.status.is_terminal());
     assert_eq!(run.status(), DeploymentStatus::Succeeded);
@@ -161,9 +161,9 @@ fn auto_promotion_at_once_and_after_a_wait() {
         blue_green(json!({"auto_promote_after": "2m"})),
         Cluster::with_live(Blue),
     );
-    run.tick_until(5, |s| s.phase == phase::AUTO_PROMOTE_WAIT);
+    run.tick_until(5, |s| s.phase == Phase::AutoPromoteWait);
     run.command(Promote, "bob");
-    assert_eq!(run.phase(), phase::PROMOTING);
+    assert_eq!(run.phase(), Phase::Promoting);
 }
 
 #[test]
@@ -176,7 +176,7 @@ fn approval_with_a_distinct_approver() {
     run.spec.approval.distinct_approver = true;
     run.tick();
     let d = run.tick();
-    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
+    assert_eq!(run.phase(), Phase::AwaitingApproval);
     assert_eq!(run.status(), DeploymentStatus::Paused);
     assert_eq!(note_kinds(&d), vec!["step_completed", "awaiting_approval"]);
 
@@ -192,7 +192,7 @@ fn approval_with_a_distinct_approver() {
     let d = run.command(Approve, "bob");
     assert_eq!(note_kinds(&d), vec!["approved", "step_started"]);
     assert_eq!(run.state.approved_by.as_deref(), Some("bob"));
-    assert_eq!(run.phase(), phase::PROMOTING);
+    assert_eq!(run.phase(), Phase::Promoting);
     assert_eq!(d.actions, vec![apply(Green, &v2(), REPLICAS)]);
 }
 
@@ -202,15 +202,15 @@ fn abort_before_the_switch() {
         blue_green(json!({"auto_promote": false})),
         Cluster::with_live(Blue),
     );
-    run.tick_until(5, |s| s.phase == phase::AWAITING_PROMOTION);
+    run.tick_until(5, |s| s.phase == Phase::AwaitingPromotion);
     let d = run.command(Abort, "bob");
     assert_eq!(run.status(), DeploymentStatus::RollingBack);
-    assert_eq!(run.phase(), phase::SWITCHING_BACK);
+    assert_eq!(run.phase(), Phase::SwitchingBack);
     assert_eq!(d.actions, vec![select(Preview, Blue)]);
     assert_eq!(note_kinds(&d), vec!["rollback_started"]);
 
     let d = run.tick();
-    assert_eq!(run.phase(), phase::SCALING_DOWN_NEW);
+    assert_eq!(run.phase(), Phase::ScalingDownNew);
     assert_eq!(d.actions, vec![scale(Green, 0)]);
 
     let d = run.tick();
@@ -226,11 +226,11 @@ fn abort_before_the_switch() {
 #[test]
 fn abort_after_the_switch_switches_back_in_the_same_tick() {
     let mut run = Run::new(blue_green(json!({})), Cluster::with_live(Blue));
-    run.tick_until(10, |s| s.phase == phase::SCALING_DOWN_OLD);
+    run.tick_until(10, |s| s.phase == Phase::ScalingDownOld);
     assert_eq!(run.cluster.active(), Some(Green));
     run.advance(10);
     let d = run.command(Abort, "bob");
-    assert_eq!(run.phase(), phase::SWITCHING_BACK);
+    assert_eq!(run.phase(), Phase::SwitchingBack);
     assert_eq!(d.actions, vec![select(Active, Blue), select(Preview, Blue)]);
     assert_eq!(run.cluster.active(), Some(Blue));
     assert!(run.cluster.desired(Green) > 0, "not scaled before verified");
@@ -250,7 +250,7 @@ fn rollback_while_the_old_color_scales_down_brings_it_back_first() {
         Cluster::with_live(Blue),
     );
     run.cluster.lag = 3;
-    let d = run.tick_until(20, |s| s.phase == phase::SCALING_DOWN_OLD);
+    let d = run.tick_until(20, |s| s.phase == Phase::ScalingDownOld);
     assert_eq!(d.actions, vec![scale(Blue, 0)]);
     let d = run.command(Rollback, "bob");
     assert_eq!(run.status(), DeploymentStatus::RollingBack);
@@ -261,7 +261,7 @@ fn rollback_while_the_old_color_scales_down_brings_it_back_first() {
         "no switch to a color not up"
     );
     let rollback_tick = run.history.len() - 1;
-    run.tick_until(10, |s| s.phase == phase::SCALING_DOWN_NEW);
+    run.tick_until(10, |s| s.phase == Phase::ScalingDownNew);
     let switch_tick = run
         .history
         .iter()
@@ -324,7 +324,7 @@ fn a_rollback_that_cannot_switch_back_fails_leaving_one_color() {
         Cluster::with_live(Blue),
     );
     run.cluster.lag = 3;
-    let d = run.tick_until(20, |s| s.phase == phase::SCALING_DOWN_OLD);
+    let d = run.tick_until(20, |s| s.phase == Phase::ScalingDownOld);
     assert_eq!(d.actions, vec![scale(Blue, 0)]);
     run.cluster.stick(Blue);
     run.command(Abort, "bob");
@@ -351,27 +351,27 @@ fn commands_in_every_state() {
     run.cluster.lag = 2;
     // preview
     run.tick();
-    assert_eq!(run.phase(), phase::PREVIEW);
+    assert_eq!(run.phase(), Phase::Preview);
     assert_eq!(run.accepted("bob"), vec![Pause, Abort, Rollback]);
     run.command(Pause, "bob");
     assert_eq!(run.accepted("bob"), vec![Resume, Abort, Rollback]);
     run.command(Resume, "bob");
     // awaiting_promotion
-    run.tick_until(5, |s| s.phase == phase::AWAITING_PROMOTION);
+    run.tick_until(5, |s| s.phase == Phase::AwaitingPromotion);
     assert_eq!(run.accepted("bob"), vec![Promote, Abort, Rollback]);
     // promoting
     run.command(Promote, "bob");
-    assert_eq!(run.phase(), phase::PROMOTING);
+    assert_eq!(run.phase(), Phase::Promoting);
     assert_eq!(run.accepted("bob"), vec![Pause, Abort, Rollback]);
     // switching
-    run.tick_until(5, |s| s.phase == phase::SWITCHING);
+    run.tick_until(5, |s| s.phase == Phase::Switching);
     assert_eq!(run.accepted("bob"), vec![Pause, Abort, Rollback]);
     // scaling_down_old
-    run.tick_until(5, |s| s.phase == phase::SCALING_DOWN_OLD);
+    run.tick_until(5, |s| s.phase == Phase::ScalingDownOld);
     assert_eq!(run.accepted("bob"), vec![Pause, Abort, Rollback]);
     // switching_back
     run.command(Abort, "bob");
-    assert_eq!(run.phase(), phase::SWITCHING_BACK);
+    assert_eq!(run.phase(), Phase::SwitchingBack);
     assert_eq!(run.accepted("bob"), Vec::<CommandKind>::new());
     run.tick_until(10, |s| s.status.is_terminal());
     assert_eq!(run.status(), DeploymentStatus::RolledBack);
@@ -381,7 +381,7 @@ fn commands_in_every_state() {
 #[test]
 fn pause_during_the_scale_down_delay_holds_the_old_color() {
     let mut run = Run::new(blue_green(json!({})), Cluster::with_live(Blue));
-    run.tick_until(10, |s| s.phase == phase::SCALING_DOWN_OLD);
+    run.tick_until(10, |s| s.phase == Phase::ScalingDownOld);
     run.command(Pause, "bob");
     run.advance(300);
     assert!(run.tick().actions.is_empty());
@@ -395,14 +395,14 @@ fn the_scale_down_delay_starts_once_the_active_endpoints_hold_the_new_color_only
     let mut run = Run::new(blue_green(json!({})), Cluster::with_live(Blue));
     // The endpoint controller lags: the selector moves, the EndpointSlices do not (yet).
     run.cluster.endpoints_stale = true;
-    run.tick_until(10, |s| s.phase == phase::SWITCHING);
+    run.tick_until(10, |s| s.phase == Phase::Switching);
     assert_eq!(run.cluster.active(), Some(Green));
     assert_eq!(run.cluster.obs.ready_endpoints(Active, Blue), REPLICAS);
     assert_eq!(run.cluster.obs.ready_endpoints(Active, Green), 0);
 
     run.advance(10);
     let d = run.tick();
-    assert_eq!(run.phase(), phase::SWITCHING);
+    assert_eq!(run.phase(), Phase::Switching);
     assert!(d.actions.is_empty(), "{:?}", d.actions);
     assert!(note_kinds(&d).is_empty(), "traffic has not shifted yet");
     assert_eq!(run.state.timer_at, None, "the delay has not started");
@@ -416,7 +416,7 @@ fn the_scale_down_delay_starts_once_the_active_endpoints_hold_the_new_color_only
     active.ready.insert(Green, 2);
     run.advance(10);
     let d = run.tick();
-    assert_eq!(run.phase(), phase::SWITCHING);
+    assert_eq!(run.phase(), Phase::Switching);
     assert!(d.actions.is_empty() && run.state.timer_at.is_none());
 
     // Green only: the delay starts now, not at the switch.
@@ -424,7 +424,7 @@ fn the_scale_down_delay_starts_once_the_active_endpoints_hold_the_new_color_only
     run.cluster.sync_endpoints();
     run.advance(10);
     let d = run.tick();
-    assert_eq!(run.phase(), phase::SCALING_DOWN_OLD);
+    assert_eq!(run.phase(), Phase::ScalingDownOld);
     assert_eq!(note_kinds(&d), vec!["traffic_shifted"]);
     assert_eq!(run.state.timer_at, Some(run.at(30)));
     assert!(d.actions.is_empty());
@@ -439,7 +439,7 @@ fn the_scale_down_delay_starts_once_the_active_endpoints_hold_the_new_color_only
 fn endpoints_that_never_follow_the_switch_hit_the_deadline_and_blue_is_never_scaled() {
     let mut run = Run::new(blue_green(json!({})), Cluster::with_live(Blue));
     run.cluster.endpoints_stale = true;
-    run.tick_until(10, |s| s.phase == phase::SWITCHING);
+    run.tick_until(10, |s| s.phase == Phase::Switching);
     let deadline = run
         .state
         .progress_deadline_at
@@ -465,7 +465,7 @@ fn endpoints_that_never_follow_the_switch_hit_the_deadline_and_blue_is_never_sca
 #[test]
 fn switching_back_scales_the_new_color_down_once_the_endpoints_leave_it() {
     let mut run = Run::new(blue_green(json!({})), Cluster::with_live(Blue));
-    run.tick_until(10, |s| s.phase == phase::SCALING_DOWN_OLD);
+    run.tick_until(10, |s| s.phase == Phase::ScalingDownOld);
     assert_eq!(run.cluster.obs.ready_endpoints(Active, Green), REPLICAS);
     run.cluster.endpoints_stale = true;
     run.command(Abort, "bob");
@@ -474,7 +474,7 @@ fn switching_back_scales_the_new_color_down_once_the_endpoints_leave_it() {
         run.advance(5);
         let d = run.tick();
         assert!(d.actions.is_empty(), "{:?}", d.actions);
-        assert_eq!(run.phase(), phase::SCALING_DOWN_NEW);
+        assert_eq!(run.phase(), Phase::ScalingDownNew);
     }
     run.cluster.endpoints_stale = false;
     run.cluster.sync_endpoints();
@@ -494,7 +494,7 @@ fn approval_gates_a_first_deploy() {
     assert!(run.cluster.obs.services.is_empty());
 
     let d = run.command(Approve, "bob");
-    assert_eq!(run.phase(), phase::DEPLOYING);
+    assert_eq!(run.phase(), Phase::Deploying);
     assert!(
         d.actions.contains(&apply(Blue, &v2(), REPLICAS)),
         "{:?}",
@@ -513,11 +513,11 @@ fn approval_is_not_skipped_by_auto_promotion() {
         Cluster::with_live(Blue),
     );
     run.spec.approval.required = true;
-    run.tick_until(5, |s| s.phase == phase::AWAITING_APPROVAL);
-    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
+    run.tick_until(5, |s| s.phase == Phase::AwaitingApproval);
+    assert_eq!(run.phase(), Phase::AwaitingApproval);
     assert_eq!(run.accepted("bob"), vec![Approve, Abort, Rollback]);
     run.advance(3600);
     run.tick();
     assert_eq!(run.cluster.active(), Some(Blue));
-    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
+    assert_eq!(run.phase(), Phase::AwaitingApproval);
 }

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use slipway_core::rollout::{Action, CommandKind, RolloutSpec, Track, failure_code, phase};
+use slipway_core::rollout::{Action, CommandKind, Phase, RolloutSpec, Track, failure_code};
 use slipway_core::{DeploymentStatus, Outcome, ServingHealth};
 
 use CommandKind::*;
@@ -40,7 +40,7 @@ fn first_deploy_has_no_steps() {
         ),
         Cluster::empty(),
     );
-    assert_eq!(run.phase(), phase::DEPLOYING);
+    assert_eq!(run.phase(), Phase::Deploying);
     let d = run.tick();
     assert_eq!(d.actions, vec![apply(Stable, &v2(), REPLICAS)]);
     run.tick();
@@ -58,13 +58,13 @@ fn success_path_with_the_replicas_router() {
         ),
         Cluster::with_stable(),
     );
-    assert_eq!((run.phase(), run.state.step), (phase::CANARY_STEP, 0));
+    assert_eq!((run.phase(), run.state.step), (Phase::CanaryStep, 0));
     assert_eq!(run.state.previous, Some(v1()));
 
     // step 0: set_weight 25 → ceil(4 * 25%) = 1 canary replica.
     let d = run.tick();
     assert_eq!(d.actions, vec![apply(Canary, &v2(), 1)]);
-    assert_eq!((run.phase(), run.state.step), (phase::CANARY_STEP, 0));
+    assert_eq!((run.phase(), run.state.step), (Phase::CanaryStep, 0));
 
     // done → step 1: a timed pause, still running, no deadline.
     let d = run.tick();
@@ -78,7 +78,7 @@ fn success_path_with_the_replicas_router() {
         ]
     );
     assert!(d.actions.is_empty());
-    assert_eq!((run.phase(), run.state.step), (phase::PAUSED_STEP, 1));
+    assert_eq!((run.phase(), run.state.step), (Phase::PausedStep, 1));
     assert_eq!(run.status(), DeploymentStatus::Running);
     assert_eq!(run.state.timer_at, Some(run.at(300)));
     assert_eq!(d.wake_at, Some(run.at(300)));
@@ -92,13 +92,13 @@ fn success_path_with_the_replicas_router() {
     // step 2: set_weight 50 → 2 replicas.
     run.advance(1);
     let d = run.tick();
-    assert_eq!((run.phase(), run.state.step), (phase::CANARY_STEP, 2));
+    assert_eq!((run.phase(), run.state.step), (Phase::CanaryStep, 2));
     assert_eq!(d.actions, vec![apply(Canary, &v2(), 2)]);
     assert_eq!(run.state.progress_deadline_at, Some(run.at(DEADLINE_SECS)));
 
     // step 3: pause until promoted.
     let d = run.tick();
-    assert_eq!((run.phase(), run.state.step), (phase::PAUSED_STEP, 3));
+    assert_eq!((run.phase(), run.state.step), (Phase::PausedStep, 3));
     assert_eq!(run.status(), DeploymentStatus::Paused);
     assert!(note_kinds(&d).contains(&"paused"));
     assert_eq!(run.accepted("bob"), vec![Promote, Abort, Rollback]);
@@ -107,13 +107,13 @@ fn success_path_with_the_replicas_router() {
 
     // promote: stable moves to v2 at full size (never below it).
     let d = run.command(Promote, "bob");
-    assert_eq!((run.phase(), run.state.step), (phase::PROMOTING, 4));
+    assert_eq!((run.phase(), run.state.step), (Phase::Promoting, 4));
     assert_eq!(run.status(), DeploymentStatus::Running);
     assert_eq!(d.actions, vec![apply(Stable, &v2(), REPLICAS)]);
 
     // then the canary goes.
     let d = run.tick();
-    assert_eq!(run.phase(), phase::SCALING_DOWN_CANARY);
+    assert_eq!(run.phase(), Phase::ScalingDownCanary);
     assert_eq!(d.actions, vec![scale(Canary, 0)]);
 
     let d = run.tick();
@@ -143,16 +143,16 @@ fn success_path_with_a_traffic_router() {
     assert!(note_kinds(&d).contains(&"traffic_shifted"));
     assert_eq!(
         (run.phase(), run.status()),
-        (phase::PAUSED_STEP, DeploymentStatus::Paused)
+        (Phase::PausedStep, DeploymentStatus::Paused)
     );
 
     let d = run.command(Promote, "bob");
     assert_eq!(d.actions, vec![apply(Stable, &v2(), REPLICAS)]);
     let d = run.tick();
-    assert_eq!(run.phase(), phase::SHIFTING_TRAFFIC);
+    assert_eq!(run.phase(), Phase::ShiftingTraffic);
     assert_eq!(d.actions, vec![weight(0)]);
     let d = run.tick();
-    assert_eq!(run.phase(), phase::SCALING_DOWN_CANARY);
+    assert_eq!(run.phase(), Phase::ScalingDownCanary);
     assert_eq!(d.actions, vec![scale(Canary, 0)]);
     run.tick();
     assert_eq!(run.status(), DeploymentStatus::Succeeded);
@@ -200,7 +200,7 @@ fn approval_gates_promotion() {
     run.spec.approval.required = true;
     run.tick();
     let d = run.tick();
-    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
+    assert_eq!(run.phase(), Phase::AwaitingApproval);
     assert_eq!(run.status(), DeploymentStatus::Paused);
     assert!(note_kinds(&d).contains(&"awaiting_approval"));
     assert_eq!(run.accepted("bob"), vec![Approve, Abort, Rollback]);
@@ -209,7 +209,7 @@ fn approval_gates_promotion() {
     assert_eq!(run.accepted(REQUESTER), vec![Abort, Rollback]);
 
     let d = run.command(Approve, "bob");
-    assert_eq!(run.phase(), phase::PROMOTING);
+    assert_eq!(run.phase(), Phase::Promoting);
     assert_eq!(d.actions, vec![apply(Stable, &v2(), REPLICAS)]);
     run.tick_until(5, |s| s.status.is_terminal());
     assert_eq!(run.status(), DeploymentStatus::Succeeded);
@@ -221,12 +221,12 @@ fn abort_moves_traffic_off_the_canary_before_scaling_it_down() {
         canary(json!([{"set_weight": 25}, {"pause": {}}]), gateway()),
         routed_cluster(),
     );
-    run.tick_until(5, |s| s.phase == phase::PAUSED_STEP);
+    run.tick_until(5, |s| s.phase == Phase::PausedStep);
     assert_eq!(run.cluster.obs.canary_weight, Some(25));
 
     let d = run.command(Abort, "bob");
     assert_eq!(run.status(), DeploymentStatus::RollingBack);
-    assert_eq!(run.phase(), phase::RESTORING_TRAFFIC);
+    assert_eq!(run.phase(), Phase::RestoringTraffic);
     assert_eq!(
         d.actions,
         vec![weight(0)],
@@ -234,7 +234,7 @@ fn abort_moves_traffic_off_the_canary_before_scaling_it_down() {
     );
 
     let d = run.tick();
-    assert_eq!(run.phase(), phase::REMOVING_CANARY);
+    assert_eq!(run.phase(), Phase::RemovingCanary);
     assert_eq!(d.actions, vec![scale(Canary, 0)]);
 
     let d = run.tick();
@@ -267,7 +267,7 @@ fn abort_waits_for_the_router_to_report_zero() {
         canary(json!([{"set_weight": 25}, {"pause": {}}]), gateway()),
         routed_cluster(),
     );
-    run.tick_until(5, |s| s.phase == phase::PAUSED_STEP);
+    run.tick_until(5, |s| s.phase == Phase::PausedStep);
     run.command(Abort, "bob");
     // The router did not take it: still 25%.
     run.cluster.obs.canary_weight = Some(25);
@@ -287,7 +287,7 @@ fn abort_during_promotion_returns_stable_to_the_previous_release() {
         routed_cluster(),
     );
     run.cluster.lag = 3;
-    run.tick_until(20, |s| s.phase == phase::PROMOTING);
+    run.tick_until(20, |s| s.phase == Phase::Promoting);
     run.tick();
     assert_eq!(
         run.cluster.workload(Stable).unwrap().release,
@@ -416,7 +416,7 @@ fn pause_by_command_in_a_timed_pause_and_abort_from_there() {
         ),
         routed_cluster(),
     );
-    run.tick_until(5, |s| s.phase == phase::PAUSED_STEP);
+    run.tick_until(5, |s| s.phase == Phase::PausedStep);
     run.command(Pause, "bob");
     assert_eq!(run.status(), DeploymentStatus::Paused);
     assert_eq!(run.accepted("bob"), vec![Resume, Abort, Rollback]);
@@ -440,24 +440,24 @@ fn commands_in_every_state() {
     );
     run.spec.approval.required = true;
     run.tick();
-    assert_eq!(run.phase(), phase::CANARY_STEP);
+    assert_eq!(run.phase(), Phase::CanaryStep);
     assert_eq!(run.accepted("bob"), vec![Pause, Abort, Rollback]);
-    run.tick_until(5, |s| s.phase == phase::PAUSED_STEP);
+    run.tick_until(5, |s| s.phase == Phase::PausedStep);
     assert_eq!(run.accepted("bob"), vec![Promote, Pause, Abort, Rollback]);
     run.command(Promote, "bob");
-    assert_eq!((run.phase(), run.state.step), (phase::PAUSED_STEP, 2));
+    assert_eq!((run.phase(), run.state.step), (Phase::PausedStep, 2));
     assert_eq!(run.accepted("bob"), vec![Promote, Abort, Rollback]);
     run.command(Promote, "bob");
-    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
+    assert_eq!(run.phase(), Phase::AwaitingApproval);
     assert_eq!(run.accepted("bob"), vec![Approve, Abort, Rollback]);
     run.command(Approve, "bob");
-    assert_eq!(run.phase(), phase::PROMOTING);
+    assert_eq!(run.phase(), Phase::Promoting);
     assert_eq!(run.accepted("bob"), vec![Pause, Abort, Rollback]);
     run.tick();
-    assert_eq!(run.phase(), phase::SHIFTING_TRAFFIC);
+    assert_eq!(run.phase(), Phase::ShiftingTraffic);
     assert_eq!(run.accepted("bob"), vec![Pause, Abort, Rollback]);
     run.command(Rollback, "bob");
-    assert_eq!(run.phase(), phase::RESTORING_TRAFFIC);
+    assert_eq!(run.phase(), Phase::RestoringTraffic);
     assert_eq!(run.accepted("bob"), Vec::<CommandKind>::new());
     run.tick_until(10, |s| s.status.is_terminal());
     assert_eq!(run.status(), DeploymentStatus::RolledBack);
@@ -477,7 +477,7 @@ fn approval_gates_a_first_deploy() {
     assert!(run.cluster.obs.workloads.is_empty());
 
     let d = run.command(Approve, "bob");
-    assert_eq!(run.phase(), phase::DEPLOYING);
+    assert_eq!(run.phase(), Phase::Deploying);
     assert_eq!(d.actions, vec![apply(Stable, &v2(), REPLICAS)]);
     run.tick_until(5, |s| s.status.is_terminal());
     assert_eq!(run.status(), DeploymentStatus::Succeeded);

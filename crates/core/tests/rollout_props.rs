@@ -9,10 +9,10 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
 use slipway_core::rollout::{
-    Action, Command, CommandKind, Decision, RollbackCause, RolloutSpec, RolloutState, ServiceRole,
-    Track, accepts, decide, phase,
+    Action, Command, CommandKind, Decision, Phase, RollbackCause, RolloutSpec, RolloutState,
+    ServiceRole, Track, accepts, decide,
 };
-use slipway_core::{DeploymentStatus, DurationSpec, Outcome, ServingHealth};
+use slipway_core::{DeploymentStatus, DurationSpec, Outcome, ServingHealth, StrategySpec};
 
 #[derive(Debug, Clone)]
 enum Change {
@@ -218,10 +218,16 @@ fn check_decision(
     } else {
         prop_assert!(d.wake_at.is_some_and(|w| w > now), "wake {:?}", d.wake_at);
     }
+    let phases = match spec.strategy {
+        StrategySpec::Rolling(_) => Phase::of_rolling(),
+        StrategySpec::BlueGreen(_) => Phase::of_blue_green(),
+        StrategySpec::Canary(_) => Phase::of_canary(),
+    };
     prop_assert!(
-        phase::ALL.contains(&d.state.phase.as_str()),
-        "{}",
-        d.state.phase
+        phases.contains(&d.state.phase),
+        "{} is not a phase of {}",
+        d.state.phase,
+        spec.strategy.kind()
     );
     match d.state.status {
         DeploymentStatus::Succeeded | DeploymentStatus::RolledBack => {

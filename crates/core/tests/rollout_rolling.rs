@@ -3,8 +3,10 @@
 mod common;
 
 use common::*;
+use serde_json::json;
 use slipway_core::rollout::{
-    Action, CommandKind, FIRST_POLL, RollbackCause, Track, failure_code, phase, resolve_budget,
+    Action, CommandKind, FIRST_POLL, Phase, RollbackCause, RolloutState, Track, decide,
+    failure_code, resolve_budget,
 };
 use slipway_core::strategy::IntOrPercent;
 use slipway_core::{DeploymentStatus, Outcome, ServingHealth};
@@ -29,7 +31,7 @@ fn start_records_what_serves() {
     let run = Run::new(rolling(), Cluster::with_stable());
     let s = &run.state;
     assert_eq!(s.status, DeploymentStatus::Running);
-    assert_eq!(s.phase, phase::ROLLING_UPDATE);
+    assert_eq!(s.phase, Phase::RollingUpdate);
     assert_eq!(s.previous, Some(v1()));
     assert_eq!(s.serving, Some(v1()));
     assert_eq!(s.serving_health, ServingHealth::Healthy);
@@ -63,7 +65,7 @@ fn success_path() {
     run.advance(2);
     let d = run.tick();
     assert_eq!(d.actions, vec![apply(Track::Stable, &v2(), REPLICAS)]);
-    assert_eq!(run.phase(), phase::ROLLING_UPDATE);
+    assert_eq!(run.phase(), Phase::RollingUpdate);
 
     run.advance(2);
     let d = run.tick();
@@ -102,7 +104,7 @@ fn progress_deadline_rolls_back_healthy() {
     run.cluster.stuck.clear();
     let d = run.tick();
     assert_eq!(run.status(), DeploymentStatus::RollingBack);
-    assert_eq!(run.phase(), phase::ROLLING_BACK);
+    assert_eq!(run.phase(), Phase::RollingBack);
     assert_eq!(run.state.rollback_cause, Some(RollbackCause::Failed));
     let failure = run.state.failure.clone().unwrap();
     assert_eq!(failure.code, failure_code::PROGRESS_DEADLINE_EXCEEDED);
@@ -347,7 +349,7 @@ fn approval_gates_a_rolling_update_before_anything_is_applied() {
 
     let d = run.command(Approve, "bob");
     assert_eq!(note_kinds(&d), vec!["approved", "step_started"]);
-    assert_eq!(run.phase(), phase::ROLLING_UPDATE);
+    assert_eq!(run.phase(), Phase::RollingUpdate);
     assert_eq!(run.status(), DeploymentStatus::Running);
     assert_eq!(d.actions, vec![apply(Track::Stable, &v2(), REPLICAS)]);
     assert_eq!(run.state.progress_deadline_at, Some(run.at(DEADLINE_SECS)));
@@ -374,4 +376,36 @@ fn approval_gates_the_first_rolling_deployment() {
     assert_eq!(d.actions, vec![apply(Track::Stable, &v2(), REPLICAS)]);
     run.tick_until(5, |s| s.status.is_terminal());
     assert_eq!(run.status(), DeploymentStatus::Succeeded);
+}
+
+/// A state stored with a phase this version does not know (written by a newer version, or
+/// damaged) still reads, fails as `invalid_state` instead of panicking, and a state stored
+/// with a known phase reads back as it was written.
+#[test]
+fn an_unknown_stored_phase_fails_as_invalid_state() {
+    for spec in [
+        rolling(),
+        spec(strategy(json!({"type": "blue_green"}))),
+        spec(strategy(
+            json!({"type": "canary", "steps": [{"set_weight": 50}]}),
+        )),
+    ] {
+        let run = Run::new(spec, Cluster::empty());
+        let mut stored = serde_json::to_value(&run.state).expect("state as JSON");
+        assert!(stored["phase"].is_string());
+        let back: RolloutState = serde_json::from_value(stored.clone()).expect("read back");
+        assert_eq!(back, run.state);
+
+        stored["phase"] = json!("warp_drive");
+        let state: RolloutState = serde_json::from_value(stored).expect("an unknown phase reads");
+        let d = decide(&run.spec, &state, &run.cluster.obs, &[], run.now);
+        assert_eq!(d.state.status, DeploymentStatus::Failed);
+        let failure = d.state.failure.expect("a failure reason");
+        assert_eq!(failure.code, failure_code::INVALID_STATE);
+        assert!(
+            failure.message.contains("warp_drive"),
+            "{}",
+            failure.message
+        );
+    }
 }

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use slipway_core::rollout::{
-    CommandKind, FIRST_POLL, HOLD_POLL, POLL, RolloutSpec, ServiceRole, Track, decide, phase, start,
+    CommandKind, FIRST_POLL, HOLD_POLL, POLL, Phase, RolloutSpec, ServiceRole, Track, decide, start,
 };
 use slipway_core::{DeploymentStatus, Outcome};
 
@@ -33,12 +33,12 @@ fn canary_is_not_removed_while_stable_lost_pods() {
         c.obs.canary_weight = Some(0);
         c
     });
-    run.tick_until(10, |s| s.phase == phase::SHIFTING_TRAFFIC);
+    run.tick_until(10, |s| s.phase == Phase::ShiftingTraffic);
     assert_eq!(run.cluster.obs.canary_weight, Some(0));
     // Stable (now at v2) loses pods before the canary is scaled down.
     run.cluster.stick(Track::Stable);
     let d = run.tick();
-    assert_eq!(run.phase(), phase::SHIFTING_TRAFFIC);
+    assert_eq!(run.phase(), Phase::ShiftingTraffic);
     assert!(!d.actions.contains(&scale(Track::Canary, 0)));
     run.advance(DEADLINE_SECS);
     let d = run.tick();
@@ -60,7 +60,7 @@ fn old_color_stays_while_the_new_one_lost_pods_after_the_switch() {
         json!({"type": "blue_green", "scale_down_delay": "10s"}),
     ));
     let mut run = Run::new(spec, Cluster::with_live(Track::Blue));
-    run.tick_until(10, |s| s.phase == phase::SCALING_DOWN_OLD);
+    run.tick_until(10, |s| s.phase == Phase::ScalingDownOld);
     run.cluster.stick(Track::Green);
     run.advance(10);
     let d = run.tick();

@@ -712,6 +712,6 @@ fn failed_state(
     failed.outcome = Some(Outcome::Failed);
     failed.failure = Some(reason);
     failed.serving_health = ServingHealth::Unknown;
-    failed.phase = "failed".into();
+    failed.phase = rollout::Phase::Failed;
     failed
 }

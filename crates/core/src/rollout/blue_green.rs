@@ -8,40 +8,40 @@
 //! new color down.
 
 use super::machine::{Flow, Tick, after, duration, failure, failure_code};
-use super::phase;
+use super::phase::Phase;
 use super::types::{Action, ServiceRole, Track};
 use crate::deployment::FailureReason;
 use crate::event::EventKind;
 use crate::strategy::BlueGreenSpec;
 
 pub(super) fn step(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Flow {
-    let result = match t.state.phase.as_str() {
-        phase::DEPLOYING => first_deploy(t),
-        phase::PREVIEW => preview(t, b),
+    let result = match &t.state.phase {
+        Phase::Deploying => first_deploy(t),
+        Phase::Preview => preview(t, b),
         // A first deploy waits for approval before anything is applied.
-        phase::AWAITING_APPROVAL if t.state.live_color.is_none() => Ok(Flow::Hold),
-        phase::AWAITING_APPROVAL | phase::AWAITING_PROMOTION => colors(t).map(|(_, new)| {
+        Phase::AwaitingApproval if t.state.live_color.is_none() => Ok(Flow::Hold),
+        Phase::AwaitingApproval | Phase::AwaitingPromotion => colors(t).map(|(_, new)| {
             maintain_preview(t, b, new);
             Flow::Hold
         }),
-        phase::AUTO_PROMOTE_WAIT => colors(t).map(|(_, new)| match t.state.timer_at {
+        Phase::AutoPromoteWait => colors(t).map(|(_, new)| match t.state.timer_at {
             Some(at) if t.now < at => {
                 maintain_preview(t, b, new);
                 Flow::Timer(at)
             }
             _ => {
-                t.go_live(phase::PROMOTING, "promoting automatically");
+                t.go_live(Phase::Promoting, "promoting automatically");
                 Flow::Next
             }
         }),
-        phase::PROMOTING => promoting(t),
-        phase::SWITCHING => switching(t, b),
-        phase::SCALING_DOWN_OLD => scaling_down_old(t),
-        phase::SWITCHING_BACK => switching_back(t),
-        phase::SCALING_DOWN_NEW => scaling_down_new(t),
+        Phase::Promoting => promoting(t),
+        Phase::Switching => switching(t, b),
+        Phase::ScalingDownOld => scaling_down_old(t),
+        Phase::SwitchingBack => switching_back(t),
+        Phase::ScalingDownNew => scaling_down_new(t),
         other => Err(failure(
             failure_code::INVALID_STATE,
-            format!("a blue-green rollout has no phase {other:?}"),
+            format!("a blue-green rollout has no phase {:?}", other.as_str()),
         )),
     };
     result.unwrap_or_else(Flow::Fail)
@@ -104,19 +104,19 @@ fn preview(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Result<Flow, FailureReason> {
     );
     if t.spec.approval.required {
         // The approval is the only human gate: promotion waits for it, and for nothing else.
-        t.go_live(phase::PROMOTING, "promoting");
+        t.go_live(Phase::Promoting, "promoting");
     } else if !b.auto_promote {
-        t.hold_in(phase::AWAITING_PROMOTION);
+        t.hold_in(Phase::AwaitingPromotion);
         t.note(EventKind::Paused, "waiting for promote");
     } else if let Some(wait) = b.auto_promote_after.filter(|d| d.as_secs() > 0) {
         let at = after(t.now, duration(wait));
-        t.wait_until(phase::AUTO_PROMOTE_WAIT, at);
+        t.wait_until(Phase::AutoPromoteWait, at);
         t.note(
             EventKind::StepStarted,
             format!("promoting automatically at {}", at.to_rfc3339()),
         );
     } else {
-        t.go_live(phase::PROMOTING, "promoting");
+        t.go_live(Phase::Promoting, "promoting");
     }
     Ok(Flow::Next)
 }
@@ -133,7 +133,7 @@ fn maintain_preview(t: &mut Tick<'_>, b: &BlueGreenSpec, new: Track) {
 
 /// `promote` at `awaiting_promotion` or during the auto-promote wait.
 pub(super) fn promote(t: &mut Tick<'_>, actor: &str) {
-    t.go_live(phase::PROMOTING, format!("promoted by {actor}"));
+    t.go_live(Phase::Promoting, format!("promoted by {actor}"));
 }
 
 fn promoting(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
@@ -148,7 +148,7 @@ fn promoting(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
         EventKind::StepCompleted,
         format!("{} is available at full size", new.as_str()),
     );
-    t.enter(phase::SWITCHING);
+    t.enter(Phase::Switching);
     Ok(Flow::Next)
 }
 
@@ -179,7 +179,7 @@ fn switching(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Result<Flow, FailureReason>
         ),
     );
     let at = after(t.now, duration(b.scale_down_delay));
-    t.wait_until(phase::SCALING_DOWN_OLD, at);
+    t.wait_until(Phase::ScalingDownOld, at);
     Ok(Flow::Next)
 }
 
@@ -190,7 +190,7 @@ fn scaling_down_old(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
             select(t, ServiceRole::Active, new);
             return Ok(Flow::Timer(at));
         }
-        t.enter(phase::SCALING_DOWN_OLD);
+        t.enter(Phase::ScalingDownOld);
         t.note(
             EventKind::StepStarted,
             format!("scaling down {}", old.as_str()),
@@ -238,7 +238,7 @@ fn switching_back(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
         EventKind::TrafficShifted,
         format!("both services select {} again", old.as_str()),
     );
-    t.enter(phase::SCALING_DOWN_NEW);
+    t.enter(Phase::ScalingDownNew);
     Ok(Flow::Next)
 }
 

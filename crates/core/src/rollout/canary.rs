@@ -7,7 +7,7 @@
 
 use super::budget::percent_up;
 use super::machine::{Flow, Tick, after, duration, failure, failure_code};
-use super::phase;
+use super::phase::Phase;
 use super::types::{Action, Track};
 use crate::deployment::FailureReason;
 use crate::event::EventKind;
@@ -62,28 +62,26 @@ fn step_index(t: &Tick<'_>) -> usize {
 }
 
 pub(super) fn step(t: &mut Tick<'_>, c: &CanarySpec) -> Flow {
-    let result = match t.state.phase.as_str() {
-        phase::DEPLOYING => deploying(t),
-        phase::CANARY_STEP => canary_step(t, c),
-        phase::PAUSED_STEP => paused_step(t, c),
+    let result = match &t.state.phase {
+        Phase::Deploying => deploying(t),
+        Phase::CanaryStep => canary_step(t, c),
+        Phase::PausedStep => paused_step(t, c),
         // A first deploy waits for approval before anything is applied.
-        phase::AWAITING_APPROVAL if t.state.gated_phase.as_deref() == Some(phase::DEPLOYING) => {
-            Ok(Flow::Hold)
-        }
-        phase::AWAITING_APPROVAL => {
+        Phase::AwaitingApproval if t.state.gated_phase == Some(Phase::Deploying) => Ok(Flow::Hold),
+        Phase::AwaitingApproval => {
             let tg = target(c, t.replicas(), step_index(t));
             // Keep the last step's shape while waiting; a stuck canary is not a failure here.
             let _ = converge(t, c, tg);
             Ok(Flow::Hold)
         }
-        phase::PROMOTING => promoting(t, c),
-        phase::SHIFTING_TRAFFIC => shifting_traffic(t),
-        phase::SCALING_DOWN_CANARY => scaling_down_canary(t, c),
-        phase::RESTORING_TRAFFIC => restoring_traffic(t, c),
-        phase::REMOVING_CANARY => removing_canary(t, c),
+        Phase::Promoting => promoting(t, c),
+        Phase::ShiftingTraffic => shifting_traffic(t),
+        Phase::ScalingDownCanary => scaling_down_canary(t, c),
+        Phase::RestoringTraffic => restoring_traffic(t, c),
+        Phase::RemovingCanary => removing_canary(t, c),
         other => Err(failure(
             failure_code::INVALID_STATE,
-            format!("a canary has no phase {other:?}"),
+            format!("a canary has no phase {:?}", other.as_str()),
         )),
     };
     result.unwrap_or_else(Flow::Fail)
@@ -130,14 +128,14 @@ fn canary_step(t: &mut Tick<'_>, c: &CanarySpec) -> Result<Flow, FailureReason> 
             match p.duration {
                 Some(d) => {
                     let at = after(t.now, duration(d));
-                    t.wait_until(phase::PAUSED_STEP, at);
+                    t.wait_until(Phase::PausedStep, at);
                     t.note(
                         EventKind::StepStarted,
                         format!("step {index}: pausing for {d}"),
                     );
                 }
                 None => {
-                    t.hold_in(phase::PAUSED_STEP);
+                    t.hold_in(Phase::PausedStep);
                     t.note(
                         EventKind::Paused,
                         format!("step {index}: paused until promoted"),
@@ -206,12 +204,12 @@ pub(super) fn promote(t: &mut Tick<'_>, c: &CanarySpec, actor: &str) {
 fn advance(t: &mut Tick<'_>, c: &CanarySpec, next: usize) {
     if next < c.steps.len() {
         t.state.step = u32::try_from(next).unwrap_or(u32::MAX);
-        t.enter(phase::CANARY_STEP);
+        t.enter(Phase::CanaryStep);
         t.note(EventKind::StepStarted, format!("step {next}"));
         return;
     }
     t.state.step = u32::try_from(c.steps.len()).unwrap_or(u32::MAX);
-    t.go_live(phase::PROMOTING, "promoting");
+    t.go_live(Phase::Promoting, "promoting");
 }
 
 /// Stable moves to the release at full size (never below it), while the canary keeps serving.
@@ -225,9 +223,9 @@ fn promoting(t: &mut Tick<'_>, c: &CanarySpec) -> Result<Flow, FailureReason> {
         format!("stable runs {}", release.version),
     );
     t.enter(if routed(c) {
-        phase::SHIFTING_TRAFFIC
+        Phase::ShiftingTraffic
     } else {
-        phase::SCALING_DOWN_CANARY
+        Phase::ScalingDownCanary
     });
     Ok(Flow::Next)
 }
@@ -243,7 +241,7 @@ fn shifting_traffic(t: &mut Tick<'_>) -> Result<Flow, FailureReason> {
         return Ok(Flow::Wait);
     }
     t.note(EventKind::TrafficShifted, "all traffic on stable");
-    t.enter(phase::SCALING_DOWN_CANARY);
+    t.enter(Phase::ScalingDownCanary);
     Ok(Flow::Next)
 }
 
@@ -296,7 +294,7 @@ fn restoring_traffic(t: &mut Tick<'_>, c: &CanarySpec) -> Result<Flow, FailureRe
         EventKind::TrafficShifted,
         format!("all traffic on stable at {}", previous.version),
     );
-    t.enter(phase::REMOVING_CANARY);
+    t.enter(Phase::RemovingCanary);
     Ok(Flow::Next)
 }
 

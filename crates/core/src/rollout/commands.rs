@@ -1,10 +1,11 @@
 //! Which commands make sense in which state, and what they do to it.
 
 use super::machine::{Tick, after, duration, failure, failure_code};
+use super::phase::Phase;
 use super::types::{
     Command, CommandKind, CommandRejected, RollbackCause, RolloutSpec, RolloutState,
 };
-use super::{blue_green, canary, phase};
+use super::{blue_green, canary};
 use crate::deployment::{DeploymentStatus, Outcome, ServingHealth};
 use crate::event::EventKind;
 use crate::strategy::StrategySpec;
@@ -39,18 +40,17 @@ pub fn accepts(
 /// The state-only part of [`accepts`], which `decide` re-checks when it consumes a command.
 pub(super) fn applies(state: &RolloutState, kind: CommandKind) -> Result<(), CommandRejected> {
     let status = state.status;
-    let phase = state.phase.as_str();
     let at_gate =
         status.is_active() && status != DeploymentStatus::RollingBack && !state.paused_by_command;
     let ok = match kind {
         CommandKind::Promote => {
             at_gate
                 && matches!(
-                    phase,
-                    phase::PAUSED_STEP | phase::AWAITING_PROMOTION | phase::AUTO_PROMOTE_WAIT
+                    state.phase,
+                    Phase::PausedStep | Phase::AwaitingPromotion | Phase::AutoPromoteWait
                 )
         }
-        CommandKind::Approve => at_gate && phase == phase::AWAITING_APPROVAL,
+        CommandKind::Approve => at_gate && state.phase == Phase::AwaitingApproval,
         CommandKind::Pause => status == DeploymentStatus::Running && !state.paused_by_command,
         CommandKind::Resume => status == DeploymentStatus::Paused && state.paused_by_command,
         CommandKind::Abort | CommandKind::Rollback => {
@@ -83,7 +83,7 @@ fn rejected(state: &RolloutState, kind: CommandKind, reason: Option<&str>) -> Co
     CommandRejected {
         command: kind.as_str(),
         status: state.status.as_str(),
-        phase: state.phase.clone(),
+        phase: state.phase.to_string(),
         reason: reason.map(str::to_owned),
     }
 }

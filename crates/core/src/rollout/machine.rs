@@ -4,11 +4,12 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::budget::default_budget;
+use super::phase::Phase;
 use super::types::{
     Action, Command, Decision, Note, Observation, Release, RollbackCause, RolloutSpec,
     RolloutState, ServiceRole, Track,
 };
-use super::{blue_green, canary, commands, phase, rolling};
+use super::{blue_green, canary, commands, rolling};
 use crate::deployment::{DeploymentStatus, FailureReason, Outcome, ServingHealth};
 use crate::duration::DurationSpec;
 use crate::event::EventKind;
@@ -184,8 +185,8 @@ impl Tick<'_> {
 
     /// Enter a phase in which the machine waits on the cluster: status running, a fresh
     /// progress deadline, no timer.
-    pub fn enter(&mut self, phase: &str) {
-        self.state.phase = phase.to_owned();
+    pub fn enter(&mut self, phase: Phase) {
+        self.state.phase = phase;
         self.state.status = if self.state.status == DeploymentStatus::RollingBack {
             DeploymentStatus::RollingBack
         } else {
@@ -196,20 +197,20 @@ impl Tick<'_> {
             Some(after(self.now, duration(self.spec.progress_deadline)));
     }
 
-    /// Whether `phase` must wait: it puts the release live ([`phase::goes_live`]) and the
+    /// Whether `phase` must wait: it puts the release live ([`Phase::goes_live`]) and the
     /// environment requires an approval not given yet. A rollback never waits for one.
-    pub fn awaits_approval(&self, phase: &str) -> bool {
+    pub fn awaits_approval(&self, phase: &Phase) -> bool {
         self.spec.approval.required
             && self.state.approved_by.is_none()
             && self.state.status != DeploymentStatus::RollingBack
-            && phase::goes_live(phase)
+            && phase.goes_live()
     }
 
     /// Enter `phase`, which puts the release live, announcing it with `message`; while the
     /// approval the environment requires is missing, hold at the approval gate instead, to
     /// enter `phase` once approved.
-    pub fn go_live(&mut self, phase: &str, message: impl Into<String>) {
-        if self.awaits_approval(phase) {
+    pub fn go_live(&mut self, phase: Phase, message: impl Into<String>) {
+        if self.awaits_approval(&phase) {
             self.hold_for_approval(phase);
         } else {
             self.enter(phase);
@@ -218,9 +219,9 @@ impl Tick<'_> {
     }
 
     /// Hold at the approval gate; `approve` then enters `then`.
-    fn hold_for_approval(&mut self, then: &str) {
-        self.state.gated_phase = Some(then.to_owned());
-        self.hold_in(phase::AWAITING_APPROVAL);
+    fn hold_for_approval(&mut self, then: Phase) {
+        self.state.gated_phase = Some(then);
+        self.hold_in(Phase::AwaitingApproval);
         self.note(
             EventKind::AwaitingApproval,
             "waiting for approval to go live",
@@ -232,26 +233,23 @@ impl Tick<'_> {
     pub fn approved(&mut self, actor: &str) {
         self.state.approved_by = Some(actor.to_owned());
         self.note(EventKind::Approved, format!("approved by {actor}"));
-        let then = self
-            .state
-            .gated_phase
-            .take()
-            .unwrap_or_else(|| phase::PROMOTING.to_owned());
-        self.enter(&then);
-        self.note(EventKind::StepStarted, then.replace('_', " "));
+        let then = self.state.gated_phase.take().unwrap_or(Phase::Promoting);
+        let message = then.as_str().replace('_', " ");
+        self.enter(then);
+        self.note(EventKind::StepStarted, message);
     }
 
     /// Enter a phase that waits for a person: status paused, no deadline.
-    pub fn hold_in(&mut self, phase: &str) {
-        self.state.phase = phase.to_owned();
+    pub fn hold_in(&mut self, phase: Phase) {
+        self.state.phase = phase;
         self.state.status = DeploymentStatus::Paused;
         self.state.timer_at = None;
         self.state.progress_deadline_at = None;
     }
 
     /// Enter a phase that waits until `at`: status running, no deadline.
-    pub fn wait_until(&mut self, phase: &str, at: DateTime<Utc>) {
-        self.state.phase = phase.to_owned();
+    pub fn wait_until(&mut self, phase: Phase, at: DateTime<Utc>) {
+        self.state.phase = phase;
         self.state.status = DeploymentStatus::Running;
         self.state.timer_at = Some(at);
         self.state.progress_deadline_at = None;
@@ -260,7 +258,7 @@ impl Tick<'_> {
     pub fn succeed(&mut self) {
         let s = &mut self.state;
         s.status = DeploymentStatus::Succeeded;
-        s.phase = phase::SUCCEEDED.to_owned();
+        s.phase = Phase::Succeeded;
         s.outcome = Some(Outcome::Promoted);
         s.serving = Some(self.spec.release.clone());
         s.serving_health = ServingHealth::Healthy;
@@ -274,7 +272,7 @@ impl Tick<'_> {
     pub fn rolled_back(&mut self) {
         let s = &mut self.state;
         s.status = DeploymentStatus::RolledBack;
-        s.phase = phase::ROLLED_BACK.to_owned();
+        s.phase = Phase::RolledBack;
         s.outcome = Some(match s.rollback_cause {
             Some(RollbackCause::Aborted) => Outcome::Aborted,
             _ => Outcome::RolledBack,
@@ -304,7 +302,7 @@ impl Tick<'_> {
         let message = reason.message.clone();
         let s = &mut self.state;
         s.status = DeploymentStatus::Failed;
-        s.phase = phase::FAILED.to_owned();
+        s.phase = Phase::Failed;
         s.outcome = Some(outcome);
         s.failure = Some(reason);
         s.serving_health = health;
@@ -331,9 +329,9 @@ impl Tick<'_> {
         self.state.status = DeploymentStatus::RollingBack;
         self.state.paused_by_command = false;
         let rollback_phase = match self.spec.strategy {
-            StrategySpec::Rolling(_) => phase::ROLLING_BACK,
-            StrategySpec::BlueGreen(_) => phase::SWITCHING_BACK,
-            StrategySpec::Canary(_) => phase::RESTORING_TRAFFIC,
+            StrategySpec::Rolling(_) => Phase::RollingBack,
+            StrategySpec::BlueGreen(_) => Phase::SwitchingBack,
+            StrategySpec::Canary(_) => Phase::RestoringTraffic,
         };
         self.enter(rollback_phase);
         self.note(EventKind::RollbackStarted, message);
@@ -428,7 +426,7 @@ fn run(t: &mut Tick<'_>) -> Option<DateTime<Utc>> {
             // Whatever led here (the phase a rollout starts in, a state stored before the
             // gate existed), a phase that puts the release live waits for the approval.
             let then = t.state.phase.clone();
-            t.hold_for_approval(&then);
+            t.hold_for_approval(then);
         }
         let mark = t.actions.len();
         match strategy_step(t) {

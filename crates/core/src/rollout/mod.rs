@@ -25,5 +25,6 @@ mod types;
 pub use budget::{Budget, resolve_budget};
 pub use commands::accepts;
 pub use machine::{FIRST_POLL, HOLD_POLL, POLL, decide, failure_code};
+pub use phase::Phase;
 pub use start::start;
 pub use types::*;

@@ -4,13 +4,13 @@
 
 use super::budget::resolve_budget;
 use super::machine::{Flow, Tick, failure, failure_code};
-use super::phase;
+use super::phase::Phase;
 use super::types::{Action, Release, Track};
 use crate::strategy::RollingSpec;
 
 pub(super) fn step(t: &mut Tick<'_>, r: &RollingSpec) -> Flow {
-    match t.state.phase.as_str() {
-        phase::ROLLING_UPDATE => {
+    match &t.state.phase {
+        Phase::RollingUpdate => {
             let release = t.release().clone();
             if t.complete(Track::Stable, &release, t.replicas()) {
                 t.succeed();
@@ -19,8 +19,8 @@ pub(super) fn step(t: &mut Tick<'_>, r: &RollingSpec) -> Flow {
             drive(t, r, &release)
         }
         // Approval first: nothing is applied until it is given.
-        phase::AWAITING_APPROVAL => Flow::Hold,
-        phase::ROLLING_BACK => {
+        Phase::AwaitingApproval => Flow::Hold,
+        Phase::RollingBack => {
             let Some(previous) = t.state.previous.clone() else {
                 return Flow::Fail(failure(
                     failure_code::INVALID_STATE,
@@ -35,7 +35,7 @@ pub(super) fn step(t: &mut Tick<'_>, r: &RollingSpec) -> Flow {
         }
         other => Flow::Fail(failure(
             failure_code::INVALID_STATE,
-            format!("a rolling update has no phase {other:?}"),
+            format!("a rolling update has no phase {:?}", other.as_str()),
         )),
     }
 }

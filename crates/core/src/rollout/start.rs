@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::machine::{after, duration};
-use super::phase;
+use super::phase::Phase;
 use super::types::{Observation, RolloutSpec, RolloutState, ServiceRole, Track};
 use crate::deployment::{DeploymentStatus, ServingHealth};
 use crate::strategy::StrategySpec;
@@ -12,7 +12,7 @@ use crate::strategy::StrategySpec;
 pub fn start(spec: &RolloutSpec, observation: &Observation, now: DateTime<Utc>) -> RolloutState {
     let mut state = RolloutState {
         status: DeploymentStatus::Running,
-        phase: String::new(),
+        phase: Phase::Deploying,
         step: 0,
         outcome: None,
         failure: None,
@@ -30,16 +30,15 @@ pub fn start(spec: &RolloutSpec, observation: &Observation, now: DateTime<Utc>) 
     let stable = observation.workload(Track::Stable);
     let serving = match &spec.strategy {
         StrategySpec::Rolling(_) => {
-            state.phase = phase::ROLLING_UPDATE.to_owned();
+            state.phase = Phase::RollingUpdate;
             stable
         }
         StrategySpec::Canary(_) => {
             state.phase = if stable.is_some() {
-                phase::CANARY_STEP
+                Phase::CanaryStep
             } else {
-                phase::DEPLOYING
-            }
-            .to_owned();
+                Phase::Deploying
+            };
             stable
         }
         StrategySpec::BlueGreen(_) => {
@@ -51,11 +50,10 @@ pub fn start(spec: &RolloutSpec, observation: &Observation, now: DateTime<Utc>) 
                 .filter(|c| observation.workload(*c).is_some());
             state.live_color = live;
             state.phase = if live.is_some() {
-                phase::PREVIEW
+                Phase::Preview
             } else {
-                phase::DEPLOYING
-            }
-            .to_owned();
+                Phase::Deploying
+            };
             live.and_then(|c| observation.workload(c))
         }
     };

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::phase::Phase;
 use crate::deployment::{DeploymentStatus, FailureReason, Outcome, ServingHealth};
 use crate::duration::DurationSpec;
 use crate::environment::{ApprovalPolicy, Workload};
@@ -245,7 +246,7 @@ pub struct Command {
 pub struct RolloutState {
     pub status: DeploymentStatus,
     /// Detail inside `status`, e.g. `canary_step`, `awaiting_promotion`, `scaling_down_old`.
-    pub phase: String,
+    pub phase: Phase,
     /// Index of the current canary step.
     pub step: u32,
     pub outcome: Option<Outcome>,
@@ -269,7 +270,7 @@ pub struct RolloutState {
     /// the release live. `None` in states stored before it existed: their gate opened onto
     /// `promoting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gated_phase: Option<String>,
+    pub gated_phase: Option<Phase>,
     /// Why the machine is rolling back, once it is.
     pub rollback_cause: Option<RollbackCause>,
 }

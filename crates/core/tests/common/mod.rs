@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 use slipway_core::rollout::{
-    Action, Command, CommandKind, Decision, Observation, Release, RolloutSpec, RolloutState,
-    ServiceEndpoints, ServiceRole, Track, WorkloadStatus, accepts, decide, phase, start,
+    Action, Command, CommandKind, Decision, Observation, Phase, Release, RolloutSpec, RolloutState,
+    ServiceEndpoints, ServiceRole, Track, WorkloadStatus, accepts, decide, start,
 };
 use slipway_core::{ApprovalPolicy, DeploymentStatus, DurationSpec, StrategySpec, Workload};
 
@@ -315,8 +315,8 @@ impl Run {
         self.state.status
     }
 
-    pub fn phase(&self) -> &str {
-        &self.state.phase
+    pub fn phase(&self) -> Phase {
+        self.state.phase.clone()
     }
 
     /// Ticks (at most `max`) until the state is terminal or matches `until`.
@@ -376,7 +376,7 @@ pub fn assert_held_for_approval(run: &mut Run) {
     let d = run.tick();
     assert!(d.actions.is_empty(), "{:?}", d.actions);
     assert_eq!(note_kinds(&d), vec!["awaiting_approval"]);
-    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
+    assert_eq!(run.phase(), Phase::AwaitingApproval);
     assert_eq!(run.status(), DeploymentStatus::Paused);
     assert_eq!(
         run.state.progress_deadline_at, None,
@@ -385,7 +385,7 @@ pub fn assert_held_for_approval(run: &mut Run) {
     run.advance(3600);
     let d = run.tick();
     assert!(d.actions.is_empty(), "{:?}", d.actions);
-    assert_eq!(run.phase(), phase::AWAITING_APPROVAL);
+    assert_eq!(run.phase(), Phase::AwaitingApproval);
     use CommandKind::{Abort, Approve, Rollback};
     assert_eq!(run.accepted(REQUESTER), vec![Abort, Rollback]);
     assert_eq!(run.accepted("bob"), vec![Approve, Abort, Rollback]);
