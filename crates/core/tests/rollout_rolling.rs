@@ -409,3 +409,52 @@ fn an_unknown_stored_phase_fails_as_invalid_state() {
         );
     }
 }
+
+/// A cluster that refuses the deployment for good (a permanent driver error) ends it
+/// `failed` where it stands, with the cluster's reason and serving health unknown; a
+/// deployment refused before it started fails from the state it would have started in.
+#[test]
+fn a_refusing_cluster_fails_the_rollout_where_it_stands() {
+    let reason = || slipway_core::FailureReason {
+        code: "forbidden".into(),
+        message: "the cluster said no".into(),
+    };
+    let mut run = Run::new(rolling(), Cluster::with_stable());
+    run.cluster.stick(Track::Stable);
+    run.tick();
+    let failed = slipway_core::rollout::refused(&run.spec, Some(&run.state), reason(), run.now);
+    assert_eq!(failed.status, DeploymentStatus::Failed);
+    assert_eq!(failed.phase, Phase::Failed);
+    assert_eq!(failed.outcome, Some(Outcome::Failed));
+    assert_eq!(failed.failure, Some(reason()));
+    assert_eq!(failed.serving_health, ServingHealth::Unknown);
+    assert_eq!(failed.previous, run.state.previous);
+
+    let unstarted = slipway_core::rollout::refused(&run.spec, None, reason(), run.now);
+    assert_eq!(unstarted.status, DeploymentStatus::Failed);
+    assert_eq!(unstarted.phase, Phase::Failed);
+    assert_eq!(unstarted.previous, None);
+    // A terminal state is the machine's: nothing it decides afterwards changes it.
+    let d = decide(&run.spec, &failed, &run.cluster.obs, &[], run.now);
+    assert_eq!(d.state, failed);
+}
+
+/// `retry` is accepted exactly when the deployment failed or was rolled back: the rule the
+/// API answers 409 by and the one the engine re-queues by are the same function.
+#[test]
+fn retry_is_accepted_only_after_a_failure_or_a_rollback() {
+    use slipway_core::rollout::retries;
+    for status in [
+        DeploymentStatus::Queued,
+        DeploymentStatus::Running,
+        DeploymentStatus::Paused,
+        DeploymentStatus::RollingBack,
+        DeploymentStatus::Succeeded,
+        DeploymentStatus::Cancelled,
+        DeploymentStatus::Superseded,
+    ] {
+        assert!(!retries(status), "{status:?}");
+    }
+    assert!(retries(DeploymentStatus::Failed));
+    assert!(retries(DeploymentStatus::RolledBack));
+}

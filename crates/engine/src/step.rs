@@ -11,8 +11,7 @@ use serde_json::json;
 use slipway_cluster::{DriverError, Target};
 use slipway_core::rollout::{self, Command, CommandKind, Decision, RolloutState};
 use slipway_core::{
-    DeploymentStatus, EventKind, FailureReason, Outcome, ServingHealth, StrategySpec,
-    TrafficRouting,
+    DeploymentStatus, EventKind, FailureReason, Outcome, StrategySpec, TrafficRouting,
 };
 use slipway_store::commands::{self, PendingCommand};
 use slipway_store::events::{self, NewEvent};
@@ -248,15 +247,15 @@ async fn start(
     now: DateTime<Utc>,
     hold: Option<std::time::Duration>,
 ) -> Result<Stepped, StepError> {
-    let (my_turn, busy) = {
+    let turn = {
         let mut conn = ctx.pool.acquire().await?;
         rollouts::queue_turn(&mut conn, record.environment_id, record.id).await?
     };
-    if busy || !my_turn {
+    if !turn.may_start() {
         // The head is woken when the deployment ahead of it ends; its re-check only covers a
         // wake-up that did not come. The ones behind it are woken when they become the head,
         // so theirs is rarer: with a long queue it would otherwise be most of the work.
-        let recheck = if my_turn {
+        let recheck = if turn.is_head {
             ctx.queue_recheck
         } else {
             ctx.queue_recheck * BEHIND_RECHECK_FACTOR
@@ -406,10 +405,7 @@ async fn finished(
 ) -> Result<StepOutcome, StepError> {
     let mut tx = ctx.pool.begin().await?;
     let retry = pending.iter().find(|c| c.kind == CommandKind::Retry);
-    let retryable = matches!(
-        record.status,
-        DeploymentStatus::Failed | DeploymentStatus::RolledBack
-    );
+    let retryable = rollout::retries(record.status);
     let ids: Vec<_> = pending.iter().map(|c| c.id).collect();
     match retry {
         Some(cmd) if retryable => {
@@ -669,13 +665,14 @@ async fn cluster_error(
         }
         DriverError::Permanent { reason, message } => {
             tracing::error!(deployment = %claim.id, %reason, %message, "cluster refused the deployment");
-            let failed = failed_state(
-                record,
+            let failed = rollout::refused(
+                &record.spec,
                 state,
                 FailureReason {
                     code: reason.clone(),
                     message: message.clone(),
                 },
+                Utc::now(),
             );
             if record.status == DeploymentStatus::Queued {
                 rollouts::start(&mut tx, claim, record.environment_id, &failed).await?;
@@ -698,20 +695,4 @@ async fn cluster_error(
             Ok(StepOutcome::Advanced)
         }
     }
-}
-
-fn failed_state(
-    record: &RolloutRecord,
-    state: Option<&RolloutState>,
-    reason: FailureReason,
-) -> RolloutState {
-    let mut failed = state
-        .cloned()
-        .unwrap_or_else(|| rollout::start(&record.spec, &Default::default(), Utc::now()));
-    failed.status = DeploymentStatus::Failed;
-    failed.outcome = Some(Outcome::Failed);
-    failed.failure = Some(reason);
-    failed.serving_health = ServingHealth::Unknown;
-    failed.phase = rollout::Phase::Failed;
-    failed
 }

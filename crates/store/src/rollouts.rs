@@ -258,18 +258,34 @@ pub fn claim_batch(limit: i64) -> i64 {
     1 << (63 - limit.leading_zeros())
 }
 
-/// Where a queued deployment stands: whether it is the head of its environment's queue
-/// (`queue_head`, migration 80: the newest queued with `supersede_queued`, else the oldest),
-/// and whether a deployment of the environment is active. One query.
+/// Where a queued deployment stands in its environment's queue (see [`queue_turn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct QueueTurn {
+    /// It is the head of the queue (`queue_head`, migration 80: the newest queued with
+    /// `supersede_queued`, else the oldest).
+    pub is_head: bool,
+    /// A deployment of the environment is active.
+    pub environment_busy: bool,
+}
+
+impl QueueTurn {
+    /// Its turn has come: it is the head and the environment is free.
+    pub fn may_start(self) -> bool {
+        self.is_head && !self.environment_busy
+    }
+}
+
+/// Where a queued deployment stands: whether it is the head of its environment's queue and
+/// whether a deployment of the environment is active. One query.
 pub async fn queue_turn(
     conn: &mut PgConnection,
     environment_id: Uuid,
     id: Uuid,
-) -> Result<(bool, bool), StoreError> {
+) -> Result<QueueTurn, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT $2 = queue_head($1) IS TRUE,
+        "SELECT $2 = queue_head($1) IS TRUE AS is_head,
              EXISTS (SELECT 1 FROM deployments WHERE environment_id = $1
-                     AND status IN ('running', 'paused', 'rolling_back'))",
+                     AND status IN ('running', 'paused', 'rolling_back')) AS environment_busy",
     )
     .bind(environment_id)
     .bind(id)

@@ -37,6 +37,15 @@ pub fn accepts(
     Ok(())
 }
 
+/// Whether `retry` applies to a deployment in `status`: once it failed or was rolled back.
+/// The API refuses a `retry` otherwise, and the engine re-queues by the same rule.
+pub fn retries(status: DeploymentStatus) -> bool {
+    matches!(
+        status,
+        DeploymentStatus::Failed | DeploymentStatus::RolledBack
+    )
+}
+
 /// The state-only part of [`accepts`], which `decide` re-checks when it consumes a command.
 pub(super) fn applies(state: &RolloutState, kind: CommandKind) -> Result<(), CommandRejected> {
     let status = state.status;
@@ -56,12 +65,7 @@ pub(super) fn applies(state: &RolloutState, kind: CommandKind) -> Result<(), Com
         CommandKind::Abort | CommandKind::Rollback => {
             matches!(status, DeploymentStatus::Running | DeploymentStatus::Paused)
         }
-        CommandKind::Retry => {
-            matches!(
-                status,
-                DeploymentStatus::Failed | DeploymentStatus::RolledBack
-            )
-        }
+        CommandKind::Retry => retries(status),
     };
     if ok {
         Ok(())

@@ -353,6 +353,27 @@ impl Tick<'_> {
     }
 }
 
+/// The cluster refused the deployment for good (a permanent driver error): the rollout ends
+/// `failed` where it stands (`state`; `None` when it had not started, which fails the state
+/// it would have started in), with the cluster's reason and serving health unknown, since
+/// nothing more can be observed. Like every terminal state, `decide` never changes it.
+pub fn refused(
+    spec: &RolloutSpec,
+    state: Option<&RolloutState>,
+    reason: FailureReason,
+    now: DateTime<Utc>,
+) -> RolloutState {
+    let mut failed = state
+        .cloned()
+        .unwrap_or_else(|| super::start(spec, &Observation::default(), now));
+    failed.status = DeploymentStatus::Failed;
+    failed.phase = Phase::Failed;
+    failed.outcome = Some(Outcome::Failed);
+    failed.failure = Some(reason);
+    failed.serving_health = ServingHealth::Unknown;
+    failed
+}
+
 /// How long to wait before looking at the cluster again, `waited` into a phase.
 fn wait_poll(waited: Duration) -> Duration {
     (waited / 2).clamp(FIRST_POLL, POLL)

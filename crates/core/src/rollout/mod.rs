@@ -23,8 +23,8 @@ mod start;
 mod types;
 
 pub use budget::{Budget, resolve_budget};
-pub use commands::accepts;
-pub use machine::{FIRST_POLL, HOLD_POLL, POLL, decide, failure_code};
+pub use commands::{accepts, retries};
+pub use machine::{FIRST_POLL, HOLD_POLL, POLL, decide, failure_code, refused};
 pub use phase::Phase;
 pub use start::start;
 pub use types::*;
