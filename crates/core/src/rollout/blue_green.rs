@@ -14,7 +14,8 @@ use crate::deployment::FailureReason;
 use crate::event::EventKind;
 use crate::strategy::BlueGreenSpec;
 
-pub(super) fn step(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Flow {
+/// Works on the current phase: what the machine does in it this tick, and how that ended.
+pub(super) fn run_phase(t: &mut Tick<'_>, b: &BlueGreenSpec) -> Flow {
     let result = match &t.state.phase {
         Phase::Deploying => first_deploy(t),
         Phase::Preview => preview(t, b),

@@ -61,7 +61,8 @@ fn step_index(t: &Tick<'_>) -> usize {
     usize::try_from(t.state.step).unwrap_or(usize::MAX)
 }
 
-pub(super) fn step(t: &mut Tick<'_>, c: &CanarySpec) -> Flow {
+/// Works on the current phase: what the machine does in it this tick, and how that ended.
+pub(super) fn run_phase(t: &mut Tick<'_>, c: &CanarySpec) -> Flow {
     let result = match &t.state.phase {
         Phase::Deploying => deploying(t),
         Phase::CanaryStep => canary_step(t, c),

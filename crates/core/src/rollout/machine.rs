@@ -419,12 +419,13 @@ pub fn decide(
     }
 }
 
-fn strategy_step(t: &mut Tick<'_>) -> Flow {
+/// The strategy's work on the current phase (a phase handler, not a canary step).
+fn run_phase(t: &mut Tick<'_>) -> Flow {
     let spec = t.spec;
     match &spec.strategy {
-        StrategySpec::Rolling(r) => rolling::step(t, r),
-        StrategySpec::BlueGreen(b) => blue_green::step(t, b),
-        StrategySpec::Canary(c) => canary::step(t, c),
+        StrategySpec::Rolling(r) => rolling::run_phase(t, r),
+        StrategySpec::BlueGreen(b) => blue_green::run_phase(t, b),
+        StrategySpec::Canary(c) => canary::run_phase(t, c),
     }
 }
 
@@ -450,7 +451,7 @@ fn run(t: &mut Tick<'_>) -> Option<DateTime<Utc>> {
             t.hold_for_approval(then);
         }
         let mark = t.actions.len();
-        match strategy_step(t) {
+        match run_phase(t) {
             Flow::Next => {}
             Flow::Fail(reason) => {
                 t.actions.truncate(mark);

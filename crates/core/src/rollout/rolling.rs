@@ -8,7 +8,8 @@ use super::phase::Phase;
 use super::types::{Action, Release, Track};
 use crate::strategy::RollingSpec;
 
-pub(super) fn step(t: &mut Tick<'_>, r: &RollingSpec) -> Flow {
+/// Works on the current phase: what the machine does in it this tick, and how that ended.
+pub(super) fn run_phase(t: &mut Tick<'_>, r: &RollingSpec) -> Flow {
     match &t.state.phase {
         Phase::RollingUpdate => {
             let release = t.release().clone();
