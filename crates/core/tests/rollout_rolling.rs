@@ -458,3 +458,17 @@ fn retry_is_accepted_only_after_a_failure_or_a_rollback() {
     assert!(retries(DeploymentStatus::Failed));
     assert!(retries(DeploymentStatus::RolledBack));
 }
+
+/// A refused command says the status and phase as the API shows them (the 409's detail).
+#[test]
+fn a_refused_command_names_the_phase_as_stored() {
+    let mut run = Run::new(rolling(), Cluster::with_stable());
+    run.cluster.stick(Track::Stable);
+    run.tick();
+    let refused = slipway_core::rollout::accepts(&run.spec, &run.state, Promote, "bob", "alice")
+        .expect_err("promote does not apply to a rolling update");
+    assert_eq!(
+        refused.to_string(),
+        "cannot promote a deployment that is running (rolling_update)"
+    );
+}

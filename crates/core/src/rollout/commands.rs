@@ -87,7 +87,7 @@ fn rejected(state: &RolloutState, kind: CommandKind, reason: Option<&str>) -> Co
     CommandRejected {
         command: kind.as_str(),
         status: state.status.as_str(),
-        phase: state.phase.to_string(),
+        phase: state.phase.clone(),
         reason: reason.map(str::to_owned),
     }
 }

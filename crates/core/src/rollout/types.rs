@@ -313,7 +313,7 @@ pub struct Decision {
 pub struct CommandRejected {
     pub command: &'static str,
     pub status: &'static str,
-    pub phase: String,
+    pub phase: Phase,
     /// Why, when the state alone does not say (e.g. the approver must differ from the requester).
     pub reason: Option<String>,
 }
