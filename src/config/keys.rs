@@ -5,7 +5,7 @@
 //! `[database] url` in the file, `SLIPWAY_DATABASE_URL` in the environment. The keys of the
 //! flat configuration before sections (`jwt_secret`) stay readable under those names, at the
 //! top of the file and as `SLIPWAY_JWT_SECRET` ([`FLAT`]); a new key never gets one
-//! (docs/decisions/061-config-sections.md).
+//! (docs/decisions/100-config-sections.md).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
