@@ -19,7 +19,9 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use slipway_api::auth::{AuthSettings, BootstrapAdmins, TokenVerifier, issue_hs256};
 use slipway_api::{ApiSettings, AppState};
+use slipway_core::DeploymentStatus;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 /// Installs the process-wide rustls provider reqwest needs (it is built without one).
 fn install_crypto_provider() {
@@ -460,6 +462,26 @@ impl TestApp {
             .fetch_one(&self.pool)
             .await
             .expect("count rows")
+    }
+
+    /// Moves deployment `id` to `status` by a plain UPDATE, as a test's stand-in for the
+    /// engine, whose transitions are fenced writes of a claimed deployment
+    /// (`rollouts::write_step`). The database's own refusal (a constraint) is returned; a
+    /// missing deployment fails the test.
+    pub async fn force_status(
+        &self,
+        id: Uuid,
+        status: DeploymentStatus,
+    ) -> Result<(), sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE deployments SET status = $2::deployment_status, updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .execute(&self.pool)
+        .await?;
+        assert_eq!(done.rows_affected(), 1, "no deployment {id}");
+        Ok(())
     }
 }
 
