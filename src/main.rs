@@ -31,7 +31,7 @@ enum Command {
         /// Apply pending migrations before serving.
         #[arg(long)]
         migrate: bool,
-        /// Deployment steps to run at once [default: 16].
+        /// Deployment steps to run at once [default: 64].
         #[arg(long)]
         workers: Option<usize>,
         /// Run only the workers (no HTTP API).

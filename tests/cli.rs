@@ -61,6 +61,32 @@ fn openapi_command_prints_the_committed_spec() {
 }
 
 #[test]
+fn serve_help_states_the_defaults_it_runs_with() {
+    let out = slipway()
+        .args(["serve", "--help"])
+        .output()
+        .expect("run slipway serve --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let defaults = slipway::config::Config::default();
+    for (flag, default) in [
+        ("--listen", defaults.listen.clone()),
+        ("--workers", defaults.workers.to_string()),
+    ] {
+        let line = help
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(flag))
+            .take_while(|l| l.trim_start().starts_with(flag) || !l.trim_start().starts_with('-'))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            line.contains(&format!("[default: {default}]")),
+            "{flag} should say its default is {default}: {line:?}"
+        );
+    }
+}
+
+#[test]
 fn configuration_errors_name_the_key() {
     let stderr = run_failing(
         slipway()

@@ -2,14 +2,14 @@
 //! that make a request valid. Pure: no I/O, no async, no database or HTTP types.
 
 pub mod access;
-pub mod app;
-pub mod cluster;
+mod app;
+mod cluster;
 pub mod deployment;
-pub mod duration;
-pub mod environment;
-pub mod image;
+mod duration;
+mod environment;
+mod image;
 pub mod names;
-pub mod resources;
+mod resources;
 pub mod rollout;
 pub mod strategy;
 pub mod tagged;

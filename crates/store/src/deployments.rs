@@ -593,24 +593,3 @@ pub async fn list(
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Page::from_rows(items, limit, |d| d.id))
 }
-
-/// Moves a deployment to `status` (the engine's transitions build on this; tests use it to
-/// exercise the one-active-per-environment index).
-#[tracing::instrument(skip_all, fields(deployment = %id, status = status.as_str()))]
-pub async fn set_status(
-    conn: &mut PgConnection,
-    id: Uuid,
-    status: DeploymentStatus,
-) -> Result<(), StoreError> {
-    let done = sqlx::query(
-        "UPDATE deployments SET status = $2::deployment_status, updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(status.as_str())
-    .execute(conn)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound("deployment"));
-    }
-    Ok(())
-}
