@@ -70,8 +70,8 @@ fn serve_help_states_the_defaults_it_runs_with() {
     let help = String::from_utf8_lossy(&out.stdout);
     let defaults = slipway::config::Config::default();
     for (flag, default) in [
-        ("--listen", defaults.listen.clone()),
-        ("--workers", defaults.workers.to_string()),
+        ("--listen", defaults.server.listen.clone()),
+        ("--workers", defaults.engine.workers.to_string()),
     ] {
         let line = help
             .lines()
