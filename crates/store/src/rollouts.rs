@@ -269,7 +269,7 @@ pub async fn queue_turn(
     Ok(sqlx::query_as(
         "SELECT $2 = queue_head($1) IS TRUE,
              EXISTS (SELECT 1 FROM deployments WHERE environment_id = $1
-                     AND status IN ('running', 'paused', 'rolling_back'))",
+                     AND slipway_is_active(status))",
     )
     .bind(environment_id)
     .bind(id)
@@ -374,8 +374,7 @@ pub async fn write_step(
          woke AS (
              UPDATE deployments q SET next_wake_at = now()
              FROM d
-             WHERE $5::deployment_status IN
-                     ('succeeded', 'failed', 'rolled_back', 'cancelled', 'superseded')
+             WHERE slipway_is_terminal($5::deployment_status)
                AND q.id = queue_head(d.environment_id) AND q.id <> d.id
              RETURNING q.id
          ),
@@ -559,7 +558,7 @@ pub async fn write_steps(
          woke AS (
              UPDATE deployments q SET next_wake_at = now()
              FROM d
-             WHERE d.status IN ('succeeded', 'failed', 'rolled_back', 'cancelled', 'superseded')
+             WHERE slipway_is_terminal(d.status::deployment_status)
                AND q.id = queue_head(d.environment_id)
                AND NOT (q.id = ANY($1))
              RETURNING q.id
@@ -836,8 +835,8 @@ pub async fn queue_stats(conn: &mut PgConnection) -> Result<QueueStats, StoreErr
     let (queued, age, active): (i64, Option<f64>, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE status = 'queued'),
                 extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued'))::float8,
-                count(*) FILTER (WHERE status IN ('running', 'paused', 'rolling_back'))
-         FROM deployments WHERE status IN ('queued', 'running', 'paused', 'rolling_back')",
+                count(*) FILTER (WHERE slipway_is_active(status))
+         FROM deployments WHERE slipway_is_live(status)",
     )
     .fetch_one(conn)
     .await?;
