@@ -561,44 +561,6 @@ pub async fn read(conn: &mut PgConnection, id: Uuid) -> Result<RolloutRecord, St
     row.ok_or(StoreError::NotFound("deployment"))?.try_into()
 }
 
-/// Persists a machine state: the state itself and the columns the API shows, guarded by the
-/// claim's epoch. Returns the new tick. When the deployment finishes, the head of the
-/// environment's queue is woken.
-pub async fn save(
-    conn: &mut PgConnection,
-    claim: Claim,
-    environment_id: Uuid,
-    state: &RolloutState,
-) -> Result<i64, StoreError> {
-    let tick: Option<i64> = sqlx::query_scalar(
-        "UPDATE deployments SET
-             status = $3::deployment_status, phase = $4, step = $5,
-             outcome = $6::deployment_outcome, serving_health = $7::serving_health,
-             serving_version = $8, failure_code = $9, failure_message = $10, state = $11,
-             waiting_reason = NULL, tick = tick + 1, updated_at = now()
-         WHERE id = $1 AND epoch = $2
-         RETURNING tick",
-    )
-    .bind(claim.id)
-    .bind(claim.epoch)
-    .bind(state.status.as_str())
-    .bind(&state.phase)
-    .bind(i32::try_from(state.step).unwrap_or(i32::MAX))
-    .bind(state.outcome.map(|o| o.as_str()))
-    .bind(state.serving_health.as_str())
-    .bind(state.serving.as_ref().map(|r| r.version.as_str()))
-    .bind(state.failure.as_ref().map(|f| f.code.as_str()))
-    .bind(state.failure.as_ref().map(|f| f.message.as_str()))
-    .bind(serde_json::to_value(state)?)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let tick = tick.ok_or(StoreError::LeaseLost)?;
-    if state.status.is_terminal() {
-        wake_queued(conn, environment_id).await?;
-    }
-    Ok(tick)
-}
-
 /// Marks a queued deployment finished without running (superseded or cancelled).
 pub async fn finish_unstarted(
     conn: &mut PgConnection,
@@ -687,29 +649,6 @@ pub async fn next_wake_at(
             .fetch_one(conn)
             .await?,
     )
-}
-
-/// Moves a queued deployment to its first machine state. Guarded by the epoch and by the
-/// status still being `queued`; the one-active-per-environment index refuses a second active
-/// deployment (`StoreError::Constraint`).
-pub async fn start(
-    conn: &mut PgConnection,
-    claim: Claim,
-    environment_id: Uuid,
-    state: &RolloutState,
-) -> Result<i64, StoreError> {
-    let queued: bool = sqlx::query_scalar(
-        "SELECT status = 'queued' FROM deployments WHERE id = $1 AND epoch = $2 FOR UPDATE",
-    )
-    .bind(claim.id)
-    .bind(claim.epoch)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(StoreError::LeaseLost)?;
-    if !queued {
-        return Err(StoreError::LeaseLost);
-    }
-    save(conn, claim, environment_id, state).await
 }
 
 /// Supersedes the environment's queued deployments older than `newest`. Their epochs are

@@ -141,3 +141,45 @@ async fn a_create_in_a_transaction_sends_its_hints_at_the_commit(pool: PgPool) {
         ]
     );
 }
+
+/// A cluster that refuses a deployment for good (here: its kubeconfig does not exist) fails
+/// it with the reason, in one step write: the failed state and its event, the lease given
+/// back, no wake-up left.
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn a_cluster_that_refuses_for_good_fails_the_deployment(pool: PgPool) {
+    seed_app(&pool).await;
+    let mut conn = pool.acquire().await.expect("acquire");
+    let gone = slipway_core::ClusterSpec {
+        name: "gone".into(),
+        kind: slipway_core::ClusterKind::Kubernetes,
+        kubeconfig_path: Some("/nonexistent/kubeconfig".into()),
+        context: None,
+    };
+    slipway_store::clusters::insert(&mut conn, &gone)
+        .await
+        .expect("the cluster");
+    put_env(
+        &pool,
+        "k",
+        &env_spec("k", rolling(), json!({"cluster": "gone"})),
+    )
+    .await;
+    let id = deploy(&pool, "k", "1.0.0").await;
+    let sim = sim();
+    let engine = engine(&pool, &sim, settings("w"));
+    let d = drive_to(&engine, &pool, id, DeploymentStatus::Failed).await;
+    assert_eq!(d.outcome, Some(slipway_core::Outcome::Failed));
+    let reason = d.reason.expect("a failure reason");
+    let events = events_of(&pool, id).await;
+    let last = events.last().expect("events");
+    assert_eq!(last.kind.as_str(), "failed");
+    assert_eq!(last.seq, i64::try_from(events.len()).expect("a count"));
+    assert!(
+        last.message.starts_with(&reason.code),
+        "{last:?} vs {reason:?}"
+    );
+    let stored = row(&pool, id).await;
+    assert_eq!(stored["lease_owner"], serde_json::Value::Null);
+    assert_eq!(stored["next_wake_at"], serde_json::Value::Null);
+    assert_eq!(stored["last_event_seq"], json!(events.len()));
+}
