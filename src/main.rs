@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use slipway::config::{Config, LogFormat, Overrides};
+use slipway::config::{AuthConfig, Config, LogConfig, LogFormat, Overrides, SimConfig};
 use slipway::embedded_pg::{EmbeddedPostgres, default_state_dir};
 use slipway::startup;
 use tokio::net::TcpListener;
@@ -31,7 +31,7 @@ enum Command {
         /// Apply pending migrations before serving.
         #[arg(long)]
         migrate: bool,
-        /// Deployment steps to run at once [default: 16].
+        /// Deployment steps to run at once [default: 64].
         #[arg(long)]
         workers: Option<usize>,
         /// Run only the workers (no HTTP API).
@@ -157,7 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 // Fails here, before anything starts, on an unusable or missing key.
                 warn_if_open(&config.auth_settings()?);
             }
-            let pool = startup::connect(url, config.database_max_connections).await?;
+            let pool = startup::connect(url, config.database.max_connections).await?;
             if migrate {
                 startup::migrate(&pool).await?;
             }
@@ -176,13 +176,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 dev_state_dir: state_dir,
                 ..Overrides::default()
             };
+            let base = Config::default();
             let defaults = Config {
-                log_format: LogFormat::Pretty,
+                log: LogConfig {
+                    format: LogFormat::Pretty,
+                    ..base.log
+                },
                 // Pods of the simulated cluster take a moment, so a rollout can be watched.
-                sim_ready_after: slipway_core::DurationSpec::from_secs(2),
+                sim: SimConfig {
+                    ready_after: slipway_core::DurationSpec::from_secs(2),
+                    ..base.sim
+                },
                 // A laptop sandbox: no tokens needed unless the configuration asks for them.
-                auth_enabled: false,
-                ..Config::default()
+                auth: AuthConfig {
+                    enabled: false,
+                    ..base.auth
+                },
+                ..base
             };
             let config = load(&cli.config, defaults, &overrides)?;
             // Fails before the private database starts on an unusable key.
@@ -198,16 +208,17 @@ fn issue_token(
     groups: &[String],
     ttl: slipway_core::DurationSpec,
 ) -> anyhow::Result<String> {
-    let secret = config.jwt_secret.as_ref().context(
-        "configuration key `jwt_secret` is not set: set SLIPWAY_JWT_SECRET (or jwt_secret in \
-         slipway.toml) to the secret the server verifies tokens with",
+    let secret = config.auth.jwt_secret.as_ref().context(
+        "configuration key `auth.jwt_secret` is not set: set SLIPWAY_AUTH_JWT_SECRET (or \
+         SLIPWAY_JWT_SECRET, or jwt_secret under [auth] in slipway.toml) to the secret the \
+         server verifies tokens with",
     )?;
     anyhow::ensure!(!sub.trim().is_empty(), "--sub must not be empty");
     anyhow::ensure!(ttl.as_secs() > 0, "--ttl must be longer than 0s");
     Ok(slipway_api::auth::issue_hs256(
         secret.expose().as_bytes(),
-        &config.jwt_issuer,
-        &config.jwt_audience,
+        &config.auth.jwt_issuer,
+        &config.auth.jwt_audience,
         sub,
         groups,
         ttl.as_std(),
@@ -219,7 +230,7 @@ fn warn_if_open(auth: &slipway_api::auth::AuthSettings) {
     if !auth.enabled() {
         tracing::warn!(
             "AUTHENTICATION IS OFF: every caller is an admin of everything. Never expose this \
-             server; set auth_enabled = true and a jwt_secret or public keys for real use"
+             server; set auth.enabled = true and auth.jwt_secret or public keys for real use"
         );
     }
 }
@@ -232,9 +243,10 @@ fn load(file: &Option<PathBuf>, defaults: Config, overrides: &Overrides) -> anyh
 }
 
 fn database_url(config: &Config) -> anyhow::Result<&slipway::config::Secret> {
-    config.database_url.as_ref().context(
-        "configuration key `database_url` is not set: set DATABASE_URL (or SLIPWAY_DATABASE_URL, \
-         or database_url in slipway.toml); `slipway dev` starts a private database instead",
+    config.database.url.as_ref().context(
+        "configuration key `database.url` is not set: set DATABASE_URL (or SLIPWAY_DATABASE_URL, \
+         or url under [database] in slipway.toml); `slipway dev` starts a private database \
+         instead",
     )
 }
 
@@ -242,24 +254,24 @@ fn database_url(config: &Config) -> anyhow::Result<&slipway::config::Secret> {
 /// as `simulated`, and one rate-limited client per Kubernetes cluster.
 fn drivers(config: &Config) -> anyhow::Result<slipway_engine::Drivers> {
     let settings = slipway_cluster::SimSettings {
-        ready_after: config.sim_ready_after.as_std(),
+        ready_after: config.sim.ready_after.as_std(),
         ..slipway_cluster::SimSettings::default()
     };
     let clock = std::sync::Arc::new(slipway_cluster::SystemClock);
-    let sim = match &config.sim_state_dir {
+    let sim = match &config.sim.state_dir {
         None => slipway_cluster::SimCluster::with_settings(clock, settings),
         Some(dir) => {
             slipway_cluster::SimCluster::shared(clock, settings, dir).with_context(|| {
                 format!(
-                    "configuration key `sim_state_dir`: cannot use {}",
+                    "configuration key `sim.state_dir`: cannot use {}",
                     dir.display()
                 )
             })?
         }
     };
     let kube = slipway_cluster::KubeSettings {
-        qps: config.kube_qps,
-        burst: config.kube_burst,
+        qps: config.kube.qps,
+        burst: config.kube.burst,
         ..slipway_cluster::KubeSettings::default()
     };
     Ok(slipway_engine::Drivers::new(std::sync::Arc::new(sim)).with_kube_settings(kube))
@@ -269,38 +281,39 @@ async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
     let addr = config.listen_addr()?;
     TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr} (configuration key `listen`)"))
+        .with_context(|| format!("cannot listen on {addr} (configuration key `server.listen`)"))
 }
 
 async fn dev(mut config: Config) -> anyhow::Result<()> {
-    if config.secrets_key.is_none() {
+    if config.secrets.key.is_none() {
         let key = slipway_engine::secrets::SecretsKey::generate_base64()
             .context("generating a secrets key")?;
-        config.secrets_key = Some(slipway::config::Secret::new(key));
+        config.secrets.key = Some(slipway::config::Secret::new(key));
         tracing::warn!(
             "no secrets_key configured: using a random one for this run; trigger secrets \
              created now will not open after a restart (set SLIPWAY_SECRETS_KEY to keep them)"
         );
     }
-    let embedded = match &config.database_url {
+    let embedded = match &config.database.url {
         Some(_) => {
-            tracing::info!("using the database from database_url / DATABASE_URL");
+            tracing::info!("using the database from database.url / DATABASE_URL");
             None
         }
         None => {
             let dir = config
-                .dev_state_dir
+                .dev
+                .state_dir
                 .clone()
                 .unwrap_or_else(default_state_dir);
             tracing::info!(state_dir = %dir.display(), "starting a private PostgreSQL");
             let pg = EmbeddedPostgres::start(&dir).await?;
-            config.database_url = Some(slipway::config::Secret::new(pg.database_url()));
+            config.database.url = Some(slipway::config::Secret::new(pg.database_url()));
             Some(pg)
         }
     };
     let served = async {
         let pool =
-            startup::connect(database_url(&config)?, config.database_max_connections).await?;
+            startup::connect(database_url(&config)?, config.database.max_connections).await?;
         startup::migrate(&pool).await?;
         slipway::demo::seed(&pool).await?;
         let listener = bind(&config).await?;

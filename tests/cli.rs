@@ -61,13 +61,39 @@ fn openapi_command_prints_the_committed_spec() {
 }
 
 #[test]
+fn serve_help_states_the_defaults_it_runs_with() {
+    let out = slipway()
+        .args(["serve", "--help"])
+        .output()
+        .expect("run slipway serve --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let defaults = slipway::config::Config::default();
+    for (flag, default) in [
+        ("--listen", defaults.server.listen.clone()),
+        ("--workers", defaults.engine.workers.to_string()),
+    ] {
+        let line = help
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(flag))
+            .take_while(|l| l.trim_start().starts_with(flag) || !l.trim_start().starts_with('-'))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            line.contains(&format!("[default: {default}]")),
+            "{flag} should say its default is {default}: {line:?}"
+        );
+    }
+}
+
+#[test]
 fn configuration_errors_name_the_key() {
     let stderr = run_failing(
         slipway()
             .arg("serve")
             .env("SLIPWAY_LISTEN", "not-an-address"),
     );
-    assert!(stderr.contains("`listen`"), "{stderr}");
+    assert!(stderr.contains("`server.listen`"), "{stderr}");
 
     let stderr = run_failing(
         slipway()
@@ -80,10 +106,10 @@ fn configuration_errors_name_the_key() {
     );
 
     let stderr = run_failing(slipway().arg("serve").env("DATABASE_URL", "mysql://db/x"));
-    assert!(stderr.contains("`database_url`"), "{stderr}");
+    assert!(stderr.contains("`database.url`"), "{stderr}");
 
     let stderr = run_failing(slipway().arg("serve"));
-    assert!(stderr.contains("`database_url` is not set"), "{stderr}");
+    assert!(stderr.contains("`database.url` is not set"), "{stderr}");
 
     // Authentication is on by default: serving without any key says which key to set.
     let stderr = run_failing(
@@ -91,7 +117,7 @@ fn configuration_errors_name_the_key() {
             .arg("serve")
             .env("DATABASE_URL", "postgres://127.0.0.1:1/none"),
     );
-    assert!(stderr.contains("`jwt_secret`"), "{stderr}");
+    assert!(stderr.contains("`auth.jwt_secret`"), "{stderr}");
     assert!(stderr.contains("SLIPWAY_JWT_SECRET"), "{stderr}");
     let stderr = run_failing(
         slipway()
@@ -99,13 +125,13 @@ fn configuration_errors_name_the_key() {
             .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
             .env("SLIPWAY_JWKS_PATH", "/nonexistent/jwks.json"),
     );
-    assert!(stderr.contains("`jwks_path`"), "{stderr}");
+    assert!(stderr.contains("`auth.jwks_path`"), "{stderr}");
     let stderr = run_failing(
         slipway()
             .arg("serve")
             .env("SLIPWAY_SECRETS_KEY", "c2hvcnQ="),
     );
-    assert!(stderr.contains("`secrets_key`"), "{stderr}");
+    assert!(stderr.contains("`secrets.key`"), "{stderr}");
     let stderr = run_failing(
         slipway()
             .arg("serve")
@@ -193,10 +219,56 @@ fn issue(args: &[&str]) -> String {
     token
 }
 
+/// The token `slipway token issue --sub alice` prints under `file` and `env`, if it ran.
+fn issued_with(file: &str, env: &[(&str, &str)]) -> Option<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("slipway.toml");
+    std::fs::write(&path, file).expect("write");
+    let out = slipway()
+        .arg("--config")
+        .arg(&path)
+        .args(["token", "issue", "--sub", "alice"])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run slipway token issue");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Whether `token` carries issuer `iss` and is signed with the test secret.
+fn issued_by(token: Option<String>, iss: &str) -> bool {
+    let verifier = slipway_api::auth::TokenVerifier::new(iss, "slipway")
+        .with_secret(SECRET.as_bytes())
+        .expect("the test secret is long enough");
+    token.is_some_and(|token| verifier.verify(&token).is_ok())
+}
+
+#[test]
+fn configuration_keys_are_read_in_sections_and_under_their_flat_names() {
+    let sectioned = format!("[auth]\njwt_secret = \"{SECRET}\"\njwt_issuer = \"sectioned\"\n");
+    assert!(issued_by(issued_with(&sectioned, &[]), "sectioned"));
+    let flat = format!("jwt_secret = \"{SECRET}\"\njwt_issuer = \"flat\"\n");
+    assert!(issued_by(issued_with(&flat, &[]), "flat"));
+    let env = [
+        ("SLIPWAY_AUTH_JWT_SECRET", SECRET),
+        ("SLIPWAY_AUTH_JWT_ISSUER", "sectioned-env"),
+    ];
+    assert!(issued_by(issued_with("", &env), "sectioned-env"));
+    let env = [
+        ("SLIPWAY_JWT_SECRET", SECRET),
+        ("SLIPWAY_JWT_ISSUER", "flat-env"),
+    ];
+    assert!(issued_by(issued_with("", &env), "flat-env"));
+    // The environment is over the file, whichever names either uses.
+    let env = [("SLIPWAY_JWT_ISSUER", "env")];
+    assert!(issued_by(issued_with(&sectioned, &env), "env"));
+}
+
 #[test]
 fn token_issue_needs_the_secret() {
     let stderr = run_failing(slipway().args(["token", "issue", "--sub", "alice"]));
-    assert!(stderr.contains("`jwt_secret`"), "{stderr}");
+    assert!(stderr.contains("`auth.jwt_secret`"), "{stderr}");
     let stderr = run_failing(
         slipway()
             .args(["token", "issue", "--sub", "alice", "--ttl", "soon"])

@@ -129,11 +129,18 @@ async fn serve_at(pool: PgPool, sim: Arc<SimCluster>, addr: &str) -> Server {
     let drivers = slipway_engine::Drivers::new(sim.clone());
     let listener = TcpListener::bind(addr).await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("address"));
+    let base = slipway::config::Config::default();
     let config = slipway::config::Config {
-        poll_interval_ms: 200,
-        jwt_secret: Some(slipway::config::Secret::new(SECRET)),
-        bootstrap_admins: vec!["ci".to_owned()],
-        ..slipway::config::Config::default()
+        engine: slipway::config::EngineConfig {
+            poll_interval_ms: 200,
+            ..base.engine
+        },
+        auth: slipway::config::AuthConfig {
+            jwt_secret: Some(slipway::config::Secret::new(SECRET)),
+            bootstrap_admins: vec!["ci".to_owned()],
+            ..base.auth
+        },
+        ..base
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::view;
 
 /// Told what a watch sees.
-pub trait Observer {
+pub(super) trait Observer {
     fn deployment(&mut self, _d: &Value) {}
     fn event(&mut self, _e: &Value) {}
     /// The connection failed and is being retried.
@@ -22,7 +22,7 @@ pub trait Observer {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
+pub(super) enum Style {
     /// One line, redrawn in place (stdout is a terminal).
     Live,
     /// A line per event and per change of state (stdout is a file or a pipe).
@@ -33,7 +33,7 @@ pub enum Style {
 
 /// Progress of a deployment being waited for.
 #[derive(Debug)]
-pub struct Progress {
+pub(super) struct Progress {
     style: Style,
     started: Instant,
     state: String,
@@ -46,7 +46,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(style: Style) -> Self {
+    pub(super) fn new(style: Style) -> Self {
         Self {
             style,
             started: Instant::now(),
@@ -60,7 +60,7 @@ impl Progress {
     }
 
     /// Removes the live line, so what follows starts on a clean line.
-    pub fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         if self.drawn {
             let mut out = std::io::stdout().lock();
             let _ = write!(out, "\r\x1b[2K");
@@ -134,7 +134,7 @@ impl Observer for Progress {
 
 /// Prints every event: a line for people, a JSON line for machines.
 #[derive(Debug)]
-pub struct EventPrinter {
+pub(super) struct EventPrinter {
     pub json: bool,
 }
 

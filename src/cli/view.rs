@@ -5,16 +5,16 @@
 use serde_json::Value;
 
 /// Text of `v[key]`, or "" when absent or not a string.
-pub fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+pub(super) fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
-pub fn status(d: &Value) -> &str {
+pub(super) fn status(d: &Value) -> &str {
     text(d, "status")
 }
 
 /// Will never change again (until a `retry`).
-pub fn is_terminal(d: &Value) -> bool {
+pub(super) fn is_terminal(d: &Value) -> bool {
     matches!(
         status(d),
         "succeeded" | "failed" | "rolled_back" | "cancelled" | "superseded"
@@ -60,7 +60,7 @@ fn describe_step(step: &Value) -> String {
 }
 
 /// What a paused deployment waits for, and the command that moves it on.
-pub fn waiting_for(d: &Value) -> Option<String> {
+pub(super) fn waiting_for(d: &Value) -> Option<String> {
     let id = text(d, "id");
     match (status(d), text(d, "phase")) {
         ("paused", "awaiting_approval") => Some(format!("awaiting approval: slipway approve {id}")),
@@ -73,7 +73,7 @@ pub fn waiting_for(d: &Value) -> Option<String> {
 }
 
 /// `running · canary_step · step 2/4` (and what it waits for, when paused).
-pub fn state_line(d: &Value) -> String {
+pub(super) fn state_line(d: &Value) -> String {
     let mut parts = vec![status(d).to_owned()];
     let phase = text(d, "phase");
     if !phase.is_empty() && phase != status(d) {
@@ -108,7 +108,7 @@ fn target(d: &Value) -> String {
 }
 
 /// One line when a deployment was requested.
-pub fn created_line(d: &Value) -> String {
+pub(super) fn created_line(d: &Value) -> String {
     format!(
         "deployment {} {}: {} ← {} ({})",
         text(d, "id"),
@@ -120,7 +120,7 @@ pub fn created_line(d: &Value) -> String {
 }
 
 /// One line on how a deployment ended.
-pub fn outcome_line(d: &Value) -> String {
+pub(super) fn outcome_line(d: &Value) -> String {
     let mut line = format!(
         "deployment {} {}: {} {}",
         text(d, "id"),
@@ -136,7 +136,7 @@ pub fn outcome_line(d: &Value) -> String {
 }
 
 /// The full, labelled summary of `slipway status`.
-pub fn summary(d: &Value) -> String {
+pub(super) fn summary(d: &Value) -> String {
     let source = d.get("source").unwrap_or(&Value::Null);
     let mut rows: Vec<(&str, String)> = vec![
         ("deployment", text(d, "id").to_owned()),
@@ -176,7 +176,7 @@ pub fn summary(d: &Value) -> String {
 }
 
 /// `2026-11-28T22:59:01Z  #7  step_completed  canary at 25%  (engine)`.
-pub fn event_line(e: &Value) -> String {
+pub(super) fn event_line(e: &Value) -> String {
     let at = text(e, "at");
     // Whole seconds are enough on a line: 2026-11-28T22:59:01.123456Z → …:01Z.
     let at = match at.split_once('.') {
@@ -193,7 +193,7 @@ pub fn event_line(e: &Value) -> String {
 }
 
 /// Left-aligned columns under a header.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -22,7 +22,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How a watch ended.
 #[derive(Debug)]
-pub enum Ended {
+pub(super) enum Ended {
     /// The deployment reached a terminal status (the document is its last state).
     Finished(Value),
     /// The deadline passed first (the last state seen; null when none was).
@@ -32,7 +32,7 @@ pub enum Ended {
 /// Follows deployment `id` until it ends or `deadline` passes, telling `observer` each event
 /// and each state read. A terminal status counts as the end only once the log has grown
 /// past `min_seq`: after a `retry`, the previous attempt's end is not the one waited for.
-pub async fn watch(
+pub(super) async fn watch(
     client: &Client,
     id: Uuid,
     deadline: Option<Instant>,
@@ -52,7 +52,7 @@ pub async fn watch(
 }
 
 /// The `seq` of the last event of deployment `id` so far (0 when none).
-pub async fn last_seq(client: &Client, id: Uuid) -> Result<i64, ClientError> {
+pub(super) async fn last_seq(client: &Client, id: Uuid) -> Result<i64, ClientError> {
     let events = client
         .list_all(&format!("v1/deployments/{id}/events"), &[], None)
         .await?;

@@ -131,11 +131,6 @@ impl Client {
         })
     }
 
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
     /// Items asked for per page by [`Client::list_all`] (the API allows 1–500).
     pub fn with_page_size(mut self, page_size: usize) -> Self {
         self.page_size = page_size.clamp(1, 500);

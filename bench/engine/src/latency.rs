@@ -16,7 +16,7 @@ use crate::stats::summary;
 use crate::{connect, emit, http_client, loopback, note};
 
 #[derive(Debug, Args)]
-pub struct LatencyArgs {
+pub(crate) struct LatencyArgs {
     /// Base URL of a `slipway serve` with the API (loopback only).
     #[arg(long, default_value = "http://127.0.0.1:18281")]
     api: String,
@@ -148,7 +148,7 @@ fn report(rows: &[Measured], rtt: &[f64], rejected: usize) -> serde_json::Value 
     })
 }
 
-pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     let api = loopback(&args.api)?;
     if args.samples > 10_000 || args.burst > 1_000 || args.burst_rounds > 100 {
         bail!("--samples ≤ 10000, --burst ≤ 1000, --burst-rounds ≤ 100");

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::{connect, emit, note};
 
 #[derive(Debug, Args)]
-pub struct MonitorArgs {
+pub(crate) struct MonitorArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// Engine processes to sample (repeat for several).
@@ -168,7 +168,7 @@ fn r2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-pub async fn run(args: MonitorArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: MonitorArgs) -> anyhow::Result<()> {
     if args.interval_ms < 100 || args.interval_ms > 60_000 {
         bail!("--interval-ms must be between 100 and 60000");
     }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::{emit, http_client, loopback, note};
 
 #[derive(Debug, Args)]
-pub struct SeedArgs {
+pub(crate) struct SeedArgs {
     /// Base URL of a `slipway serve` (loopback only).
     #[arg(long, default_value = "http://127.0.0.1:18281")]
     api: String,
@@ -93,7 +93,7 @@ async fn ensure(client: &reqwest::Client, url: String, body: Value) -> anyhow::R
     }
 }
 
-pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: SeedArgs) -> anyhow::Result<()> {
     let api = loopback(&args.api)?;
     if args.envs == 0 || args.envs > 100_000 {
         bail!("--envs must be between 1 and 100000");

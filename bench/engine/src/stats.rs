@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 /// `p` in 0..=100 of sorted samples, nearest rank.
-pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
@@ -18,7 +18,7 @@ fn round(x: Option<f64>) -> Value {
 }
 
 /// count, min, p50, p90, p99, max and mean, rounded to 0.01.
-pub fn summary(samples: &[f64]) -> Value {
+pub(crate) fn summary(samples: &[f64]) -> Value {
     let mut sorted: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
     sorted.sort_by(f64::total_cmp);
     let mean = if sorted.is_empty() {

@@ -13,14 +13,14 @@ use crate::state::AppState;
 
 /// A successful write: its status, JSON body and `Location`.
 #[derive(Debug)]
-pub struct Written {
+pub(crate) struct Written {
     pub status: StatusCode,
     pub body: serde_json::Value,
     pub location: Option<String>,
 }
 
 impl Written {
-    pub fn created(body: &impl Serialize, location: String) -> Result<Self, ApiError> {
+    pub(crate) fn created(body: &impl Serialize, location: String) -> Result<Self, ApiError> {
         Ok(Self {
             status: StatusCode::CREATED,
             body: serde_json::to_value(body).map_err(|e| ApiError::internal(&e))?,
@@ -43,7 +43,7 @@ impl Written {
 
 /// Who sends which key to which operation, and the digest of what they sent.
 #[derive(Debug)]
-pub struct KeyedRequest<'a> {
+pub(crate) struct KeyedRequest<'a> {
     pub key: Option<&'a str>,
     /// Principal, method and path.
     pub scope: String,
@@ -56,7 +56,7 @@ pub struct KeyedRequest<'a> {
 /// answers the stored response, the same key with another body 422, a key whose first request
 /// is still running 409. Only successful writes are stored, together with their effect and
 /// the request's audit row (replays and refusals are audited by the audit layer).
-pub async fn run<F>(
+pub(crate) async fn run<F>(
     state: &AppState,
     request: KeyedRequest<'_>,
     work: F,

@@ -13,7 +13,7 @@ use crate::problem::{PROBLEM_JSON, ProblemType, problem_response};
 /// Turns error responses made by the framework or a layer (unknown route 404, 405, 408
 /// timeout, 413 body limit, a caught panic's 500) into problem documents, so that every
 /// error the API gives has the same shape.
-pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
+pub(crate) async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -53,7 +53,7 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
 
 /// A path holding a NUL character (`%00`) names nothing: no name can hold one (Postgres text
 /// cannot store it), so answer 404 before the name reaches a query and fails there.
-pub async fn not_found_for_nul_in_path(request: Request, next: Next) -> Response {
+pub(crate) async fn not_found_for_nul_in_path(request: Request, next: Next) -> Response {
     if request.uri().path().contains("%00") {
         return problem_response(
             ProblemType::NotFound,
@@ -65,7 +65,7 @@ pub async fn not_found_for_nul_in_path(request: Request, next: Next) -> Response
 }
 
 /// Counts requests and times them by method, route template and status.
-pub async fn record_metrics(request: Request<Body>, next: Next) -> Response {
+pub(crate) async fn record_metrics(request: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
     let route = request

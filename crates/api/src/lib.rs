@@ -3,17 +3,17 @@
 //! problem documents).
 
 pub mod auth;
-pub mod event_hub;
+mod event_hub;
 pub mod extract;
-pub mod idempotency;
+mod idempotency;
 mod layers;
 pub mod openapi;
-pub mod pagination;
-pub mod problem;
+mod pagination;
+mod problem;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
-pub mod webhook;
+mod webhook;
 
 use std::sync::OnceLock;
 

@@ -8,8 +8,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::problem::ApiError;
 
-pub const DEFAULT_LIMIT: i64 = 50;
-pub const MAX_LIMIT: i64 = slipway_store::page::MAX_LIMIT;
+pub(crate) const DEFAULT_LIMIT: i64 = 50;
+pub(crate) const MAX_LIMIT: i64 = slipway_store::page::MAX_LIMIT;
 
 /// Paging parameters every list takes.
 #[derive(Debug, Default, Deserialize, IntoParams)]

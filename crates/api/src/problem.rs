@@ -12,7 +12,7 @@ use slipway_engine::IntakeError;
 use slipway_store::StoreError;
 use utoipa::ToSchema;
 
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 /// The kinds of problem the API reports; each has a stable `type` URI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +109,7 @@ impl ProblemType {
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// Stable URI of the problem type, e.g. `https://slipway.dev/problems/validation-failed`.
     #[serde(rename = "type")]
     pub type_uri: String,
@@ -123,7 +123,7 @@ pub struct Problem {
 
 /// One invalid part of a request: a body field by JSON pointer, or a query parameter by name.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct InvalidField {
+pub(crate) struct InvalidField {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pointer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -261,7 +261,11 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
 }
 
 /// Renders a problem for `kind` with `detail`.
-pub fn problem_response(kind: ProblemType, detail: String, errors: Vec<InvalidField>) -> Response {
+pub(crate) fn problem_response(
+    kind: ProblemType,
+    detail: String,
+    errors: Vec<InvalidField>,
+) -> Response {
     let status = kind.status();
     let body = Problem {
         type_uri: format!("https://slipway.dev/problems/{}", kind.slug()),

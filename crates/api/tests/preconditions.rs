@@ -11,8 +11,6 @@ use common::{TestApp, canary_env};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use slipway_core::DeploymentStatus;
-use slipway_store::StoreError;
-use slipway_store::deployments::set_status;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -158,7 +156,7 @@ async fn an_app_is_deleted_only_from_its_current_etag(pool: PgPool) {
 
 #[sqlx::test(migrator = "slipway_store::MIGRATOR")]
 async fn an_app_with_unfinished_deployments_is_not_deleted(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
+    let app = TestApp::spawn(pool).await;
     app.seed().await;
     let d = app.deploy("web", "prod", "web:1").await;
 
@@ -170,11 +168,9 @@ async fn an_app_with_unfinished_deployments_is_not_deleted(pool: PgPool) {
 
     // Once finished, the app goes with its environments and deployments.
     let id: Uuid = d["id"].as_str().expect("id").parse().expect("uuid");
-    let mut conn = pool.acquire().await.expect("connection");
-    set_status(&mut conn, id, DeploymentStatus::Cancelled)
+    app.force_status(id, DeploymentStatus::Cancelled)
         .await
         .expect("cancel");
-    drop(conn);
     assert_eq!(
         app.delete("/v1/apps/web").await.status,
         StatusCode::NO_CONTENT
@@ -189,7 +185,7 @@ async fn an_app_with_unfinished_deployments_is_not_deleted(pool: PgPool) {
 
 #[sqlx::test(migrator = "slipway_store::MIGRATOR")]
 async fn one_active_deployment_per_environment(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
+    let app = TestApp::spawn(pool).await;
     app.seed().await;
     app.seed_env("web", "staging").await;
     let id =
@@ -198,8 +194,7 @@ async fn one_active_deployment_per_environment(pool: PgPool) {
     let second = id(&app.deploy("web", "prod", "web:2").await);
     let elsewhere = id(&app.deploy("web", "staging", "web:2").await);
 
-    let mut conn = pool.acquire().await.expect("connection");
-    set_status(&mut conn, first, DeploymentStatus::Running)
+    app.force_status(first, DeploymentStatus::Running)
         .await
         .expect("first runs");
 
@@ -208,40 +203,38 @@ async fn one_active_deployment_per_environment(pool: PgPool) {
         DeploymentStatus::Paused,
         DeploymentStatus::RollingBack,
     ] {
-        match set_status(&mut conn, second, active).await {
-            Err(StoreError::Constraint { constraint }) => {
-                assert_eq!(constraint, "deployments_one_active_per_environment");
-            }
-            other => panic!("a second {active:?} deployment in prod was allowed: {other:?}"),
-        }
+        let refused = app.force_status(second, active).await;
+        let constraint = refused
+            .as_ref()
+            .err()
+            .and_then(|e| e.as_database_error())
+            .and_then(|e| e.constraint());
+        assert_eq!(
+            constraint,
+            Some("deployments_one_active_per_environment"),
+            "a second {active:?} deployment in prod: {refused:?}"
+        );
     }
     // Another environment is independent, and waiting is not active.
-    set_status(&mut conn, elsewhere, DeploymentStatus::Running)
+    app.force_status(elsewhere, DeploymentStatus::Running)
         .await
         .expect("staging runs beside prod");
-    set_status(&mut conn, second, DeploymentStatus::Queued)
+    app.force_status(second, DeploymentStatus::Queued)
         .await
         .expect("still queued");
 
-    set_status(&mut conn, first, DeploymentStatus::Succeeded)
+    app.force_status(first, DeploymentStatus::Succeeded)
         .await
         .expect("first done");
-    set_status(&mut conn, second, DeploymentStatus::Running)
+    app.force_status(second, DeploymentStatus::Running)
         .await
         .expect("the second runs once the first is done");
-    drop(conn);
 
     let running = app
         .get("/v1/deployments?status=running&environment=prod")
         .await;
     assert_eq!(running.body["items"][0]["id"], second.to_string());
     assert_eq!(running.body["items"].as_array().map(Vec::len), Some(1));
-    // Setting a missing deployment is reported as such.
-    let mut conn = pool.acquire().await.expect("connection");
-    assert!(matches!(
-        set_status(&mut conn, Uuid::now_v7(), DeploymentStatus::Running).await,
-        Err(StoreError::NotFound("deployment"))
-    ));
 }
 
 /// Runs `request` while `tx` holds its locks: once Postgres has the request waiting on a lock,

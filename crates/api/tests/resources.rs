@@ -408,7 +408,7 @@ async fn a_deployment_is_recorded_as_queued(pool: PgPool) {
 
 #[sqlx::test(migrator = "slipway_store::MIGRATOR")]
 async fn deployments_are_listed_newest_first_with_filters(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
+    let app = TestApp::spawn(pool).await;
     app.seed().await;
     app.seed_env("web", "staging").await;
     app.seed_app("api").await;
@@ -422,11 +422,9 @@ async fn deployments_are_listed_newest_first_with_filters(pool: PgPool) {
 
     // One of them runs.
     let running: Uuid = id(&web_prod_1).parse().expect("uuid");
-    let mut conn = pool.acquire().await.expect("connection");
-    slipway_store::deployments::set_status(&mut conn, running, DeploymentStatus::Running)
+    app.force_status(running, DeploymentStatus::Running)
         .await
         .expect("set running");
-    drop(conn);
 
     let all = app.get("/v1/deployments").await;
     assert_eq!(all.status, StatusCode::OK, "{}", all.text);

@@ -10,9 +10,9 @@
 //! and unavailability budget, progress deadlines) with faults a test can inject. Its time comes
 //! from a [`Clock`], so tests step it by hand with a [`ManualClock`].
 
-pub mod driver;
+mod driver;
 pub mod kube;
-pub mod sim;
+mod sim;
 
 pub use self::kube::{KubeDriver, KubeSettings};
 pub use driver::{BoxFuture, ClusterDriver, DriverError, Target};

@@ -6,7 +6,7 @@ use crate::names::check_name;
 use crate::validation::{ValidationError, Violations};
 
 /// Longest app description.
-pub const MAX_DESCRIPTION_LEN: usize = 1_000;
+pub(crate) const MAX_DESCRIPTION_LEN: usize = 1_000;
 
 /// The body of `POST /v1/apps`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

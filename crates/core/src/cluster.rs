@@ -78,9 +78,9 @@ impl ClusterSpec {
 }
 
 /// Most apps one cluster's namespace allowlist may name.
-pub const MAX_ALLOWLIST_APPS: usize = 1_000;
+pub(crate) const MAX_ALLOWLIST_APPS: usize = 1_000;
 /// Most namespaces one app may be allowed on one cluster.
-pub const MAX_ALLOWLIST_NAMESPACES: usize = 100;
+pub(crate) const MAX_ALLOWLIST_NAMESPACES: usize = 100;
 
 /// The body (and answer) of `PUT /v1/clusters/{cluster}/namespaces`: which namespaces each
 /// app's environments may use on the cluster. Once a cluster has one, an app it does not

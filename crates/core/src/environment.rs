@@ -11,10 +11,10 @@ use crate::strategy::StrategySpec;
 use crate::validation::{ValidationError, Violations, pointer};
 
 /// Most replicas a workload may ask for.
-pub const MAX_REPLICAS: u32 = 1_000;
+pub(crate) const MAX_REPLICAS: u32 = 1_000;
 /// Shortest and longest progress deadline.
-pub const MIN_PROGRESS_DEADLINE: DurationSpec = DurationSpec::from_secs(10);
-pub const MAX_PROGRESS_DEADLINE: DurationSpec = DurationSpec::from_secs(86_400);
+pub(crate) const MIN_PROGRESS_DEADLINE: DurationSpec = DurationSpec::from_secs(10);
+pub(crate) const MAX_PROGRESS_DEADLINE: DurationSpec = DurationSpec::from_secs(86_400);
 
 /// The body of `PUT /v1/apps/{app}/environments/{env}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,9 +102,9 @@ pub struct Workload {
 }
 
 /// Most extra pod labels a workload may carry.
-pub const MAX_POD_LABELS: usize = 32;
+pub(crate) const MAX_POD_LABELS: usize = 32;
 /// Pod labels Slipway sets itself; a workload cannot set them.
-pub const RESERVED_POD_LABELS: [&str; 3] = [
+pub(crate) const RESERVED_POD_LABELS: [&str; 3] = [
     "app.kubernetes.io/managed-by",
     "app.kubernetes.io/name",
     "slipway.dev/track",

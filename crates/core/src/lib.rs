@@ -2,15 +2,15 @@
 //! that make a request valid. Pure: no I/O, no async, no database or HTTP types.
 
 pub mod access;
-pub mod app;
-pub mod cluster;
+mod app;
+mod cluster;
 pub mod deployment;
-pub mod duration;
-pub mod environment;
-pub mod event;
-pub mod image;
+mod duration;
+mod environment;
+mod event;
+mod image;
 pub mod names;
-pub mod resources;
+mod resources;
 pub mod rollout;
 pub mod strategy;
 pub mod tagged;

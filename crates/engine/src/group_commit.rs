@@ -6,8 +6,8 @@
 //! Every step stays fenced by its own `(id, epoch)` and gets its own result: a stale epoch
 //! fails only that step (`LeaseLost`, its worker stops as before), the others are written. A
 //! lone write is a batch of one (the same statement). If a batch statement fails in the
-//! database (so nothing of it was written), each write is retried on its own, so one bad
-//! step never fails the others; if the outcome is unknown (the connection broke), every
+//! database (so nothing of it was written), each write is retried on its own, as a batch of
+//! one of the same statement (`rollouts::write_step`), so one bad step never fails the others; if the outcome is unknown (the connection broke), every
 //! step of the batch fails as a single write would have, and nothing is written twice.
 //! No transaction outlives the statement, and none spans a cluster call: a step's cluster
 //! calls are over before it hands its write in.
@@ -215,6 +215,7 @@ async fn check_fences(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(Claim, Fenc
     }
 }
 
+/// One write as a batch of one (`rollouts::write_step`: the statement batches use).
 async fn write_one(pool: &PgPool, write: &OwnedStepWrite) -> Result<StepWritten, StoreError> {
     let events = write.events();
     let mut conn = pool.acquire().await?;

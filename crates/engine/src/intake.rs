@@ -1,6 +1,10 @@
 //! Intake: turning validated API requests into stored records, one use case per function.
-//! Each takes the caller's transaction, so the caller can commit it together with the
-//! idempotency key that describes it.
+//! Most take the caller's connection or transaction, so the caller can commit the write
+//! together with the idempotency key and audit row that describe it. The API's deployment
+//! create, [`request_deployment`], is the exception: it takes the pool and writes the
+//! deployment, its first event, its key's response and its audit row itself, in the common
+//! case by one autocommit statement shared with the other creates of the moment
+//! (`create_batch`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -674,24 +674,28 @@ async fn cluster_error(
                 },
                 Utc::now(),
             );
-            if record.status == DeploymentStatus::Queued {
-                rollouts::start(&mut tx, claim, record.environment_id, &failed).await?;
-            } else {
-                rollouts::save(&mut tx, claim, record.environment_id, &failed).await?;
-            }
-            events::append(
-                &mut tx,
-                claim.id,
-                &event(
-                    EventKind::Failed,
-                    ENGINE_ACTOR,
-                    format!("{reason}: {message}"),
-                    json!({"reason": reason}),
-                ),
-            )
-            .await?;
-            leases::release(&mut tx, claim, None).await?;
+            let events = [event(
+                EventKind::Failed,
+                ENGINE_ACTOR,
+                format!("{reason}: {message}"),
+                json!({"reason": reason}),
+            )];
+            // The step write, as a batch of one: the failed state, its event, the lease
+            // released, the environment's queue woken.
+            let write = StepWrite {
+                claim,
+                state: &failed,
+                events: &events,
+                seen: &[],
+                consumed: &[],
+                journal: None,
+                wake: None,
+                starts: record.status == DeploymentStatus::Queued,
+                hold: None,
+            };
+            let written = rollouts::write_step(&mut tx, write).await?;
             tx.commit().await?;
+            ctx.notifier.events(claim.id, written.last_event_seq);
             Ok(StepOutcome::Advanced)
         }
     }

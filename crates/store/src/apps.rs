@@ -131,7 +131,7 @@ pub async fn set_description(
 pub async fn unfinished_deployments(conn: &mut PgConnection, id: Uuid) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT count(*) FROM deployments d JOIN environments e ON e.id = d.environment_id
-         WHERE e.app_id = $1 AND d.status IN ('queued', 'running', 'paused', 'rolling_back')",
+         WHERE e.app_id = $1 AND slipway_is_live(d.status)",
     )
     .bind(id)
     .fetch_one(conn)

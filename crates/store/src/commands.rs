@@ -85,23 +85,6 @@ pub async fn pending(
         .collect()
 }
 
-/// Whether a command other than `seen` is waiting: one recorded while a step ran, after the
-/// step had read the pending commands.
-pub async fn any_pending_except(
-    conn: &mut PgConnection,
-    deployment_id: Uuid,
-    seen: &[Uuid],
-) -> Result<bool, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM commands WHERE deployment_id = $1 AND consumed_at IS NULL
-                        AND NOT (id = ANY($2)))",
-    )
-    .bind(deployment_id)
-    .bind(seen)
-    .fetch_one(conn)
-    .await?)
-}
-
 /// Marks commands consumed by the holder of `claim`.
 pub async fn consume(
     conn: &mut PgConnection,

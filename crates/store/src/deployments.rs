@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use slipway_core::{Deployment, DeploymentStatus, FailureReason, Outcome, Serving, ServingHealth};
-use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
@@ -142,135 +141,22 @@ pub enum Recorded {
     KeyTaken,
 }
 
-/// Records a new deployment in one statement (one round trip, autocommit by itself): checks
-/// that the environment is still the one planned from, key-share locking it and its app (an
-/// app deletion or environment replacement waits for it, and then sees the deployment), takes
-/// the idempotency key (`ON CONFLICT DO NOTHING`: a concurrent request with the same key waits
-/// for this one and then finds the key taken; an expired key is taken over), inserts the
-/// deployment with `last_event_seq = 1`, its first event, wakes the engines and SSE streams,
-/// (with `notify`), stores the key's response and appends the request's audit row (with
-/// `audit`). Either all of it is written or none.
+/// Records a new deployment: [`record_many`] with one row (the same statement). Either all
+/// of it is written or none.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn record(
     conn: &mut PgConnection,
     new: NewDeployment<'_>,
     key: Option<KeyedResponse<'_>>,
 ) -> Result<Recorded, StoreError> {
-    let d = new.deployment;
-    let ttl = key
-        .map(|k| chrono::Duration::from_std(k.ttl))
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let status = key
-        .map(|k| i16::try_from(k.response.status))
-        .transpose()
-        .map_err(|_| StoreError::Corrupt("status".into()))?;
-    let (found, current, recorded): (bool, bool, bool) = sqlx::query_as(RECORD)
-        .bind(&d.app)
-        .bind(&d.environment)
-        .bind(new.environment.id)
-        .bind(new.environment.revision)
-        .bind(key.map(|k| k.key.scope))
-        .bind(key.map(|k| k.key.key))
-        .bind(key.map(|k| k.key.request_hash))
-        .bind(status)
-        .bind(key.map(|k| k.response.body.as_str()))
-        .bind(key.and_then(|k| k.response.location.as_deref()))
-        .bind(ttl)
-        .bind(d.id)
-        .bind(new.environment.cluster_id)
-        .bind(&d.image)
-        .bind(&d.version)
-        .bind(Json(&d.strategy))
-        .bind(Json(new.rollout))
-        .bind(d.source.kind.as_str())
-        .bind(Json(&d.source))
-        .bind(&d.request_reason)
-        .bind(new.by.principal)
-        .bind(new.by.idempotency_key)
-        .bind(new.by.traceparent)
-        .bind(d.created_at)
-        .bind(new.event.kind.as_str())
-        .bind(new.event.actor)
-        .bind(&new.event.message)
-        .bind(Json(&new.event.data))
-        .bind(new.notify)
-        .bind(new.audit.map(|a| a.subject))
-        .bind(new.audit.map(|a| a.method))
-        .bind(new.audit.map(|a| a.path))
-        .bind(
-            new.audit
-                .map(|a| i16::try_from(a.status).unwrap_or(i16::MAX)),
-        )
-        .bind(new.audit.and_then(|a| a.request_id))
-        .bind(d.strategy_overridden)
-        .fetch_one(conn)
-        .await?;
-    Ok(match (recorded, found, current) {
-        (true, _, _) => Recorded::Recorded,
-        (false, false, _) => Recorded::EnvironmentMissing,
-        (false, true, false) => Recorded::EnvironmentChanged,
-        // The environment is as planned, so only a taken key stops the insert.
-        (false, true, true) => Recorded::KeyTaken,
-    })
+    record_many(conn, &[RecordRow::new(new, key)?])
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("no outcome".into()))
 }
 
-// $1 app, $2 environment, $3/$4 planned environment id/revision, $5-$11 key (scope, key,
-// hash, status, body, location, ttl; all NULL without a key), $12-$24 deployment, $25-$28 event,
-// $29 whether to NOTIFY, $30-$34 the audit row (subject, method, path, status, request id;
-// all NULL without one), $35 whether the strategy is the request's own.
-// `env` finds the environment by name and says whether it is still the planned one. The
-// channel names are those of `crate::wake`.
-const RECORD: &str = "WITH env AS (
-         SELECT e.id, e.revision = $4 AND e.id = $3 AS current
-         FROM environments e JOIN apps a ON a.id = e.app_id
-         WHERE a.name = $1 AND e.name = $2
-         FOR KEY SHARE
-     ),
-     target AS (SELECT id FROM env WHERE current),
-     key AS (
-         INSERT INTO idempotency_keys AS k (scope, key, request_hash, response_status,
-             response_body, response_location, expires_at)
-         SELECT $5, $6, $7, $8, $9::text::jsonb, $10, now() + $11 FROM target
-         WHERE $6::text IS NOT NULL
-         ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash,
-             response_status = excluded.response_status, response_body = excluded.response_body,
-             response_location = excluded.response_location, created_at = now(),
-             expires_at = excluded.expires_at
-           WHERE k.expires_at <= now()
-         RETURNING 1
-     ),
-     go AS (SELECT id FROM target WHERE $6::text IS NULL OR EXISTS (SELECT FROM key)),
-     dep AS (
-         INSERT INTO deployments (id, environment_id, cluster_id, image, version, strategy,
-             strategy_overridden, rollout, status, source_kind, source, request_reason,
-             created_by, idempotency_key, traceparent, next_wake_at, last_event_seq,
-             created_at, updated_at)
-         SELECT $12, go.id, $13, $14, $15, $16, $35, $17, 'queued', $18::source_kind, $19,
-             $20, $21, $22, $23, now(), 1, $24, $24
-         FROM go
-         RETURNING id
-     ),
-     ev AS (
-         INSERT INTO deployment_events (deployment_id, seq, at, kind, actor, message, data)
-         SELECT id, 1, $24, $25, $26, $27, $28 FROM dep
-         RETURNING deployment_id
-     ),
-     woken AS (
-         SELECT pg_notify('slipway_wake', deployment_id::text),
-                pg_notify('slipway_events', deployment_id::text || ':1')
-         FROM ev WHERE $29
-     ),
-     audited AS (
-         INSERT INTO audit_log (subject, method, path, status, request_id)
-         SELECT $30, $31, $32, $33, $34 FROM dep WHERE $30::text IS NOT NULL
-     )
-     SELECT EXISTS (SELECT FROM env), coalesce((SELECT current FROM env), false),
-            EXISTS (SELECT FROM ev) AND (SELECT count(*) FROM woken) >= 0";
-
-/// One create as the batched statement takes it: everything [`record`] binds, owned and with
-/// its JSON already serialized, so it can be handed to the task that writes a batch
-/// ([`record_many`]).
+/// One create as the statement takes it ([`record_many`]): owned and with its JSON already
+/// serialized, so it can be handed to the task that writes a batch.
 #[derive(Debug, Clone)]
 pub struct RecordRow {
     app: String,
@@ -307,11 +193,11 @@ pub struct RecordRow {
     audit_path: Option<String>,
     audit_status: Option<i16>,
     audit_request_id: Option<String>,
+    notify: bool,
 }
 
 impl RecordRow {
-    /// The row for `new` (its `notify` is ignored: a batch never notifies; the caller sends
-    /// the hints after the commit) and its key's response.
+    /// The row for `new` and its key's response.
     pub fn new(new: NewDeployment<'_>, key: Option<KeyedResponse<'_>>) -> Result<Self, StoreError> {
         let d = new.deployment;
         let response_status = key
@@ -355,6 +241,7 @@ impl RecordRow {
                 .audit
                 .map(|a| i16::try_from(a.status).unwrap_or(i16::MAX)),
             audit_request_id: new.audit.and_then(|a| a.request_id.map(str::to_owned)),
+            notify: new.notify,
         })
     }
 
@@ -370,15 +257,20 @@ impl RecordRow {
     }
 }
 
-/// Records many creates in one statement (one round trip, one commit): for each row exactly
-/// what [`record`] does for one (the environment checked at its planned id and revision and
-/// key-share locked with its app, the key taken `ON CONFLICT DO NOTHING` or over when expired,
-/// the deployment with `last_event_seq = 1`, event 1, the key's response and the audit row),
-/// each row on its own outcome: a row whose environment moved or whose key is taken writes
-/// nothing and does not stop the others. Answers one [`Recorded`] per row, in order. No two
-/// rows may share a key ([`RecordRow::key_id`]). An error (a constraint one row violates, a
-/// deadlock) fails the whole statement and writes nothing: the caller may then write the rows
-/// one by one. Never notifies.
+/// Records creates in one statement (one round trip; a lone create is a batch of one, see
+/// [`record`]). For each row: checks that the environment is still the one planned from
+/// (its id and revision), key-share locking it and its app (an app deletion or environment
+/// replacement waits for it, and then sees the deployment); takes the idempotency key
+/// (`ON CONFLICT DO NOTHING`: a concurrent request with the same key waits for this one and
+/// then finds the key taken; an expired key is taken over); inserts the deployment with
+/// `last_event_seq = 1`, its first event, the key's response and the request's audit row
+/// (with `audit`); and, for a row that asks for it ([`NewDeployment::notify`]), wakes the
+/// engines and SSE streams when the transaction commits. Each row has its own outcome: a
+/// row whose environment moved or whose key is taken writes nothing and does not stop the
+/// others. Answers one [`Recorded`] per row, in order. No two rows may share a key
+/// ([`RecordRow::key_id`]). An error (a constraint one row violates, a deadlock) fails the
+/// whole statement and writes nothing: the caller may then write the rows one by one, with
+/// this same statement.
 #[tracing::instrument(level = "debug", skip_all, fields(rows = rows.len()))]
 pub async fn record_many(
     conn: &mut PgConnection,
@@ -390,7 +282,7 @@ pub async fn record_many(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let found: Vec<(i64, bool, bool, bool)> = sqlx::query_as(RECORD_MANY)
+    let found: Vec<(i64, bool, bool, bool, i64)> = sqlx::query_as(RECORD_MANY)
         .bind(col(rows, |r| r.app.clone()))
         .bind(col(rows, |r| r.environment.clone()))
         .bind(col(rows, |r| r.environment_id))
@@ -425,6 +317,7 @@ pub async fn record_many(
         .bind(col(rows, |r| r.audit_status))
         .bind(col(rows, |r| r.audit_request_id.clone()))
         .bind(col(rows, |r| r.strategy_overridden))
+        .bind(col(rows, |r| r.notify))
         .fetch_all(conn)
         .await?;
     if found.len() != rows.len() {
@@ -437,7 +330,7 @@ pub async fn record_many(
     Ok(found
         .into_iter()
         .map(
-            |(_, found, current, recorded)| match (recorded, found, current) {
+            |(_, found, current, recorded, _)| match (recorded, found, current) {
                 (true, _, _) => Recorded::Recorded,
                 (false, false, _) => Recorded::EnvironmentMissing,
                 (false, true, false) => Recorded::EnvironmentChanged,
@@ -447,11 +340,13 @@ pub async fn record_many(
         .collect())
 }
 
-// [`RECORD`] for many rows: the rows come as one array per column, numbered by `WITH
-// ORDINALITY`; each CTE works on all rows at once and joins back to its input by that number,
-// by the key's scope and key (unique in a batch) or by the deployment id. Each environment
-// named is looked up and key-share locked once, however many rows go to it.
-// Data-modifying CTEs run to completion whether or not the final SELECT reads them.
+// The statement of [`record_many`]: the rows come as one array per column ($1-$35), numbered
+// by `WITH ORDINALITY`; each CTE works on all rows at once and joins back to its input by that
+// number, by the key's scope and key (unique in a batch) or by the deployment id. Each
+// environment named is looked up and key-share locked once, however many rows go to it.
+// Data-modifying CTEs run to completion whether or not the final SELECT reads them; `woken`
+// (a plain SELECT) runs because the final SELECT counts it. The channel names are those of
+// `crate::wake`.
 const RECORD_MANY: &str = "WITH input AS (
          SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[], $5::uuid[],
              $6::text[], $7::text[], $8::bytea[], $9::smallint[], $10::text[], $11::text[],
@@ -459,14 +354,14 @@ const RECORD_MANY: &str = "WITH input AS (
              $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[],
              $24::timestamptz[], $25::text[], $26::text[], $27::text[], $28::text[],
              $29::text[], $30::text[], $31::text[], $32::smallint[], $33::text[],
-             $34::boolean[])
+             $34::boolean[], $35::boolean[])
              WITH ORDINALITY AS i(app, environment, environment_id, environment_revision,
                  cluster_id, key_scope, key, request_hash, response_status, response_body,
                  response_location, ttl_seconds, id, image, version, strategy, rollout,
                  source_kind, source, request_reason, created_by, idempotency_key, traceparent,
                  created_at, event_kind, event_actor, event_message, event_data, audit_subject,
                  audit_method, audit_path, audit_status, audit_request_id, strategy_overridden,
-                 n)
+                 notify, n)
      ),
      named AS (SELECT DISTINCT app, environment FROM input),
      locked AS (
@@ -527,9 +422,15 @@ const RECORD_MANY: &str = "WITH input AS (
              i.audit_request_id
          FROM dep JOIN input i ON i.id = dep.id
          WHERE i.audit_subject IS NOT NULL
+     ),
+     woken AS (
+         SELECT pg_notify('slipway_wake', ev.deployment_id::text),
+                pg_notify('slipway_events', ev.deployment_id::text || ':1')
+         FROM ev JOIN input i ON i.id = ev.deployment_id
+         WHERE i.notify
      )
      SELECT i.n, env.n IS NOT NULL, coalesce(env.current, false),
-            ev.deployment_id IS NOT NULL
+            ev.deployment_id IS NOT NULL, (SELECT count(*) FROM woken)
      FROM input i
      LEFT JOIN env ON env.n = i.n
      LEFT JOIN ev ON ev.deployment_id = i.id
@@ -592,25 +493,4 @@ pub async fn list(
         .map(Deployment::try_from)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Page::from_rows(items, limit, |d| d.id))
-}
-
-/// Moves a deployment to `status` (the engine's transitions build on this; tests use it to
-/// exercise the one-active-per-environment index).
-#[tracing::instrument(skip_all, fields(deployment = %id, status = status.as_str()))]
-pub async fn set_status(
-    conn: &mut PgConnection,
-    id: Uuid,
-    status: DeploymentStatus,
-) -> Result<(), StoreError> {
-    let done = sqlx::query(
-        "UPDATE deployments SET status = $2::deployment_status, updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(status.as_str())
-    .execute(conn)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound("deployment"));
-    }
-    Ok(())
 }

@@ -10,6 +10,7 @@
 //! the engine bounds its cluster calls by that, so that a worker that stalls after the check
 //! cannot act once another worker may have claimed the deployment.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -59,20 +60,38 @@ async fn set_from_now(
     fenced(done.rows_affected())
 }
 
-/// The wake-up a release sets: `$3` (the step's own), unless the deployment was woken while
-/// the step ran — a command's insert or a finishing deployment's `wake_queued` set it to now
-/// or earlier (the claim had set it to the lease's expiry; the row's latest version is read
-/// under its lock), or an unconsumed command other than those in `$4` exists (one committed
-/// while the claim read the pending commands): then it stays due at once, ahead of other work.
-pub(crate) const RELEASED_WAKE: &str = "CASE
+/// The wake-up a release sets on the `deployments` row it updates: `wake` (the step's own),
+/// unless the deployment was woken while the step ran — a command's insert or a finishing
+/// deployment's queue wake-up set `next_wake_at` to now or earlier (the claim had set it to
+/// the lease's expiry; the row's latest version is read under its lock), or an unconsumed
+/// command the step did not read exists (one committed while the claim read the pending
+/// commands): then it stays due at once, ahead of other work. The one definition, for every
+/// statement that releases a lease: `deployment` is the SQL of the row's id, `wake` that of
+/// the step's wake-up, `seen` a condition on `c.id` that holds for the commands the step read.
+pub(crate) fn released_wake(deployment: &str, wake: &str, seen: &str) -> String {
+    format!(
+        "CASE
          WHEN next_wake_at <= now() THEN next_wake_at
-         WHEN EXISTS (SELECT FROM commands c WHERE c.deployment_id = $1 AND c.consumed_at IS NULL
-                      AND NOT (c.id = ANY($4))) THEN 'epoch'::timestamptz
-         ELSE $3::timestamptz END";
+         WHEN EXISTS (SELECT FROM commands c
+                      WHERE c.deployment_id = {deployment} AND c.consumed_at IS NULL
+                        AND NOT ({seen})) THEN 'epoch'::timestamptz
+         ELSE {wake}::timestamptz END"
+    )
+}
+
+/// The statement of [`release_after`].
+static RELEASE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE deployments SET lease_owner = NULL, lease_expires_at = NULL,
+             next_wake_at = {}
+         WHERE id = $1 AND epoch = $2",
+        released_wake("$1", "$3", "c.id = ANY($4)")
+    )
+});
 
 /// Gives the lease back and says when the deployment is next due (`None`: only a command or
 /// an event wakes it); a deployment woken while the step ran stays due (see
-/// [`RELEASED_WAKE`]). Commands consumed earlier in the caller's transaction are not pending.
+/// [`released_wake`]). Commands consumed earlier in the caller's transaction are not pending.
 pub async fn release(
     conn: &mut PgConnection,
     claim: Claim,
@@ -89,12 +108,7 @@ pub async fn release_after(
     next_wake_at: Option<DateTime<Utc>>,
     seen: &[Uuid],
 ) -> Result<(), StoreError> {
-    let sql = format!(
-        "UPDATE deployments SET lease_owner = NULL, lease_expires_at = NULL,
-             next_wake_at = {RELEASED_WAKE}
-         WHERE id = $1 AND epoch = $2"
-    );
-    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let done = sqlx::query(sqlx::AssertSqlSafe(RELEASE.as_str()))
         .bind(claim.id)
         .bind(claim.epoch)
         .bind(next_wake_at)

@@ -1,10 +1,12 @@
 //! A deployment as the engine drives it: its frozen rollout spec and machine state, and the
 //! fenced writes that move it.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use slipway_core::rollout::{RolloutSpec, RolloutState};
 use slipway_core::{ClusterKind, DeploymentStatus};
-use sqlx::PgConnection;
+use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 use slipway_core::rollout::CommandKind;
@@ -14,7 +16,7 @@ use crate::StoreError;
 use crate::codec::decode;
 use crate::commands::PendingCommand;
 use crate::events::NewEvent;
-use crate::leases::{Claim, RELEASED_WAKE, fenced};
+use crate::leases::{Claim, fenced, released_wake};
 
 /// How to reach the cluster a deployment targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,7 +287,7 @@ pub async fn queue_turn(
     Ok(sqlx::query_as(
         "SELECT $2 = queue_head($1) IS TRUE AS is_head,
              EXISTS (SELECT 1 FROM deployments WHERE environment_id = $1
-                     AND status IN ('running', 'paused', 'rolling_back')) AS environment_busy",
+                     AND slipway_is_active(status))",
     )
     .bind(environment_id)
     .bind(id)
@@ -302,7 +304,7 @@ pub struct JournalEntry<'a> {
     pub actions: &'a serde_json::Value,
 }
 
-/// Everything one step writes, in one statement: see [`write_step`].
+/// Everything one step writes, in one statement: see [`write_steps`].
 #[derive(Debug, Clone, Copy)]
 pub struct StepWrite<'a> {
     pub claim: Claim,
@@ -330,130 +332,41 @@ fn hold_ms(hold: Option<std::time::Duration>) -> Option<i64> {
     hold.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Persists a step in one statement, fenced by the claim's epoch: the machine state and the
-/// columns the API shows (tick + 1), the events (numbered from `last_event_seq`, which moves
-/// by their count), the consumed commands, the journal row (started and finished), the lease
-/// released with the next wake-up (as [`crate::leases::release`]), the head of the
-/// environment's queue woken when this one finishes (with its `slipway_wake` NOTIFY; see
-/// [`wake_queued`]). The events'
-/// `slipway_events` hint is the caller's to send once this has committed (see
-/// `slipway_engine::Notifier`): in the statement it would make the commit take the
-/// cluster-wide notification lock. Returns the new tick and last event `seq`;
-/// with a stale epoch nothing is written (`LeaseLost`). A start refused by the one-active
-/// index is `StoreError::Constraint` and writes nothing either.
-#[tracing::instrument(level = "debug", skip_all)]
+/// Persists a step in one statement, fenced by the claim's epoch: [`write_steps`] with a
+/// batch of one (the same statement). Returns the new tick and last event `seq`; with a stale
+/// epoch, or a start of a deployment no longer `queued`, nothing is written (`LeaseLost`). A
+/// start refused by the one-active index is `StoreError::Constraint` and writes nothing either.
 pub async fn write_step(
     conn: &mut PgConnection,
     w: StepWrite<'_>,
 ) -> Result<StepWritten, StoreError> {
-    let state = w.state;
-    let kinds: Vec<&str> = w.events.iter().map(|e| e.kind.as_str()).collect();
-    let actors: Vec<&str> = w.events.iter().map(|e| e.actor).collect();
-    let messages: Vec<&str> = w.events.iter().map(|e| e.message.as_str()).collect();
-    let data: Vec<Json<&serde_json::Value>> = w.events.iter().map(|e| Json(&e.data)).collect();
-    let sql = format!(
-        "WITH d AS (
-             UPDATE deployments SET
-                 status = $5::deployment_status, phase = $6, step = $7,
-                 outcome = $8::deployment_outcome, serving_health = $9::serving_health,
-                 serving_version = $10, failure_code = $11, failure_message = $12, state = $13,
-                 waiting_reason = NULL, tick = tick + 1, updated_at = now(),
-                 last_event_seq = last_event_seq + cardinality($14::text[]),
-                 lease_owner = CASE WHEN $24::bigint IS NULL THEN NULL ELSE lease_owner END,
-                 lease_expires_at = now() + $24::bigint * interval '1 millisecond',
-                 next_wake_at = CASE WHEN $24::bigint IS NULL THEN {RELEASED_WAKE}
-                     ELSE next_wake_at END
-             WHERE id = $1 AND epoch = $2 AND (NOT $19 OR status = 'queued')
-             RETURNING id, environment_id, tick, last_event_seq,
-                 coalesce(next_wake_at <= now(), false) AS woken
-         ),
-         ev AS (
-             INSERT INTO deployment_events (deployment_id, seq, kind, actor, message, data)
-             SELECT d.id, d.last_event_seq - cardinality($14::text[]) + e.n, e.kind, e.actor,
-                 e.message, e.data
-             FROM d, unnest($14::text[], $15::text[], $16::text[], $17::jsonb[])
-                 WITH ORDINALITY AS e (kind, actor, message, data, n)
-             RETURNING seq
-         ),
-         cmd AS (
-             UPDATE commands c SET consumed_at = now(), outcome = 'applied'
-             FROM d WHERE c.id = ANY($18) AND c.deployment_id = d.id
-             RETURNING c.id
-         ),
-         j AS (
-             INSERT INTO deployment_journal (deployment_id, tick, epoch, worker, started_at,
-                 finished_at, observation, actions, status_after)
-             SELECT d.id, d.tick, $2, $20, $21, now(), $22, $23, $5::deployment_status
-             FROM d WHERE $20::text IS NOT NULL
-             RETURNING tick
-         ),
-         woke AS (
-             UPDATE deployments q SET next_wake_at = now()
-             FROM d
-             WHERE $5::deployment_status IN
-                     ('succeeded', 'failed', 'rolled_back', 'cancelled', 'superseded')
-               AND q.id = queue_head(d.environment_id) AND q.id <> d.id
-             RETURNING q.id
-         ),
-         note AS (SELECT pg_notify('slipway_wake', woke.id::text) FROM woke)
-         SELECT d.tick, d.last_event_seq, d.woken, (SELECT count(*) FROM ev)
-             + (SELECT count(*) FROM cmd) + (SELECT count(*) FROM j)
-             + (SELECT count(*) FROM note) AS written
-         FROM d"
-    );
-    let row: Option<(i64, i64, bool, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(w.claim.id)
-        .bind(w.claim.epoch)
-        .bind(w.wake)
-        .bind(w.seen)
-        .bind(state.status.as_str())
-        .bind(state.phase.as_str())
-        .bind(i32::try_from(state.step).unwrap_or(i32::MAX))
-        .bind(state.outcome.map(|o| o.as_str()))
-        .bind(state.serving_health.as_str())
-        .bind(state.serving.as_ref().map(|r| r.version.as_str()))
-        .bind(state.failure.as_ref().map(|f| f.code.as_str()))
-        .bind(state.failure.as_ref().map(|f| f.message.as_str()))
-        .bind(Json(state))
-        .bind(&kinds)
-        .bind(&actors)
-        .bind(&messages)
-        .bind(&data)
-        .bind(w.consumed)
-        .bind(w.starts)
-        .bind(w.journal.map(|j| j.worker))
-        .bind(w.journal.map(|j| j.started_at))
-        .bind(w.journal.map(|j| Json(j.observation)))
-        .bind(w.journal.map(|j| Json(j.actions)))
-        .bind(hold_ms(w.hold))
-        .fetch_optional(conn)
-        .await?;
-    row.map(|(tick, last_event_seq, woken, _)| StepWritten {
-        tick,
-        last_event_seq,
-        woken,
-    })
-    .ok_or(StoreError::LeaseLost)
+    write_steps(conn, std::slice::from_ref(&w))
+        .await?
+        .pop()
+        .flatten()
+        .ok_or(StoreError::LeaseLost)
 }
 
-/// Several steps' [`write_step`]s as ONE statement (group commit): each step is fenced by
-/// its own `(id, epoch)` and writes exactly what [`write_step`] would (state and shown
-/// columns, events numbered after its `last_event_seq`, consumed commands, journal row,
-/// lease release with the next wake-up, the head of a finished one's environment queue
-/// woken), all in one commit. Returns one entry per write, in order: `None` where the epoch
-/// was stale (that step wrote nothing; the others are not affected). The writes must be to
-/// distinct deployments and must not start a deployment (`starts`: use [`write_step`]).
-/// An error means the statement wrote nothing, for any step.
+/// Persists steps in ONE statement (group commit; a lone step is a batch of one, see
+/// [`write_step`]), each fenced by its own `(id, epoch)` (a start also by the deployment
+/// still being `queued`): the machine state and the columns the API shows (tick + 1), the
+/// events (numbered after the deployment's `last_event_seq`, which moves by their count), the
+/// consumed commands, the journal row (started and finished), the lease released with the
+/// next wake-up (as [`crate::leases::release`]) or held, and the head of a finished one's
+/// environment queue woken (with its `slipway_wake` NOTIFY; see [`wake_queued`]), all in one
+/// commit. The events' `slipway_events` hint is the caller's to send once this has committed
+/// (see `slipway_engine::Notifier`): in the statement it would make the commit take the
+/// cluster-wide notification lock.
+///
+/// Returns one entry per write, in order: `None` where the epoch was stale or a start found
+/// the deployment no longer queued (that step wrote nothing; the others are not affected).
+/// The writes must be to distinct deployments. An error means the statement wrote nothing,
+/// for any step (a start refused by the one-active index is `StoreError::Constraint`).
 #[tracing::instrument(level = "debug", skip_all, fields(steps = writes.len()))]
 pub async fn write_steps(
     conn: &mut PgConnection,
     writes: &[StepWrite<'_>],
 ) -> Result<Vec<Option<StepWritten>>, StoreError> {
-    if writes.iter().any(|w| w.starts) {
-        return Err(StoreError::Conflict(
-            "a batch of step writes cannot start a deployment".into(),
-        ));
-    }
     let k = writes.len();
     let mut ids = Vec::with_capacity(k);
     let mut epochs = Vec::with_capacity(k);
@@ -473,6 +386,7 @@ pub async fn write_steps(
     let mut observations = Vec::with_capacity(k);
     let mut actions = Vec::with_capacity(k);
     let mut holds = Vec::with_capacity(k);
+    let mut starts = Vec::with_capacity(k);
     // Per-step lists, flattened with the step's 1-based position (`n`) beside each item.
     let (mut ev_step, mut ev_n) = (Vec::new(), Vec::new());
     let (mut kinds, mut actors, mut messages, mut data) =
@@ -500,6 +414,7 @@ pub async fn write_steps(
         observations.push(w.journal.map(|j| Json(j.observation)));
         actions.push(w.journal.map(|j| Json(j.actions)));
         holds.push(hold_ms(w.hold));
+        starts.push(w.starts);
         for (e, event) in w.events.iter().enumerate() {
             ev_step.push(n);
             ev_n.push(i32::try_from(e + 1).unwrap_or(i32::MAX));
@@ -513,15 +428,76 @@ pub async fn write_steps(
         consumed_step.extend(std::iter::repeat_n(n, w.consumed.len()));
         consumed_ids.extend_from_slice(w.consumed);
     }
-    let rows: Vec<(i64, i64, i64, bool, i64)> = sqlx::query_as(
+    let rows: Vec<(i64, i64, i64, bool, i64)> = sqlx::query_as(AssertSqlSafe(WRITE_STEPS.as_str()))
+        .bind(&ids)
+        .bind(&epochs)
+        .bind(&wakes)
+        .bind(&statuses)
+        .bind(&phases)
+        .bind(&steps)
+        .bind(&outcomes)
+        .bind(&healths)
+        .bind(&serving)
+        .bind(&failure_codes)
+        .bind(&failure_messages)
+        .bind(&states)
+        .bind(&event_counts)
+        .bind(&workers)
+        .bind(&started)
+        .bind(&observations)
+        .bind(&actions)
+        .bind(ev_step.iter().map(|n| i64::from(*n)).collect::<Vec<_>>())
+        .bind(&ev_n)
+        .bind(&kinds)
+        .bind(&actors)
+        .bind(&messages)
+        .bind(&data)
+        .bind(seen_step.iter().map(|n| i64::from(*n)).collect::<Vec<_>>())
+        .bind(&seen_ids)
+        .bind(
+            consumed_step
+                .iter()
+                .map(|n| i64::from(*n))
+                .collect::<Vec<_>>(),
+        )
+        .bind(&consumed_ids)
+        .bind(&holds)
+        .bind(&starts)
+        .fetch_all(conn)
+        .await?;
+    let mut out = vec![None; k];
+    for (n, tick, last_event_seq, woken, _) in rows {
+        if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| out.get_mut(i)) {
+            *slot = Some(StepWritten {
+                tick,
+                last_event_seq,
+                woken,
+            });
+        }
+    }
+    Ok(out)
+}
+
+// The statement of [`write_steps`]: $1-$17, $28 and $29 one entry per step (id, epoch,
+// wake-up, the state and shown columns, event count, journal, held lease, whether it
+// starts); $18-$23 the events, $24-$25 the commands seen and $26-$27 those consumed, each
+// item beside its step's 1-based position `n`.
+static WRITE_STEPS: LazyLock<String> = LazyLock::new(|| {
+    let wake = released_wake(
+        "dep.id",
+        "w.wake",
+        "EXISTS (SELECT FROM unnest($24::bigint[], $25::uuid[]) AS s (n, id)
+                 WHERE s.n = w.n AND s.id = c.id)",
+    );
+    format!(
         "WITH w AS (
              SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::text[],
                  $5::text[], $6::int[], $7::text[], $8::text[], $9::text[], $10::text[],
                  $11::text[], $12::jsonb[], $13::int[], $14::text[], $15::timestamptz[],
-                 $16::jsonb[], $17::jsonb[], $28::bigint[])
+                 $16::jsonb[], $17::jsonb[], $28::bigint[], $29::boolean[])
              WITH ORDINALITY AS w (id, epoch, wake, status, phase, step, outcome, health,
                  serving, failure_code, failure_message, state, events, worker, started_at,
-                 observation, actions, hold_ms, n)
+                 observation, actions, hold_ms, starts, n)
          ),
          d AS (
              UPDATE deployments dep SET
@@ -533,19 +509,11 @@ pub async fn write_steps(
                  updated_at = now(), last_event_seq = dep.last_event_seq + w.events,
                  lease_owner = CASE WHEN w.hold_ms IS NULL THEN NULL ELSE dep.lease_owner END,
                  lease_expires_at = now() + w.hold_ms * interval '1 millisecond',
-                 next_wake_at = CASE
-                     WHEN w.hold_ms IS NOT NULL OR dep.next_wake_at <= now()
-                     THEN dep.next_wake_at
-                     WHEN EXISTS (
-                         SELECT FROM commands c
-                         WHERE c.deployment_id = dep.id AND c.consumed_at IS NULL
-                           AND NOT EXISTS (
-                               SELECT FROM unnest($24::bigint[], $25::uuid[]) AS s (n, id)
-                               WHERE s.n = w.n AND s.id = c.id))
-                     THEN 'epoch'::timestamptz
-                     ELSE w.wake END
+                 next_wake_at = CASE WHEN w.hold_ms IS NULL THEN {wake}
+                     ELSE dep.next_wake_at END
              FROM w
              WHERE dep.id = w.id AND dep.epoch = w.epoch
+               AND (NOT w.starts OR dep.status = 'queued')
              RETURNING w.n, dep.id, dep.environment_id, dep.tick, dep.last_event_seq,
                  w.events, w.status, w.epoch, w.worker, w.started_at, w.observation, w.actions,
                  coalesce(dep.next_wake_at <= now(), false) AS woken
@@ -575,7 +543,7 @@ pub async fn write_steps(
          woke AS (
              UPDATE deployments q SET next_wake_at = now()
              FROM d
-             WHERE d.status IN ('succeeded', 'failed', 'rolled_back', 'cancelled', 'superseded')
+             WHERE slipway_is_terminal(d.status::deployment_status)
                AND q.id = queue_head(d.environment_id)
                AND NOT (q.id = ANY($1))
              RETURNING q.id
@@ -584,57 +552,11 @@ pub async fn write_steps(
          SELECT d.n, d.tick, d.last_event_seq, d.woken, (SELECT count(*) FROM ev)
              + (SELECT count(*) FROM cmd) + (SELECT count(*) FROM j)
              + (SELECT count(*) FROM note) AS written
-         FROM d",
+         FROM d"
     )
-    .bind(&ids)
-    .bind(&epochs)
-    .bind(&wakes)
-    .bind(&statuses)
-    .bind(&phases)
-    .bind(&steps)
-    .bind(&outcomes)
-    .bind(&healths)
-    .bind(&serving)
-    .bind(&failure_codes)
-    .bind(&failure_messages)
-    .bind(&states)
-    .bind(&event_counts)
-    .bind(&workers)
-    .bind(&started)
-    .bind(&observations)
-    .bind(&actions)
-    .bind(ev_step.iter().map(|n| i64::from(*n)).collect::<Vec<_>>())
-    .bind(&ev_n)
-    .bind(&kinds)
-    .bind(&actors)
-    .bind(&messages)
-    .bind(&data)
-    .bind(seen_step.iter().map(|n| i64::from(*n)).collect::<Vec<_>>())
-    .bind(&seen_ids)
-    .bind(
-        consumed_step
-            .iter()
-            .map(|n| i64::from(*n))
-            .collect::<Vec<_>>(),
-    )
-    .bind(&consumed_ids)
-    .bind(&holds)
-    .fetch_all(conn)
-    .await?;
-    let mut out = vec![None; k];
-    for (n, tick, last_event_seq, woken, _) in rows {
-        if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| out.get_mut(i)) {
-            *slot = Some(StepWritten {
-                tick,
-                last_event_seq,
-                woken,
-            });
-        }
-    }
-    Ok(out)
-}
+});
 
-/// What [`write_step`] left on the deployment.
+/// What [`write_steps`] left on a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepWritten {
     pub tick: i64,
@@ -653,44 +575,6 @@ pub async fn read(conn: &mut PgConnection, id: Uuid) -> Result<RolloutRecord, St
         .fetch_optional(conn)
         .await?;
     row.ok_or(StoreError::NotFound("deployment"))?.try_into()
-}
-
-/// Persists a machine state: the state itself and the columns the API shows, guarded by the
-/// claim's epoch. Returns the new tick. When the deployment finishes, the head of the
-/// environment's queue is woken.
-pub async fn save(
-    conn: &mut PgConnection,
-    claim: Claim,
-    environment_id: Uuid,
-    state: &RolloutState,
-) -> Result<i64, StoreError> {
-    let tick: Option<i64> = sqlx::query_scalar(
-        "UPDATE deployments SET
-             status = $3::deployment_status, phase = $4, step = $5,
-             outcome = $6::deployment_outcome, serving_health = $7::serving_health,
-             serving_version = $8, failure_code = $9, failure_message = $10, state = $11,
-             waiting_reason = NULL, tick = tick + 1, updated_at = now()
-         WHERE id = $1 AND epoch = $2
-         RETURNING tick",
-    )
-    .bind(claim.id)
-    .bind(claim.epoch)
-    .bind(state.status.as_str())
-    .bind(state.phase.as_str())
-    .bind(i32::try_from(state.step).unwrap_or(i32::MAX))
-    .bind(state.outcome.map(|o| o.as_str()))
-    .bind(state.serving_health.as_str())
-    .bind(state.serving.as_ref().map(|r| r.version.as_str()))
-    .bind(state.failure.as_ref().map(|f| f.code.as_str()))
-    .bind(state.failure.as_ref().map(|f| f.message.as_str()))
-    .bind(serde_json::to_value(state)?)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let tick = tick.ok_or(StoreError::LeaseLost)?;
-    if state.status.is_terminal() {
-        wake_queued(conn, environment_id).await?;
-    }
-    Ok(tick)
 }
 
 /// Marks a queued deployment finished without running (superseded or cancelled).
@@ -783,29 +667,6 @@ pub async fn next_wake_at(
     )
 }
 
-/// Moves a queued deployment to its first machine state. Guarded by the epoch and by the
-/// status still being `queued`; the one-active-per-environment index refuses a second active
-/// deployment (`StoreError::Constraint`).
-pub async fn start(
-    conn: &mut PgConnection,
-    claim: Claim,
-    environment_id: Uuid,
-    state: &RolloutState,
-) -> Result<i64, StoreError> {
-    let queued: bool = sqlx::query_scalar(
-        "SELECT status = 'queued' FROM deployments WHERE id = $1 AND epoch = $2 FOR UPDATE",
-    )
-    .bind(claim.id)
-    .bind(claim.epoch)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(StoreError::LeaseLost)?;
-    if !queued {
-        return Err(StoreError::LeaseLost);
-    }
-    save(conn, claim, environment_id, state).await
-}
-
 /// Supersedes the environment's queued deployments older than `newest`. Their epochs are
 /// bumped so that a worker holding one of them can no longer write to it.
 pub async fn supersede_older(
@@ -852,8 +713,8 @@ pub async fn queue_stats(conn: &mut PgConnection) -> Result<QueueStats, StoreErr
     let (queued, age, active): (i64, Option<f64>, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE status = 'queued'),
                 extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued'))::float8,
-                count(*) FILTER (WHERE status IN ('running', 'paused', 'rolling_back'))
-         FROM deployments WHERE status IN ('queued', 'running', 'paused', 'rolling_back')",
+                count(*) FILTER (WHERE slipway_is_active(status))
+         FROM deployments WHERE slipway_is_live(status)",
     )
     .fetch_one(conn)
     .await?;

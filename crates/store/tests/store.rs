@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use slipway_core::{ClusterKind, ClusterSpec, EnvironmentSpec};
+use slipway_core::{ClusterKind, ClusterSpec, DeploymentStatus, EnvironmentSpec};
 use slipway_store::events::{self, NewEvent};
 use slipway_store::{PgConnection, PgPool, apps, clusters, environments};
 use sqlx::Connection;
@@ -238,4 +238,60 @@ async fn environments_sharing_a_workload_stop_the_migration_and_are_named(pool: 
         .run(&pool)
         .await
         .expect("the migration goes through");
+}
+
+/// Evaluates a boolean SQL expression over a deployment's `status` (and an `outcome`, set).
+async fn holds_for(pool: &PgPool, expression: &str, status: DeploymentStatus) -> bool {
+    let sql = format!(
+        "SELECT coalesce(({expression}), false)
+         FROM (SELECT $1::deployment_status AS status, 'failed'::deployment_outcome AS outcome) s"
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(status.as_str())
+        .fetch_one(pool)
+        .await
+        .expect("the expression")
+}
+
+/// The SQL that names a set of statuses (the functions the statements use, the partial index
+/// that keeps one active deployment per environment, the check that only a finished deployment
+/// has an outcome) means what `DeploymentStatus::is_active` and `is_terminal` say, for every
+/// status.
+#[sqlx::test(migrator = "slipway_store::MIGRATOR")]
+async fn the_status_sets_in_sql_are_the_rust_ones(pool: PgPool) {
+    let (index, check): (String, String) = sqlx::query_as(
+        "SELECT pg_get_expr(i.indpred, i.indrelid),
+                (SELECT pg_get_expr(c.conbin, c.conrelid) FROM pg_constraint c
+                 WHERE c.conname = 'deployments_outcome_only_when_terminal')
+         FROM pg_index i
+         WHERE i.indexrelid = 'deployments_one_active_per_environment'::regclass",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("the index predicate and the check");
+    for status in DeploymentStatus::ALL {
+        let active = status.is_active();
+        let terminal = status.is_terminal();
+        assert_eq!(
+            holds_for(&pool, "slipway_is_active(status)", status).await,
+            active,
+            "slipway_is_active({status:?})"
+        );
+        assert_eq!(
+            holds_for(&pool, "slipway_is_terminal(status)", status).await,
+            terminal,
+            "slipway_is_terminal({status:?})"
+        );
+        assert_eq!(
+            holds_for(&pool, &index, status).await,
+            active,
+            "{index} for {status:?}"
+        );
+        assert_eq!(
+            // `outcome IS NULL OR <terminal>`, with an outcome set.
+            holds_for(&pool, &check, status).await,
+            terminal,
+            "{check} for {status:?}"
+        );
+    }
 }

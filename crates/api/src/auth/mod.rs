@@ -118,11 +118,6 @@ impl Principal {
     pub fn subject(&self) -> &str {
         &self.subject
     }
-
-    /// Whether the caller is admin of everything.
-    pub fn is_superuser(&self) -> bool {
-        self.superuser
-    }
 }
 
 impl std::fmt::Display for Principal {

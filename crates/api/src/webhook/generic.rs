@@ -19,7 +19,7 @@ use crate::state::AppState;
 /// The body of a generic delivery.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct GenericDelivery {
+pub(crate) struct GenericDelivery {
     /// Must be the app of `?app=`.
     #[schema(schema_with = slipway_core::names::name_schema)]
     pub app: String,
@@ -66,7 +66,7 @@ fn in_body(e: IntakeError) -> WebhookError {
 }
 
 /// `POST /v1/webhooks/generic`
-pub async fn receive(
+pub(crate) async fn receive(
     state: &AppState,
     query: &WebhookQuery,
     headers: &HeaderMap,

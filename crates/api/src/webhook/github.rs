@@ -221,7 +221,7 @@ fn read(
 }
 
 /// `POST /v1/webhooks/github`
-pub async fn receive(
+pub(crate) async fn receive(
     state: &AppState,
     query: &WebhookQuery,
     headers: &HeaderMap,

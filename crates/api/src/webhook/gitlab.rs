@@ -123,7 +123,7 @@ fn read(
 }
 
 /// `POST /v1/webhooks/gitlab`
-pub async fn receive(
+pub(crate) async fn receive(
     state: &AppState,
     query: &WebhookQuery,
     headers: &HeaderMap,

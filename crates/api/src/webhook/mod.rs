@@ -4,11 +4,11 @@
 //! the secrets it may be signed with, so it is authenticated without trusting its body. The
 //! triggers whose secret verifies it are the only ones it can set off.
 
-pub mod generic;
-pub mod github;
-pub mod gitlab;
-pub mod signature;
-pub mod verify;
+pub(crate) mod generic;
+pub(crate) mod github;
+pub(crate) mod gitlab;
+pub(crate) mod signature;
+pub(crate) mod verify;
 
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use crate::problem::{ApiError, ProblemType};
 use crate::state::AppState;
 
 /// The header a 204 answer gives its reason in (a 204 has no body).
-pub const REASON_HEADER: &str = "slipway-reason";
+pub(crate) const REASON_HEADER: &str = "slipway-reason";
 
 /// The query every webhook takes.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -113,7 +113,7 @@ impl IntoResponse for WebhookError {
 }
 
 /// A header's value as text, when present and visible ASCII.
-pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -122,12 +122,12 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// A required header: 400 naming it when it is missing.
-pub fn required<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, WebhookError> {
+pub(crate) fn required<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, WebhookError> {
     header(headers, name).ok_or_else(|| WebhookError::bad_request(format!("missing header {name}")))
 }
 
 /// A delivery id: 1–255 visible ASCII characters.
-pub fn delivery_id<'a>(name: &str, value: &'a str) -> Result<&'a str, WebhookError> {
+pub(crate) fn delivery_id<'a>(name: &str, value: &'a str) -> Result<&'a str, WebhookError> {
     if value.len() > 255 || !value.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(WebhookError::bad_request(format!(
             "header {name} must be 1-255 visible ASCII characters"
@@ -142,7 +142,7 @@ pub fn delivery_id<'a>(name: &str, value: &'a str) -> Result<&'a str, WebhookErr
 /// First the app's deliveries take a token from its bucket (429 when they are over the
 /// limit, before any database or signature work); the checks then run off the async worker
 /// threads, a bounded number at once ([`verify::Verifier`]).
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     state: &AppState,
     app: &str,
     source: TriggerSource,
@@ -179,7 +179,7 @@ pub async fn authenticate(
 
 /// The JSON body of a verified delivery: 415 unless JSON; 400 / 422 (by pointer) unless it
 /// has the shape `T`.
-pub fn parse_body<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, WebhookError> {
@@ -198,7 +198,7 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
 }
 
 /// 204 with the reason nothing was done.
-pub fn ignored(reason: &str) -> Response {
+pub(crate) fn ignored(reason: &str) -> Response {
     let mut text: String = reason
         .chars()
         .map(|c| {
@@ -228,7 +228,7 @@ pub(crate) fn accepted(taken: Taken) -> Response {
 }
 
 /// The stored answer when this delivery id was taken before.
-pub async fn replayed(
+pub(crate) async fn replayed(
     state: &AppState,
     delivery: &Delivery<'_>,
 ) -> Result<Option<Response>, WebhookError> {
@@ -237,7 +237,7 @@ pub async fn replayed(
 }
 
 /// Records the planned deployments of a delivery, once per delivery id: 202 with them.
-pub async fn take(
+pub(crate) async fn take(
     state: &AppState,
     delivery: &Delivery<'_>,
     planned: Vec<PlannedDeployment>,
@@ -251,7 +251,7 @@ pub async fn take(
 /// Matches a CI delivery against the triggers that verified it: 204 with every trigger's
 /// reason when none applies, else 202 with the deployments (or the stored answer of a
 /// redelivery).
-pub async fn deliver_ci(
+pub(crate) async fn deliver_ci(
     state: &AppState,
     delivery: &Delivery<'_>,
     triggers: &[OpenTrigger],

@@ -9,14 +9,14 @@ use subtle::ConstantTimeEq;
 type HmacSha256 = Hmac<Sha256>;
 
 /// How far a Standard Webhooks timestamp may be from now, either way.
-pub const TOLERANCE_SECS: u64 = 300;
+pub(crate) const TOLERANCE_SECS: u64 = 300;
 
 fn mac(key: &[u8]) -> Option<HmacSha256> {
     <HmacSha256 as KeyInit>::new_from_slice(key).ok()
 }
 
 /// GitHub's `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>` under `secret`.
-pub fn github(secret: &[u8], body: &[u8], header: &str) -> bool {
+pub(crate) fn github(secret: &[u8], body: &[u8], header: &str) -> bool {
     let Some(expected) = header.strip_prefix("sha256=").and_then(decode_hex) else {
         return false;
     };
@@ -30,7 +30,7 @@ pub fn github(secret: &[u8], body: &[u8], header: &str) -> bool {
 /// SHA-256 of a delivery's event name and signed body: what identifies a delivery whose id
 /// is not signed (GitHub's `X-GitHub-Delivery`), so that a captured delivery resent under a
 /// new id is known for the redelivery it is.
-pub fn content_digest(event: &str, body: &[u8]) -> [u8; 32] {
+pub(crate) fn content_digest(event: &str, body: &[u8]) -> [u8; 32] {
     let mut digest = Sha256::new();
     digest.update(event.as_bytes());
     digest.update([0]);
@@ -49,7 +49,7 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
 }
 
 /// A shared token compared in constant time (of the token's length too: digests are compared).
-pub fn token(secret: &[u8], sent: &[u8]) -> bool {
+pub(crate) fn token(secret: &[u8], sent: &[u8]) -> bool {
     let a = Sha256::digest(secret);
     let b = Sha256::digest(sent);
     bool::from(a.as_slice().ct_eq(b.as_slice()))
@@ -57,7 +57,7 @@ pub fn token(secret: &[u8], sent: &[u8]) -> bool {
 
 /// The Standard Webhooks headers of a delivery.
 #[derive(Debug, Clone, Copy)]
-pub struct StandardHeaders<'a> {
+pub(crate) struct StandardHeaders<'a> {
     pub id: &'a str,
     pub timestamp: &'a str,
     pub signature: &'a str,
@@ -65,14 +65,14 @@ pub struct StandardHeaders<'a> {
 
 /// [`StandardHeaders`] owned, to check on another thread.
 #[derive(Debug, Clone)]
-pub struct OwnedStandardHeaders {
+pub(crate) struct OwnedStandardHeaders {
     pub id: String,
     pub timestamp: String,
     pub signature: String,
 }
 
 impl StandardHeaders<'_> {
-    pub fn owned(&self) -> OwnedStandardHeaders {
+    pub(crate) fn owned(&self) -> OwnedStandardHeaders {
         OwnedStandardHeaders {
             id: self.id.to_owned(),
             timestamp: self.timestamp.to_owned(),
@@ -82,7 +82,7 @@ impl StandardHeaders<'_> {
 }
 
 impl OwnedStandardHeaders {
-    pub fn borrowed(&self) -> StandardHeaders<'_> {
+    pub(crate) fn borrowed(&self) -> StandardHeaders<'_> {
         StandardHeaders {
             id: &self.id,
             timestamp: &self.timestamp,
@@ -91,17 +91,19 @@ impl OwnedStandardHeaders {
     }
 }
 
-/// Why a Standard Webhooks signature does not hold.
+/// Why a Standard Webhooks delivery is refused before its signature is checked (a signature
+/// that does not match is [`standard`] answering `false`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StandardFailure {
+pub(crate) enum StandardFailure {
     /// `webhook-timestamp` is not an integer, or is more than 5 minutes from `now`.
     Timestamp,
-    /// No `v1` signature matches.
-    Signature,
 }
 
 /// Checks the timestamp window: Unix seconds within [`TOLERANCE_SECS`] of `now`.
-pub fn standard_timestamp(headers: &StandardHeaders<'_>, now: i64) -> Result<(), StandardFailure> {
+pub(crate) fn standard_timestamp(
+    headers: &StandardHeaders<'_>,
+    now: i64,
+) -> Result<(), StandardFailure> {
     let ts: i64 = headers
         .timestamp
         .trim()
@@ -117,7 +119,7 @@ pub fn standard_timestamp(headers: &StandardHeaders<'_>, now: i64) -> Result<(),
 
 /// Standard Webhooks: `webhook-signature` lists space-separated `v1,<base64>` signatures, each
 /// an HMAC-SHA256 under `key` of `{webhook-id}.{webhook-timestamp}.{body}`.
-pub fn standard(key: &[u8], headers: &StandardHeaders<'_>, body: &[u8]) -> bool {
+pub(crate) fn standard(key: &[u8], headers: &StandardHeaders<'_>, body: &[u8]) -> bool {
     let Some(mut base) = mac(key) else {
         return false;
     };
@@ -134,19 +136,19 @@ pub fn standard(key: &[u8], headers: &StandardHeaders<'_>, body: &[u8]) -> bool 
         .any(|sig| base.clone().verify_slice(&sig).is_ok())
 }
 
-/// Signs like a Standard Webhooks sender (for tests and tools).
-pub fn standard_sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let Some(mut m) = mac(key) else {
-        return String::new();
-    };
-    m.update(format!("{id}.{timestamp}.").as_bytes());
-    m.update(body);
-    format!("v1,{}", STANDARD.encode(m.finalize().into_bytes()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Signs like a Standard Webhooks sender.
+    fn standard_sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+        let Some(mut m) = mac(key) else {
+            return String::new();
+        };
+        m.update(format!("{id}.{timestamp}.").as_bytes());
+        m.update(body);
+        format!("v1,{}", STANDARD.encode(m.finalize().into_bytes()))
+    }
 
     #[test]
     fn github_signature_of_the_documented_example() {

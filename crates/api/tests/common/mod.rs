@@ -19,7 +19,9 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use slipway_api::auth::{AuthSettings, BootstrapAdmins, TokenVerifier, issue_hs256};
 use slipway_api::{ApiSettings, AppState};
+use slipway_core::DeploymentStatus;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 /// Installs the process-wide rustls provider reqwest needs (it is built without one).
 fn install_crypto_provider() {
@@ -31,12 +33,12 @@ fn install_crypto_provider() {
 }
 
 /// The HS256 secret the app under test verifies tokens with.
-pub const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
+pub(crate) const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 /// The bootstrap admin the harness acts as by default.
-pub const ADMIN: &str = "admin";
+pub(crate) const ADMIN: &str = "admin";
 
 /// An HS256 token of the test secret for `sub` in `groups`, valid for an hour.
-pub fn token(sub: &str, groups: &[&str]) -> String {
+pub(crate) fn token(sub: &str, groups: &[&str]) -> String {
     let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
     issue_hs256(
         SECRET,
@@ -51,7 +53,7 @@ pub fn token(sub: &str, groups: &[&str]) -> String {
 
 /// The authentication of the app under test: the test secret, `admin` and the group
 /// `platform` as bootstrap admins.
-pub fn test_auth() -> AuthSettings {
+pub(crate) fn test_auth() -> AuthSettings {
     let verifier = TokenVerifier::new("slipway", "slipway")
         .with_secret(SECRET)
         .expect("a valid secret");
@@ -75,35 +77,35 @@ fn client(token: Option<&str>) -> reqwest::Client {
 
 /// Settings for the app under test; starts from the defaults.
 #[derive(Debug)]
-pub struct TestAppBuilder {
+pub(crate) struct TestAppBuilder {
     pool: PgPool,
     settings: ApiSettings,
 }
 
 impl TestAppBuilder {
-    pub fn body_limit(mut self, bytes: usize) -> Self {
+    pub(crate) fn body_limit(mut self, bytes: usize) -> Self {
         self.settings.body_limit = bytes;
         self
     }
 
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+    pub(crate) fn request_timeout(mut self, timeout: Duration) -> Self {
         self.settings.request_timeout = timeout;
         self
     }
 
-    pub fn cors(mut self, origins: &[&str]) -> Self {
+    pub(crate) fn cors(mut self, origins: &[&str]) -> Self {
         self.settings.cors_allowed_origins = origins.iter().map(|o| (*o).to_owned()).collect();
         self
     }
 
     /// Another way of authenticating (the harness still sends the admin's HS256 token).
-    pub fn auth(mut self, auth: AuthSettings) -> Self {
+    pub(crate) fn auth(mut self, auth: AuthSettings) -> Self {
         self.settings.auth = auth;
         self
     }
 
     /// The key webhook secrets are sealed with (base64 of 32 bytes).
-    pub fn secrets_key(mut self, base64: &str) -> Self {
+    pub(crate) fn secrets_key(mut self, base64: &str) -> Self {
         self.settings.secrets_key = Some(
             slipway_engine::secrets::SecretsKey::from_base64(base64).expect("a valid secrets key"),
         );
@@ -111,25 +113,25 @@ impl TestAppBuilder {
     }
 
     /// Per-principal rate limit (off unless set).
-    pub fn rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+    pub(crate) fn rate_limit(mut self, per_second: u32, burst: u32) -> Self {
         self.settings.rate_limit = slipway_api::rate_limit::RateLimit { per_second, burst };
         self
     }
 
     /// Webhook deliveries per app (off unless set).
-    pub fn webhook_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+    pub(crate) fn webhook_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
         self.settings.webhook_rate_limit = slipway_api::rate_limit::RateLimit { per_second, burst };
         self
     }
 
-    pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
+    pub(crate) fn idempotency_ttl(mut self, ttl: Duration) -> Self {
         self.settings.idempotency_ttl = ttl;
         self
     }
 
     /// Binds a loopback port, then serves the app on it. The listener is bound before this
     /// returns, so requests can be sent at once: connections queue until the server accepts.
-    pub async fn start(self) -> TestApp {
+    pub(crate) async fn start(self) -> TestApp {
         install_crypto_provider();
         let state = AppState::new(self.pool.clone(), self.settings);
         let router = slipway_api::app(state);
@@ -151,10 +153,10 @@ impl TestAppBuilder {
 
 /// The API under test.
 #[derive(Debug)]
-pub struct TestApp {
-    pub base: String,
-    pub client: reqwest::Client,
-    pub pool: PgPool,
+pub(crate) struct TestApp {
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) pool: PgPool,
     /// `None` for a view of another app's server as another caller.
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -169,30 +171,30 @@ impl Drop for TestApp {
 
 /// An answer of the API, read in full.
 #[derive(Debug, Clone)]
-pub struct Resp {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
+pub(crate) struct Resp {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
     /// The body as JSON (`Null` when it is empty or not JSON).
-    pub body: Value,
-    pub text: String,
+    pub(crate) body: Value,
+    pub(crate) text: String,
 }
 
 impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    pub fn content_type(&self) -> &str {
+    pub(crate) fn content_type(&self) -> &str {
         self.header("content-type").unwrap_or("")
     }
 
     /// The `pointer` of each field error of a problem.
-    pub fn pointers(&self) -> Vec<String> {
+    pub(crate) fn pointers(&self) -> Vec<String> {
         self.errors("pointer")
     }
 
     /// The `parameter` of each field error of a problem.
-    pub fn parameters(&self) -> Vec<String> {
+    pub(crate) fn parameters(&self) -> Vec<String> {
         self.errors("parameter")
     }
 
@@ -210,7 +212,7 @@ impl Resp {
 
     /// Asserts the answer has `status` and is a problem document of type `slug`.
     #[track_caller]
-    pub fn assert_problem(&self, status: u16, slug: &str) -> &Self {
+    pub(crate) fn assert_problem(&self, status: u16, slug: &str) -> &Self {
         assert_eq!(self.status.as_u16(), status, "status of {}", self.text);
         assert!(
             self.content_type().starts_with("application/problem+json"),
@@ -237,7 +239,7 @@ impl Resp {
 
     /// Asserts a 422 validation problem that names `pointer` among its field errors.
     #[track_caller]
-    pub fn assert_invalid_field(&self, pointer: &str) -> &Self {
+    pub(crate) fn assert_invalid_field(&self, pointer: &str) -> &Self {
         self.assert_problem(422, "validation-failed");
         let pointers = self.pointers();
         assert!(
@@ -250,7 +252,7 @@ impl Resp {
 
     /// Asserts a 422 validation problem whose first error names the query parameter `name`.
     #[track_caller]
-    pub fn assert_invalid_parameter(&self, name: &str) -> &Self {
+    pub(crate) fn assert_invalid_parameter(&self, name: &str) -> &Self {
         self.assert_problem(422, "validation-failed");
         assert_eq!(
             self.body["errors"][0]["parameter"],
@@ -263,7 +265,7 @@ impl Resp {
 }
 
 impl TestApp {
-    pub fn builder(pool: PgPool) -> TestAppBuilder {
+    pub(crate) fn builder(pool: PgPool) -> TestAppBuilder {
         TestAppBuilder {
             pool,
             settings: ApiSettings {
@@ -274,7 +276,7 @@ impl TestApp {
     }
 
     /// The same server, called with `token` (or none): for as long as the app lives.
-    pub fn with_token(&self, token: Option<&str>) -> TestApp {
+    pub(crate) fn with_token(&self, token: Option<&str>) -> TestApp {
         TestApp {
             base: self.base.clone(),
             client: client(token),
@@ -284,17 +286,17 @@ impl TestApp {
     }
 
     /// The same server, called as `sub` in `groups` (a token of the test secret).
-    pub fn as_user(&self, sub: &str, groups: &[&str]) -> TestApp {
+    pub(crate) fn as_user(&self, sub: &str, groups: &[&str]) -> TestApp {
         self.with_token(Some(&token(sub, groups)))
     }
 
     /// The same server, called without an `Authorization` header.
-    pub fn without_token(&self) -> TestApp {
+    pub(crate) fn without_token(&self) -> TestApp {
         self.with_token(None)
     }
 
     /// Binds `role` to `subject` in `app` (app-wide, or in `environment`), as the admin.
-    pub async fn bind(
+    pub(crate) async fn bind(
         &self,
         app: &str,
         subject: &str,
@@ -314,21 +316,21 @@ impl TestApp {
     }
 
     /// The app with default settings.
-    pub async fn spawn(pool: PgPool) -> Self {
+    pub(crate) async fn spawn(pool: PgPool) -> Self {
         Self::builder(pool).start().await
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// A request to `path`, to add headers or a body to before [`TestApp::send`].
-    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.client.request(method, self.url(path))
     }
 
     /// Sends a request and reads the whole answer. Fails the test on a 500.
-    pub async fn send(&self, request: RequestBuilder) -> Resp {
+    pub(crate) async fn send(&self, request: RequestBuilder) -> Resp {
         let response = request.send().await.expect("send the request");
         let status = response.status();
         let headers = response.headers().clone();
@@ -347,36 +349,36 @@ impl TestApp {
         }
     }
 
-    pub async fn get(&self, path: &str) -> Resp {
+    pub(crate) async fn get(&self, path: &str) -> Resp {
         self.send(self.request(Method::GET, path)).await
     }
 
-    pub async fn delete(&self, path: &str) -> Resp {
+    pub(crate) async fn delete(&self, path: &str) -> Resp {
         self.send(self.request(Method::DELETE, path)).await
     }
 
     /// A request with `body` as its JSON document.
-    pub fn json_request(&self, method: Method, path: &str, body: &Value) -> RequestBuilder {
+    pub(crate) fn json_request(&self, method: Method, path: &str, body: &Value) -> RequestBuilder {
         self.request(method, path)
             .header(CONTENT_TYPE, "application/json")
             .body(body.to_string())
     }
 
-    pub async fn post_json(&self, path: &str, body: &Value) -> Resp {
+    pub(crate) async fn post_json(&self, path: &str, body: &Value) -> Resp {
         self.send(self.json_request(Method::POST, path, body)).await
     }
 
-    pub async fn put_json(&self, path: &str, body: &Value) -> Resp {
+    pub(crate) async fn put_json(&self, path: &str, body: &Value) -> Resp {
         self.send(self.json_request(Method::PUT, path, body)).await
     }
 
-    pub async fn patch_json(&self, path: &str, body: &Value) -> Resp {
+    pub(crate) async fn patch_json(&self, path: &str, body: &Value) -> Resp {
         self.send(self.json_request(Method::PATCH, path, body))
             .await
     }
 
     /// POST with an `Idempotency-Key`.
-    pub async fn post_keyed(&self, path: &str, key: &str, body: &Value) -> Resp {
+    pub(crate) async fn post_keyed(&self, path: &str, key: &str, body: &Value) -> Resp {
         self.send(
             self.json_request(Method::POST, path, body)
                 .header("idempotency-key", key),
@@ -385,13 +387,13 @@ impl TestApp {
     }
 
     /// Registers the simulated cluster `local`, the app `web` and its environment `prod`.
-    pub async fn seed(&self) {
+    pub(crate) async fn seed(&self) {
         self.seed_cluster("local").await;
         self.seed_app("web").await;
         self.seed_env("web", "prod").await;
     }
 
-    pub async fn seed_cluster(&self, name: &str) -> Resp {
+    pub(crate) async fn seed_cluster(&self, name: &str) -> Resp {
         let r = self
             .post_json("/v1/clusters", &json!({"name": name, "kind": "simulated"}))
             .await;
@@ -404,7 +406,7 @@ impl TestApp {
         r
     }
 
-    pub async fn seed_app(&self, name: &str) -> Resp {
+    pub(crate) async fn seed_app(&self, name: &str) -> Resp {
         let r = self
             .post_json(
                 "/v1/apps",
@@ -418,7 +420,7 @@ impl TestApp {
     /// Puts the DESIGN.md canary example as environment `env` of `app`, on cluster `local`,
     /// in namespace `app`: its workload is named `app` for `prod`, `app-env` for the others
     /// (one workload belongs to one environment).
-    pub async fn seed_env(&self, app: &str, env: &str) -> Resp {
+    pub(crate) async fn seed_env(&self, app: &str, env: &str) -> Resp {
         let mut spec = canary_env();
         spec["namespace"] = json!(app);
         if env != "prod" {
@@ -437,7 +439,7 @@ impl TestApp {
     }
 
     /// Requests a deployment of `image` to `app`/`env` and returns the created deployment.
-    pub async fn deploy(&self, app: &str, env: &str, image: &str) -> Value {
+    pub(crate) async fn deploy(&self, app: &str, env: &str, image: &str) -> Value {
         let r = self
             .post_json(
                 &format!("/v1/apps/{app}/environments/{env}/deployments"),
@@ -454,17 +456,37 @@ impl TestApp {
     }
 
     /// Rows in a table, counted in the database itself.
-    pub async fn count(&self, table: &str) -> i64 {
+    pub(crate) async fn count(&self, table: &str) -> i64 {
         let sql = format!("SELECT count(*) FROM {table}");
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .fetch_one(&self.pool)
             .await
             .expect("count rows")
     }
+
+    /// Moves deployment `id` to `status` by a plain UPDATE, as a test's stand-in for the
+    /// engine, whose transitions are fenced writes of a claimed deployment
+    /// (`rollouts::write_step`). The database's own refusal (a constraint) is returned; a
+    /// missing deployment fails the test.
+    pub(crate) async fn force_status(
+        &self,
+        id: Uuid,
+        status: DeploymentStatus,
+    ) -> Result<(), sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE deployments SET status = $2::deployment_status, updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .execute(&self.pool)
+        .await?;
+        assert_eq!(done.rows_affected(), 1, "no deployment {id}");
+        Ok(())
+    }
 }
 
 /// The environment of DESIGN.md's API section: a canary with a timed and an open pause.
-pub fn canary_env() -> Value {
+pub(crate) fn canary_env() -> Value {
     json!({
         "cluster": "local",
         "namespace": "web",
@@ -481,14 +503,14 @@ pub fn canary_env() -> Value {
 }
 
 /// [`canary_env`] where a deployment may bring its own strategy.
-pub fn overridable_env() -> Value {
+pub(crate) fn overridable_env() -> Value {
     let mut env = canary_env();
     env["allow_strategy_override"] = json!(true);
     env
 }
 
 /// A deployment request of DESIGN.md's API section, without a version (derived from the tag).
-pub fn deployment_request() -> Value {
+pub(crate) fn deployment_request() -> Value {
     json!({
         "image": "ghcr.io/acme/web:1.4.2",
         "reason": "release 1.4.2",
@@ -496,4 +518,4 @@ pub fn deployment_request() -> Value {
     })
 }
 
-pub const DEPLOYMENTS: &str = "/v1/apps/web/environments/prod/deployments";
+pub(crate) const DEPLOYMENTS: &str = "/v1/apps/web/environments/prod/deployments";

@@ -65,7 +65,6 @@ enum Source {
         options: KubeConfigOptions,
     },
     InCluster,
-    Config(Box<Config>),
 }
 
 /// A [`ClusterDriver`] for one Kubernetes cluster.
@@ -76,7 +75,7 @@ pub struct KubeDriver {
 }
 
 impl std::fmt::Debug for KubeDriver {
-    // Kubeconfigs and configs hold credentials: only say where the driver connects from.
+    // Kubeconfigs hold credentials: only say where the driver connects from.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut d = f.debug_struct("KubeDriver");
         match &self.source {
@@ -84,7 +83,6 @@ impl std::fmt::Debug for KubeDriver {
                 .field("kubeconfig", path)
                 .field("context", &options.context),
             Source::InCluster => d.field("in_cluster", &true),
-            Source::Config(c) => d.field("cluster_url", &c.cluster_url),
         };
         d.field("connected", &self.client.initialized()).finish()
     }
@@ -136,11 +134,6 @@ impl KubeDriver {
     /// A driver for the cluster this process runs in (its service account).
     pub fn in_cluster() -> Self {
         Self::new(Source::InCluster)
-    }
-
-    /// A driver for an explicit kube-rs configuration.
-    pub fn from_config(config: Config) -> Self {
-        Self::new(Source::Config(Box::new(config)))
     }
 
     fn new(source: Source) -> Self {
@@ -212,7 +205,6 @@ impl KubeDriver {
                 .await
                 .map_err(|e| invalid(&format!("kubeconfig {}: {e}", path.display())))?,
             Source::InCluster => Config::incluster().map_err(|e| invalid(&e))?,
-            Source::Config(c) => (**c).clone(),
         };
         config.connect_timeout = Some(self.settings.connect_timeout);
         config.read_timeout = Some(self.settings.call_timeout);

@@ -14,11 +14,11 @@ use super::objects::{
 };
 
 /// The label the endpoint controller puts on every EndpointSlice of a Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub(super) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// `kubernetes.io/service-name in (<name>,<name>-preview)`: the EndpointSlices of the
 /// workload's blue-green Services, in one list.
-pub fn blue_green_slices_selector(workload: &str) -> String {
+pub(super) fn blue_green_slices_selector(workload: &str) -> String {
     let names: Vec<String> = SERVICE_ROLES
         .iter()
         .map(|r| service_name(workload, *r))
@@ -29,7 +29,7 @@ pub fn blue_green_slices_selector(workload: &str) -> String {
 /// The color of a pod, from its name: a pod of Deployment `<name>-blue` is named
 /// `<name>-blue-<replicaset hash>-<suffix>`. Cheaper than reading the pod's labels, and exact:
 /// the two parts after the Deployment's name are one word each.
-pub fn pod_color(pod: &str, workload: &str) -> Option<Track> {
+pub(super) fn pod_color(pod: &str, workload: &str) -> Option<Track> {
     [Track::Blue, Track::Green].into_iter().find(|color| {
         pod.strip_prefix(deployment_name(workload, *color).as_str())
             .and_then(|rest| rest.strip_prefix('-'))
@@ -44,7 +44,7 @@ pub fn pod_color(pod: &str, workload: &str) -> Option<Track> {
 /// The ready endpoints behind each of the workload's blue-green Services, by color. An endpoint
 /// counts once however many slices list it (dual-stack Services have one slice per address
 /// family); `ready` absent counts as ready, as the EndpointSlice API says.
-pub fn service_endpoints(
+pub(super) fn service_endpoints(
     slices: &[EndpointSlice],
     workload: &str,
 ) -> BTreeMap<ServiceRole, ServiceEndpoints> {
@@ -102,13 +102,13 @@ pub fn service_endpoints(
 }
 
 /// The track of one of the workload's Deployments, when its label and name agree.
-pub fn deployment_track(d: &Deployment, workload: &str) -> Option<Track> {
+pub(super) fn deployment_track(d: &Deployment, workload: &str) -> Option<Track> {
     let track = parse_track(d.metadata.labels.as_ref()?.get(TRACK_LABEL)?)?;
     (d.metadata.name.as_deref() == Some(deployment_name(workload, track).as_str())).then_some(track)
 }
 
 /// The track a Service's selector picks, if it selects one.
-pub fn service_track(s: &Service) -> Option<Track> {
+pub(super) fn service_track(s: &Service) -> Option<Track> {
     parse_track(s.spec.as_ref()?.selector.as_ref()?.get(TRACK_LABEL)?)
 }
 
@@ -119,7 +119,7 @@ fn count(n: Option<i32>) -> u32 {
 /// What a Deployment says about its rollout. `old` counts pods of older ReplicaSets
 /// (`status.replicas - status.updatedReplicas`) and pods still terminating
 /// (`status.terminatingReplicas`, beta since Kubernetes 1.35; absent counts as none).
-pub fn workload_status(d: &Deployment, container: &str) -> WorkloadStatus {
+pub(super) fn workload_status(d: &Deployment, container: &str) -> WorkloadStatus {
     let status = d.status.as_ref();
     let total = count(status.and_then(|s| s.replicas));
     let updated = count(status.and_then(|s| s.updated_replicas));

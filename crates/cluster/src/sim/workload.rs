@@ -122,7 +122,7 @@ pub(crate) struct WorkloadSim {
 }
 
 impl WorkloadSim {
-    pub fn new(spec: WorkloadSpec, now: DateTime<Utc>, env: Env<'_>) -> Self {
+    pub(super) fn new(spec: WorkloadSpec, now: DateTime<Utc>, env: Env<'_>) -> Self {
         let mut sim = Self {
             spec,
             generation: 1,
@@ -138,12 +138,17 @@ impl WorkloadSim {
         sim
     }
 
-    pub fn spec(&self) -> &WorkloadSpec {
+    pub(super) fn spec(&self) -> &WorkloadSpec {
         &self.spec
     }
 
     /// Applies `spec`; returns whether anything changed (the same spec again changes nothing).
-    pub fn set_spec(&mut self, spec: WorkloadSpec, now: DateTime<Utc>, env: Env<'_>) -> bool {
+    pub(super) fn set_spec(
+        &mut self,
+        spec: WorkloadSpec,
+        now: DateTime<Utc>,
+        env: Env<'_>,
+    ) -> bool {
         self.advance(now, env);
         if spec == self.spec {
             return false;
@@ -160,7 +165,7 @@ impl WorkloadSim {
     }
 
     /// Brings the workload up to `now` (never backwards).
-    pub fn advance(&mut self, now: DateTime<Utc>, env: Env<'_>) {
+    pub(super) fn advance(&mut self, now: DateTime<Utc>, env: Env<'_>) {
         let mut t = self.at;
         loop {
             self.settle(t, env);
@@ -173,7 +178,7 @@ impl WorkloadSim {
     }
 
     /// What `observe` reports, as of the instant simulated up to.
-    pub fn status(&self, env: Env<'_>) -> WorkloadStatus {
+    pub(super) fn status(&self, env: Env<'_>) -> WorkloadStatus {
         let t = self.at;
         let (updated, old) = self.split_pods();
         let ready = self.templates.iter().map(|tpl| tpl.ready(t, env)).sum();
@@ -191,7 +196,7 @@ impl WorkloadSim {
     }
 
     /// Pods per template (oldest first) as `(release, pods, ready)`, and pods terminating.
-    pub fn pods(&self, env: Env<'_>) -> (Vec<(Release, u32, u32)>, u32) {
+    pub(super) fn pods(&self, env: Env<'_>) -> (Vec<(Release, u32, u32)>, u32) {
         let templates = self
             .templates
             .iter()

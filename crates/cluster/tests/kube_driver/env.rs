@@ -18,23 +18,23 @@ use slipway_cluster::{ClusterDriver, KubeDriver, Target};
 use slipway_core::rollout::{Action, Observation, Release, Track};
 use slipway_core::{TrafficRouting, Workload};
 
-pub const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 /// The environment the tests' targets belong to (the label `slipway.dev/environment`).
-pub const ENVIRONMENT: &str = "0193f5b0-7e57-7000-8000-00000000000a";
+pub(crate) const ENVIRONMENT: &str = "0193f5b0-7e57-7000-8000-00000000000a";
 
-pub use crate::kube_rbac::{grant_e2e, kubeconfig, kubeconfig_e2e};
+pub(crate) use crate::kube_rbac::{grant_e2e, kubeconfig, kubeconfig_e2e};
 
 /// A driver on the test cluster as `slipway-e2e`, bound to deploy/rbac's role in a fresh
 /// namespace that `finish` deletes; `client` is the admin's, for setting up and checking.
-pub struct Env {
-    pub driver: KubeDriver,
-    pub client: Client,
-    pub namespace: String,
+pub(crate) struct Env {
+    pub(crate) driver: KubeDriver,
+    pub(crate) client: Client,
+    pub(crate) namespace: String,
     started: Instant,
 }
 
 impl Env {
-    pub async fn new(test: &str) -> Self {
+    pub(crate) async fn new(test: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let admin = KubeDriver::from_kubeconfig(kubeconfig(), None).expect("admin driver");
         let client = admin.client().await.expect("client").clone();
@@ -66,14 +66,14 @@ impl Env {
         }
     }
 
-    pub fn routed(&self, name: &str, replicas: u32, traffic: TrafficRouting) -> Target {
+    pub(crate) fn routed(&self, name: &str, replicas: u32, traffic: TrafficRouting) -> Target {
         Target {
             traffic,
             ..self.target(name, replicas)
         }
     }
 
-    pub fn target(&self, name: &str, replicas: u32) -> Target {
+    pub(crate) fn target(&self, name: &str, replicas: u32) -> Target {
         Target {
             namespace: self.namespace.clone(),
             workload: Workload {
@@ -90,14 +90,14 @@ impl Env {
         }
     }
 
-    pub async fn apply(&self, target: &Target, actions: &[Action]) {
+    pub(crate) async fn apply(&self, target: &Target, actions: &[Action]) {
         self.driver
             .apply(target, actions)
             .await
             .unwrap_or_else(|e| panic!("apply {actions:?}: {e}"));
     }
 
-    pub async fn observe(&self, target: &Target) -> Observation {
+    pub(crate) async fn observe(&self, target: &Target) -> Observation {
         self.driver
             .observe(target)
             .await
@@ -105,7 +105,7 @@ impl Env {
     }
 
     /// Observes until `done` holds; returns that observation.
-    pub async fn observe_until(
+    pub(crate) async fn observe_until(
         &self,
         target: &Target,
         what: &str,
@@ -122,7 +122,7 @@ impl Env {
     }
 
     /// Ready pods of a track that are not terminating, by IP.
-    pub async fn ready_pod_ips(&self, name: &str, track: Track) -> BTreeSet<String> {
+    pub(crate) async fn ready_pod_ips(&self, name: &str, track: Track) -> BTreeSet<String> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let lp = ListParams::default().labels(&format!(
             "app.kubernetes.io/name={name},slipway.dev/track={}",
@@ -140,14 +140,14 @@ impl Env {
             .collect()
     }
 
-    pub async fn pods(&self, name: &str) -> Vec<Pod> {
+    pub(crate) async fn pods(&self, name: &str) -> Vec<Pod> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let lp = ListParams::default().labels(&format!("app.kubernetes.io/name={name}"));
         pods.list(&lp).await.expect("list pods").items
     }
 
     /// Ready addresses of the EndpointSlices behind a Service.
-    pub async fn endpoint_ips(&self, service: &str) -> BTreeSet<String> {
+    pub(crate) async fn endpoint_ips(&self, service: &str) -> BTreeSet<String> {
         let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &self.namespace);
         let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
         let list = slices.list(&lp).await.expect("list endpointslices");
@@ -159,7 +159,7 @@ impl Env {
             .collect()
     }
 
-    pub async fn finish(self) {
+    pub(crate) async fn finish(self) {
         eprintln!("{}: done in {:.1?}", self.namespace, self.started.elapsed());
         Api::<Namespace>::all(self.client.clone())
             .delete(&self.namespace, &DeleteParams::default())
@@ -168,7 +168,7 @@ impl Env {
     }
 }
 
-pub async fn poll<T, F, Fut>(what: &str, mut f: F) -> T
+pub(crate) async fn poll<T, F, Fut>(what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -186,7 +186,7 @@ where
     }
 }
 
-pub fn release(version: &str) -> Release {
+pub(crate) fn release(version: &str) -> Release {
     Release {
         image: format!("registry.test/web:{version}"),
         version: version.into(),
@@ -194,7 +194,7 @@ pub fn release(version: &str) -> Release {
     }
 }
 
-pub fn apply_workload(track: Track, version: &str, replicas: u32) -> Action {
+pub(crate) fn apply_workload(track: Track, version: &str, replicas: u32) -> Action {
     Action::ApplyWorkload {
         track,
         release: release(version),
@@ -205,12 +205,15 @@ pub fn apply_workload(track: Track, version: &str, replicas: u32) -> Action {
 }
 
 /// A copy of the test kubeconfig with another server or token.
-pub fn kubeconfig_with(name: &str, edit: impl FnOnce(&mut kube::config::Kubeconfig)) -> PathBuf {
+pub(crate) fn kubeconfig_with(
+    name: &str,
+    edit: impl FnOnce(&mut kube::config::Kubeconfig),
+) -> PathBuf {
     kubeconfig_with_base(&kubeconfig(), name, edit)
 }
 
 /// A copy of the kubeconfig at `base`, edited.
-pub fn kubeconfig_with_base(
+pub(crate) fn kubeconfig_with_base(
     base: &std::path::Path,
     name: &str,
     edit: impl FnOnce(&mut kube::config::Kubeconfig),
@@ -224,7 +227,7 @@ pub fn kubeconfig_with_base(
 }
 
 /// A target in `default` (for clusters that are not reached).
-pub fn plain_target() -> Target {
+pub(crate) fn plain_target() -> Target {
     Target {
         namespace: "default".into(),
         workload: Workload {

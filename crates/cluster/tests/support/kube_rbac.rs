@@ -23,11 +23,11 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 /// The user the e2e kubeconfig authenticates as.
-pub const E2E_USER: &str = "slipway-e2e";
+pub(crate) const E2E_USER: &str = "slipway-e2e";
 
 /// The admin kubeconfig of the test cluster (`SLIPWAY_TEST_KUBECONFIG`); panics with how to
 /// get one when it is not set.
-pub fn kubeconfig() -> PathBuf {
+pub(crate) fn kubeconfig() -> PathBuf {
     match std::env::var_os("SLIPWAY_TEST_KUBECONFIG") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => panic!(
@@ -41,7 +41,7 @@ pub fn kubeconfig() -> PathBuf {
 /// The kubeconfig of user `slipway-e2e`, who may do only what deploy/rbac grants:
 /// `SLIPWAY_K8S_KUBECONFIG_E2E`, else `kubeconfig-e2e` beside the admin kubeconfig (as
 /// scripts/cluster/start writes them).
-pub fn kubeconfig_e2e() -> PathBuf {
+pub(crate) fn kubeconfig_e2e() -> PathBuf {
     match std::env::var_os("SLIPWAY_K8S_KUBECONFIG_E2E") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => kubeconfig().with_file_name("kubeconfig-e2e"),
@@ -49,7 +49,7 @@ pub fn kubeconfig_e2e() -> PathBuf {
 }
 
 /// A kube-rs client from a kubeconfig file (its current context).
-pub async fn client_from(path: &std::path::Path) -> Client {
+pub(crate) async fn client_from(path: &std::path::Path) -> Client {
     let config = kube::Config::from_custom_kubeconfig(
         Kubeconfig::read_from(path)
             .unwrap_or_else(|e| panic!("read kubeconfig {}: {e}", path.display())),
@@ -63,7 +63,7 @@ pub async fn client_from(path: &std::path::Path) -> Client {
 /// Applies deploy/rbac with the admin client: the ClusterRole, and its RoleBinding to
 /// [`E2E_USER`] in `namespace`. Then waits (up to 60 s) until the e2e user may list
 /// Deployments there: the authorizer sees a new RoleBinding a moment later.
-pub async fn grant_e2e(admin: &Client, namespace: &str) {
+pub(crate) async fn grant_e2e(admin: &Client, namespace: &str) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rbac");
     for file in ["clusterrole.yaml", "rolebinding.yaml"] {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();

@@ -89,57 +89,57 @@ pub(super) fn failure(code: &str, message: impl Into<String>) -> FailureReason {
 }
 
 impl Tick<'_> {
-    pub fn replicas(&self) -> u32 {
+    pub(super) fn replicas(&self) -> u32 {
         self.spec.workload.replicas
     }
 
-    pub fn release(&self) -> &Release {
+    pub(super) fn release(&self) -> &Release {
         &self.spec.release
     }
 
-    pub fn note(&mut self, kind: EventKind, message: impl Into<String>) {
+    pub(super) fn note(&mut self, kind: EventKind, message: impl Into<String>) {
         self.notes.push(Note {
             kind,
             message: message.into(),
         });
     }
 
-    pub fn push(&mut self, action: Action) {
+    pub(super) fn push(&mut self, action: Action) {
         self.actions.push(action);
     }
 
     /// The workload of `track` runs `release` with exactly `replicas`, all available.
-    pub fn complete(&self, track: Track, release: &Release, replicas: u32) -> bool {
+    pub(super) fn complete(&self, track: Track, release: &Release, replicas: u32) -> bool {
         self.obs
             .workload(track)
             .is_some_and(|w| w.is_complete(release, replicas))
     }
 
     /// The workload of `track` is absent, or asks for no replicas and has none available.
-    pub fn is_zero(&self, track: Track) -> bool {
+    pub(super) fn is_zero(&self, track: Track) -> bool {
         self.obs.workload(track).is_none_or(|w| {
             w.desired == 0 && w.available == 0 && w.observed_generation >= w.generation
         })
     }
 
     /// The workload of `track` has replicas asked for.
-    pub fn has_replicas(&self, track: Track) -> bool {
+    pub(super) fn has_replicas(&self, track: Track) -> bool {
         self.obs.workload(track).is_some_and(|w| w.desired > 0)
     }
 
-    pub fn selects(&self, service: ServiceRole, track: Track) -> bool {
+    pub(super) fn selects(&self, service: ServiceRole, track: Track) -> bool {
         self.obs.services.get(&service) == Some(&track)
     }
 
     /// The EndpointSlices behind `service` hold ready endpoints of `color` and none of the
     /// other color: traffic has left the other color, not just the selector.
-    pub fn serves_only(&self, service: ServiceRole, color: Track) -> bool {
+    pub(super) fn serves_only(&self, service: ServiceRole, color: Track) -> bool {
         self.obs.ready_endpoints(service, color) > 0
             && self.obs.ready_endpoints(service, color.other_color()) == 0
     }
 
     /// The workload of `track`, driven toward `release`, reports `ProgressDeadlineExceeded`.
-    pub fn stalled(&self, track: Track, release: &Release) -> Option<FailureReason> {
+    pub(super) fn stalled(&self, track: Track, release: &Release) -> Option<FailureReason> {
         let w = self.obs.workload(track)?;
         (w.progress_deadline_exceeded && w.release.as_ref() == Some(release)).then(|| {
             failure(
@@ -154,7 +154,7 @@ impl Tick<'_> {
     }
 
     /// Ask for `track` at `release` with `replicas` (budget: the rolling defaults).
-    pub fn apply(&mut self, track: Track, release: &Release, replicas: u32) {
+    pub(super) fn apply(&mut self, track: Track, release: &Release, replicas: u32) {
         let budget = default_budget(replicas);
         self.push(Action::ApplyWorkload {
             track,
@@ -167,7 +167,7 @@ impl Tick<'_> {
 
     /// Apply `track` at `release`/`replicas` unless it is complete. `Ok(true)` when complete,
     /// `Err` when the workload reports it cannot progress.
-    pub fn ensure(
+    pub(super) fn ensure(
         &mut self,
         track: Track,
         release: &Release,
@@ -185,7 +185,7 @@ impl Tick<'_> {
 
     /// Enter a phase in which the machine waits on the cluster: status running, a fresh
     /// progress deadline, no timer.
-    pub fn enter(&mut self, phase: Phase) {
+    pub(super) fn enter(&mut self, phase: Phase) {
         self.state.phase = phase;
         self.state.status = if self.state.status == DeploymentStatus::RollingBack {
             DeploymentStatus::RollingBack
@@ -199,7 +199,7 @@ impl Tick<'_> {
 
     /// Whether `phase` must wait: it puts the release live ([`Phase::goes_live`]) and the
     /// environment requires an approval not given yet. A rollback never waits for one.
-    pub fn awaits_approval(&self, phase: &Phase) -> bool {
+    pub(super) fn awaits_approval(&self, phase: &Phase) -> bool {
         self.spec.approval.required
             && self.state.approved_by.is_none()
             && self.state.status != DeploymentStatus::RollingBack
@@ -209,7 +209,7 @@ impl Tick<'_> {
     /// Enter `phase`, which puts the release live, announcing it with `message`; while the
     /// approval the environment requires is missing, hold at the approval gate instead, to
     /// enter `phase` once approved.
-    pub fn go_live(&mut self, phase: Phase, message: impl Into<String>) {
+    pub(super) fn go_live(&mut self, phase: Phase, message: impl Into<String>) {
         if self.awaits_approval(&phase) {
             self.hold_for_approval(phase);
         } else {
@@ -230,7 +230,7 @@ impl Tick<'_> {
 
     /// `approve` at the gate: enter the phase it holds back (`promoting` for a gate stored
     /// before [`RolloutState::gated_phase`] existed).
-    pub fn approved(&mut self, actor: &str) {
+    pub(super) fn approved(&mut self, actor: &str) {
         self.state.approved_by = Some(actor.to_owned());
         self.note(EventKind::Approved, format!("approved by {actor}"));
         let then = self.state.gated_phase.take().unwrap_or(Phase::Promoting);
@@ -240,7 +240,7 @@ impl Tick<'_> {
     }
 
     /// Enter a phase that waits for a person: status paused, no deadline.
-    pub fn hold_in(&mut self, phase: Phase) {
+    pub(super) fn hold_in(&mut self, phase: Phase) {
         self.state.phase = phase;
         self.state.status = DeploymentStatus::Paused;
         self.state.timer_at = None;
@@ -248,14 +248,14 @@ impl Tick<'_> {
     }
 
     /// Enter a phase that waits until `at`: status running, no deadline.
-    pub fn wait_until(&mut self, phase: Phase, at: DateTime<Utc>) {
+    pub(super) fn wait_until(&mut self, phase: Phase, at: DateTime<Utc>) {
         self.state.phase = phase;
         self.state.status = DeploymentStatus::Running;
         self.state.timer_at = Some(at);
         self.state.progress_deadline_at = None;
     }
 
-    pub fn succeed(&mut self) {
+    pub(super) fn succeed(&mut self) {
         let s = &mut self.state;
         s.status = DeploymentStatus::Succeeded;
         s.phase = Phase::Succeeded;
@@ -269,7 +269,7 @@ impl Tick<'_> {
         self.note(EventKind::Promoted, format!("{version} is live"));
     }
 
-    pub fn rolled_back(&mut self) {
+    pub(super) fn rolled_back(&mut self) {
         let s = &mut self.state;
         s.status = DeploymentStatus::RolledBack;
         s.phase = Phase::RolledBack;
@@ -293,7 +293,7 @@ impl Tick<'_> {
     }
 
     /// End in `failed`; the strategy leaves the cluster in a consistent shape.
-    pub fn finish_failed(
+    pub(super) fn finish_failed(
         &mut self,
         reason: FailureReason,
         outcome: Outcome,
@@ -316,7 +316,7 @@ impl Tick<'_> {
     }
 
     /// Start going back to `previous` (which the caller checked exists).
-    pub fn begin_rollback(&mut self, cause: RollbackCause, reason: Option<FailureReason>) {
+    pub(super) fn begin_rollback(&mut self, cause: RollbackCause, reason: Option<FailureReason>) {
         let message = match (&reason, cause) {
             (Some(r), _) => format!("rolling back: {}", r.message),
             (None, RollbackCause::Aborted) => "aborted: rolling back".to_owned(),
@@ -339,7 +339,7 @@ impl Tick<'_> {
 
     /// The current phase cannot succeed: roll back when there is something to go back to,
     /// else fail. A rollback that fails ends the rollout as `rollback_failed`.
-    pub fn fail(&mut self, reason: FailureReason) {
+    pub(super) fn fail(&mut self, reason: FailureReason) {
         self.state.timer_at = None;
         if self.state.status == DeploymentStatus::RollingBack {
             let message = format!("the rollback did not complete: {}", reason.message);

@@ -12,17 +12,17 @@ use slipway_core::rollout::{
 };
 use slipway_core::{ApprovalPolicy, DeploymentStatus, DurationSpec, StrategySpec, Workload};
 
-pub const REPLICAS: u32 = 4;
-pub const DEADLINE_SECS: i64 = 60;
-pub const REQUESTER: &str = "alice";
+pub(crate) const REPLICAS: u32 = 4;
+pub(crate) const DEADLINE_SECS: i64 = 60;
+pub(crate) const REQUESTER: &str = "alice";
 
-pub fn t0() -> DateTime<Utc> {
+pub(crate) fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0)
         .single()
         .unwrap_or_else(|| panic!("a valid instant"))
 }
 
-pub fn release(version: &str) -> Release {
+pub(crate) fn release(version: &str) -> Release {
     Release {
         image: format!("ghcr.io/acme/web:{version}"),
         version: version.to_owned(),
@@ -30,19 +30,19 @@ pub fn release(version: &str) -> Release {
     }
 }
 
-pub fn v1() -> Release {
+pub(crate) fn v1() -> Release {
     release("1.0.0")
 }
 
-pub fn v2() -> Release {
+pub(crate) fn v2() -> Release {
     release("2.0.0")
 }
 
-pub fn strategy(value: Value) -> StrategySpec {
+pub(crate) fn strategy(value: Value) -> StrategySpec {
     serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"))
 }
 
-pub fn spec(strategy: StrategySpec) -> RolloutSpec {
+pub(crate) fn spec(strategy: StrategySpec) -> RolloutSpec {
     RolloutSpec {
         namespace: "web".into(),
         workload: Workload {
@@ -59,14 +59,14 @@ pub fn spec(strategy: StrategySpec) -> RolloutSpec {
     }
 }
 
-pub fn rolling() -> RolloutSpec {
+pub(crate) fn rolling() -> RolloutSpec {
     spec(strategy(
         json!({"type": "rolling", "max_surge": "25%", "max_unavailable": 0}),
     ))
 }
 
 /// A workload that runs `release` with `replicas`, all available.
-pub fn complete(release: &Release, replicas: u32) -> WorkloadStatus {
+pub(crate) fn complete(release: &Release, replicas: u32) -> WorkloadStatus {
     WorkloadStatus {
         release: Some(release.clone()),
         desired: replicas,
@@ -83,24 +83,24 @@ pub fn complete(release: &Release, replicas: u32) -> WorkloadStatus {
 /// A simulated cluster: selector and weight changes apply at once (as an API write does);
 /// workload changes become available `lag` settles later, or never for `stuck` tracks.
 #[derive(Debug, Clone, Default)]
-pub struct Cluster {
-    pub obs: Observation,
-    pub lag: u32,
-    pub stuck: BTreeSet<Track>,
+pub(crate) struct Cluster {
+    pub(crate) obs: Observation,
+    pub(crate) lag: u32,
+    pub(crate) stuck: BTreeSet<Track>,
     /// Stuck workloads report `ProgressDeadlineExceeded`.
-    pub report_stuck: bool,
+    pub(crate) report_stuck: bool,
     /// The endpoint controller does not run: the Services' endpoints stay as they are.
-    pub endpoints_stale: bool,
+    pub(crate) endpoints_stale: bool,
     pending: BTreeMap<Track, u32>,
 }
 
 impl Cluster {
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Self::default()
     }
 
     /// Stable serves v1 at full size.
-    pub fn with_stable() -> Self {
+    pub(crate) fn with_stable() -> Self {
         let mut c = Self::default();
         c.obs
             .workloads
@@ -109,7 +109,7 @@ impl Cluster {
     }
 
     /// `live` serves v1 at full size; both Services select it.
-    pub fn with_live(live: Track) -> Self {
+    pub(crate) fn with_live(live: Track) -> Self {
         let mut c = Self::default();
         c.obs.workloads.insert(live, complete(&v1(), REPLICAS));
         c.obs.services.insert(ServiceRole::Active, live);
@@ -118,15 +118,15 @@ impl Cluster {
         c
     }
 
-    pub fn workload(&self, track: Track) -> Option<&WorkloadStatus> {
+    pub(crate) fn workload(&self, track: Track) -> Option<&WorkloadStatus> {
         self.obs.workload(track)
     }
 
-    pub fn desired(&self, track: Track) -> u32 {
+    pub(crate) fn desired(&self, track: Track) -> u32 {
         self.workload(track).map_or(0, |w| w.desired)
     }
 
-    pub fn active(&self) -> Option<Track> {
+    pub(crate) fn active(&self) -> Option<Track> {
         self.obs.services.get(&ServiceRole::Active).copied()
     }
 
@@ -138,7 +138,7 @@ impl Cluster {
         }
     }
 
-    pub fn apply(&mut self, actions: &[Action]) {
+    pub(crate) fn apply(&mut self, actions: &[Action]) {
         for action in actions {
             match action {
                 Action::ApplyWorkload {
@@ -183,7 +183,7 @@ impl Cluster {
     /// Time passes for pods: pending changes count down and complete; then the endpoint
     /// controller catches up (unless stale), so a selector change reaches the endpoints one
     /// settle after the write, as it does a moment after it in Kubernetes.
-    pub fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         for left in self.pending.values_mut() {
             *left = left.saturating_sub(1);
         }
@@ -194,7 +194,7 @@ impl Cluster {
     }
 
     /// Each Service's endpoints become the ready pods of the color it selects.
-    pub fn sync_endpoints(&mut self) {
+    pub(crate) fn sync_endpoints(&mut self) {
         let endpoints = self
             .obs
             .services
@@ -237,13 +237,13 @@ impl Cluster {
         }
     }
 
-    pub fn stick(&mut self, track: Track) {
+    pub(crate) fn stick(&mut self, track: Track) {
         self.stuck.insert(track);
         self.pending.entry(track).or_insert(0);
         self.settle_ready();
     }
 
-    pub fn unstick(&mut self, track: Track) {
+    pub(crate) fn unstick(&mut self, track: Track) {
         self.stuck.remove(&track);
         if self.obs.workloads.contains_key(&track) {
             self.pending.entry(track).or_insert(0);
@@ -254,16 +254,16 @@ impl Cluster {
 
 /// A rollout stepped by hand against a [`Cluster`].
 #[derive(Debug, Clone)]
-pub struct Run {
-    pub spec: RolloutSpec,
-    pub state: RolloutState,
-    pub cluster: Cluster,
-    pub now: DateTime<Utc>,
-    pub history: Vec<Decision>,
+pub(crate) struct Run {
+    pub(crate) spec: RolloutSpec,
+    pub(crate) state: RolloutState,
+    pub(crate) cluster: Cluster,
+    pub(crate) now: DateTime<Utc>,
+    pub(crate) history: Vec<Decision>,
 }
 
 impl Run {
-    pub fn new(spec: RolloutSpec, cluster: Cluster) -> Self {
+    pub(crate) fn new(spec: RolloutSpec, cluster: Cluster) -> Self {
         let now = t0();
         let state = start(&spec, &cluster.obs, now);
         Self {
@@ -276,7 +276,7 @@ impl Run {
     }
 
     /// One tick: decide on what the cluster shows, apply the actions, let pods settle.
-    pub fn tick_with(&mut self, commands: &[Command]) -> Decision {
+    pub(crate) fn tick_with(&mut self, commands: &[Command]) -> Decision {
         let d = decide(
             &self.spec,
             &self.state,
@@ -291,36 +291,40 @@ impl Run {
         d
     }
 
-    pub fn tick(&mut self) -> Decision {
+    pub(crate) fn tick(&mut self) -> Decision {
         self.tick_with(&[])
     }
 
     /// A tick carrying one command by `actor`.
-    pub fn command(&mut self, kind: CommandKind, actor: &str) -> Decision {
+    pub(crate) fn command(&mut self, kind: CommandKind, actor: &str) -> Decision {
         self.tick_with(&[Command {
             kind,
             actor: actor.to_owned(),
         }])
     }
 
-    pub fn advance(&mut self, secs: i64) {
+    pub(crate) fn advance(&mut self, secs: i64) {
         self.now += Duration::seconds(secs);
     }
 
-    pub fn at(&self, secs: i64) -> DateTime<Utc> {
+    pub(crate) fn at(&self, secs: i64) -> DateTime<Utc> {
         self.now + Duration::seconds(secs)
     }
 
-    pub fn status(&self) -> DeploymentStatus {
+    pub(crate) fn status(&self) -> DeploymentStatus {
         self.state.status
     }
 
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         self.state.phase.clone()
     }
 
     /// Ticks (at most `max`) until the state is terminal or matches `until`.
-    pub fn tick_until(&mut self, max: usize, until: impl Fn(&RolloutState) -> bool) -> Decision {
+    pub(crate) fn tick_until(
+        &mut self,
+        max: usize,
+        until: impl Fn(&RolloutState) -> bool,
+    ) -> Decision {
         let mut last = self.tick();
         for _ in 1..max {
             if until(&self.state) || self.state.status.is_terminal() {
@@ -332,7 +336,7 @@ impl Run {
     }
 
     /// The commands `accepts` lets through now, for `actor`.
-    pub fn accepted(&self, actor: &str) -> Vec<CommandKind> {
+    pub(crate) fn accepted(&self, actor: &str) -> Vec<CommandKind> {
         CommandKind::ALL
             .into_iter()
             .filter(|k| accepts(&self.spec, &self.state, *k, actor, REQUESTER).is_ok())
@@ -340,11 +344,11 @@ impl Run {
     }
 }
 
-pub fn note_kinds(d: &Decision) -> Vec<&str> {
+pub(crate) fn note_kinds(d: &Decision) -> Vec<&str> {
     d.notes.iter().map(|n| n.kind.as_str()).collect()
 }
 
-pub fn apply(track: Track, release: &Release, replicas: u32) -> Action {
+pub(crate) fn apply(track: Track, release: &Release, replicas: u32) -> Action {
     let surge = replicas.div_ceil(4);
     Action::ApplyWorkload {
         track,
@@ -355,22 +359,22 @@ pub fn apply(track: Track, release: &Release, replicas: u32) -> Action {
     }
 }
 
-pub fn scale(track: Track, replicas: u32) -> Action {
+pub(crate) fn scale(track: Track, replicas: u32) -> Action {
     Action::ScaleWorkload { track, replicas }
 }
 
-pub fn select(service: ServiceRole, track: Track) -> Action {
+pub(crate) fn select(service: ServiceRole, track: Track) -> Action {
     Action::SelectTrack { service, track }
 }
 
-pub fn weight(canary_weight: u32) -> Action {
+pub(crate) fn weight(canary_weight: u32) -> Action {
     Action::SetCanaryWeight { canary_weight }
 }
 
 /// Requires a distinct approver for `run` and ticks it: it must hold at `awaiting_approval`
 /// (paused, no progress deadline) applying nothing, an hour later still, and take `approve`
 /// from someone other than the requester only.
-pub fn assert_held_for_approval(run: &mut Run) {
+pub(crate) fn assert_held_for_approval(run: &mut Run) {
     run.spec.approval.required = true;
     run.spec.approval.distinct_approver = true;
     let d = run.tick();

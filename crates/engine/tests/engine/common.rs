@@ -19,21 +19,21 @@ use slipway_store::{PgPool, events};
 use uuid::Uuid;
 
 /// The app every test deploys.
-pub const APP: &str = "web";
+pub(crate) const APP: &str = "web";
 /// Who asks for deployments.
-pub const REQUESTER: &str = "alice";
+pub(crate) const REQUESTER: &str = "alice";
 /// Replicas of every test workload.
-pub const REPLICAS: u32 = 4;
+pub(crate) const REPLICAS: u32 = 4;
 /// How long a test waits for the engine before giving up.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A simulated cluster on wall-clock time: instant readiness, default faults none.
-pub fn sim() -> Arc<SimCluster> {
+pub(crate) fn sim() -> Arc<SimCluster> {
     Arc::new(SimCluster::new(Arc::new(SystemClock)))
 }
 
 /// Engine settings for tests: fast polling and retries, a long lease.
-pub fn settings(worker: &str) -> EngineSettings {
+pub(crate) fn settings(worker: &str) -> EngineSettings {
     EngineSettings {
         worker: worker.to_owned(),
         concurrency: 8,
@@ -45,12 +45,12 @@ pub fn settings(worker: &str) -> EngineSettings {
     }
 }
 
-pub fn engine(pool: &PgPool, sim: &Arc<SimCluster>, settings: EngineSettings) -> Engine {
+pub(crate) fn engine(pool: &PgPool, sim: &Arc<SimCluster>, settings: EngineSettings) -> Engine {
     Engine::new(pool.clone(), Drivers::new(sim.clone()), settings)
 }
 
 /// Registers the simulated cluster `local` and the app `web`.
-pub async fn seed_app(pool: &PgPool) {
+pub(crate) async fn seed_app(pool: &PgPool) {
     let mut tx = pool.begin().await.expect("begin");
     let cluster = ClusterSpec {
         name: "local".into(),
@@ -73,7 +73,7 @@ pub async fn seed_app(pool: &PgPool) {
 
 /// An environment spec as the API takes it: namespace `ns`, workload `web` with
 /// [`REPLICAS`], the given strategy; `extra` fields are merged in (e.g. `supersede_queued`).
-pub fn env_spec(ns: &str, strategy: Value, extra: Value) -> EnvironmentSpec {
+pub(crate) fn env_spec(ns: &str, strategy: Value, extra: Value) -> EnvironmentSpec {
     let mut spec = json!({
         "cluster": "local",
         "namespace": ns,
@@ -90,7 +90,7 @@ pub fn env_spec(ns: &str, strategy: Value, extra: Value) -> EnvironmentSpec {
 }
 
 /// Creates (or replaces) the environment `name` of the app.
-pub async fn put_env(pool: &PgPool, name: &str, spec: &EnvironmentSpec) {
+pub(crate) async fn put_env(pool: &PgPool, name: &str, spec: &EnvironmentSpec) {
     let mut tx = pool.begin().await.expect("begin");
     intake::put_environment(&mut tx, APP, name, spec, Precondition::None)
         .await
@@ -99,11 +99,11 @@ pub async fn put_env(pool: &PgPool, name: &str, spec: &EnvironmentSpec) {
 }
 
 /// The image of a version.
-pub fn image(version: &str) -> String {
+pub(crate) fn image(version: &str) -> String {
     format!("ghcr.io/acme/web:{version}")
 }
 
-pub fn release(version: &str) -> Release {
+pub(crate) fn release(version: &str) -> Release {
     Release {
         image: image(version),
         version: version.to_owned(),
@@ -112,7 +112,7 @@ pub fn release(version: &str) -> Release {
 }
 
 /// Requests a deployment of `version` to `env`, as [`REQUESTER`]; returns its id.
-pub async fn deploy(pool: &PgPool, env: &str, version: &str) -> Uuid {
+pub(crate) async fn deploy(pool: &PgPool, env: &str, version: &str) -> Uuid {
     let mut tx = pool.begin().await.expect("begin");
     let id = record(&mut tx, env, version).await;
     tx.commit().await.expect("commit");
@@ -120,7 +120,11 @@ pub async fn deploy(pool: &PgPool, env: &str, version: &str) -> Uuid {
 }
 
 /// Records a deployment in the caller's transaction.
-pub async fn record(conn: &mut slipway_store::PgConnection, env: &str, version: &str) -> Uuid {
+pub(crate) async fn record(
+    conn: &mut slipway_store::PgConnection,
+    env: &str,
+    version: &str,
+) -> Uuid {
     let request: DeploymentRequest = serde_json::from_value(json!({
         "image": image(version),
         "version": version,
@@ -138,7 +142,7 @@ pub async fn record(conn: &mut slipway_store::PgConnection, env: &str, version: 
         .id
 }
 
-pub async fn get(pool: &PgPool, id: Uuid) -> Deployment {
+pub(crate) async fn get(pool: &PgPool, id: Uuid) -> Deployment {
     let mut conn = pool.acquire().await.expect("acquire");
     deployments::get(&mut conn, id)
         .await
@@ -146,7 +150,7 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Deployment {
 }
 
 /// The deployment's whole event log, in order.
-pub async fn events_of(pool: &PgPool, id: Uuid) -> Vec<DeploymentEvent> {
+pub(crate) async fn events_of(pool: &PgPool, id: Uuid) -> Vec<DeploymentEvent> {
     let mut conn = pool.acquire().await.expect("acquire");
     events::list(&mut conn, id, None, 500)
         .await
@@ -154,12 +158,12 @@ pub async fn events_of(pool: &PgPool, id: Uuid) -> Vec<DeploymentEvent> {
         .items
 }
 
-pub fn kinds(events: &[DeploymentEvent]) -> Vec<&str> {
+pub(crate) fn kinds(events: &[DeploymentEvent]) -> Vec<&str> {
     events.iter().map(|e| e.kind.as_str()).collect()
 }
 
 /// The first event of `kind`.
-pub fn first<'a>(events: &'a [DeploymentEvent], kind: &str) -> &'a DeploymentEvent {
+pub(crate) fn first<'a>(events: &'a [DeploymentEvent], kind: &str) -> &'a DeploymentEvent {
     events
         .iter()
         .find(|e| e.kind == kind)
@@ -167,7 +171,7 @@ pub fn first<'a>(events: &'a [DeploymentEvent], kind: &str) -> &'a DeploymentEve
 }
 
 /// The sim target of the workload `web` in namespace `ns`.
-pub fn target(ns: &str) -> Target {
+pub(crate) fn target(ns: &str) -> Target {
     Target {
         namespace: ns.to_owned(),
         workload: Workload {
@@ -188,7 +192,7 @@ pub fn target(ns: &str) -> Target {
 /// Steps `engine` (claiming whatever is due, like a worker would) until the deployment
 /// satisfies `done`; panics with its event log after [`PATIENCE`]. Wake-up times are honoured:
 /// when nothing is due, it looks again a little later.
-pub async fn drive(
+pub(crate) async fn drive(
     engine: &Engine,
     pool: &PgPool,
     id: Uuid,
@@ -223,7 +227,7 @@ pub async fn drive(
 }
 
 /// [`drive`] until the deployment has `status`.
-pub async fn drive_to(
+pub(crate) async fn drive_to(
     engine: &Engine,
     pool: &PgPool,
     id: Uuid,
@@ -233,7 +237,7 @@ pub async fn drive_to(
 }
 
 /// [`drive`] until the deployment is in `status` and `phase`.
-pub async fn drive_to_phase(
+pub(crate) async fn drive_to_phase(
     engine: &Engine,
     pool: &PgPool,
     id: Uuid,
@@ -247,12 +251,12 @@ pub async fn drive_to_phase(
 }
 
 /// A plain rolling strategy.
-pub fn rolling() -> Value {
+pub(crate) fn rolling() -> Value {
     json!({"type": "rolling", "max_surge": "25%", "max_unavailable": 0})
 }
 
 /// Deploys `version` to `env` and runs it to success.
-pub async fn deploy_ok(engine: &Engine, pool: &PgPool, env: &str, version: &str) -> Uuid {
+pub(crate) async fn deploy_ok(engine: &Engine, pool: &PgPool, env: &str, version: &str) -> Uuid {
     let id = deploy(pool, env, version).await;
     let d = drive_to(engine, pool, id, DeploymentStatus::Succeeded).await;
     assert_eq!(d.serving.version.as_deref(), Some(version));
@@ -260,7 +264,7 @@ pub async fn deploy_ok(engine: &Engine, pool: &PgPool, env: &str, version: &str)
 }
 
 /// The whole stored row of a deployment, to compare before and after.
-pub async fn row(pool: &PgPool, id: Uuid) -> Value {
+pub(crate) async fn row(pool: &PgPool, id: Uuid) -> Value {
     sqlx::query_scalar("SELECT to_jsonb(d) FROM deployments d WHERE id = $1")
         .bind(id)
         .fetch_one(pool)

@@ -16,4 +16,5 @@ mod leases;
 mod ownership;
 mod queue;
 mod recovery;
+mod statements;
 mod strategies;

@@ -35,28 +35,28 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 /// How long a test waits for a deployment or for the cluster before giving up.
-pub const PATIENCE: Duration = Duration::from_secs(90);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(90);
 /// The app and environment every test deploys.
-pub const APP: &str = "web";
-pub const ENV: &str = "prod";
+pub(crate) const APP: &str = "web";
+pub(crate) const ENV: &str = "prod";
 /// The pod label the test cluster's kwok stage `slipway-pod-never-ready` keeps unready.
-pub const NEVER_READY_LABEL: &str = "slipway.dev/test-never-ready";
+pub(crate) const NEVER_READY_LABEL: &str = "slipway.dev/test-never-ready";
 
 #[path = "../../../cluster/tests/support/kube_rbac.rs"]
 mod kube_rbac;
-pub use kube_rbac::{kubeconfig, kubeconfig_e2e};
+pub(crate) use kube_rbac::{kubeconfig, kubeconfig_e2e};
 
-pub fn image(version: &str) -> String {
+pub(crate) fn image(version: &str) -> String {
     format!("registry.test/web:{version}")
 }
 
 /// A test's world: database, API, engine, namespace.
-pub struct E2e {
-    pub pool: PgPool,
-    pub base: String,
-    pub http: reqwest::Client,
-    pub kube: kube::Client,
-    pub namespace: String,
+pub(crate) struct E2e {
+    pub(crate) pool: PgPool,
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) kube: kube::Client,
+    pub(crate) namespace: String,
     server: tokio::task::JoinHandle<()>,
     engine: Option<tokio::task::JoinHandle<()>>,
     stop_engine: watch::Sender<bool>,
@@ -97,7 +97,7 @@ impl Drop for E2e {
 impl E2e {
     /// Creates the namespace, serves the API, starts the engine, registers the cluster `e2e`
     /// and the app `web`.
-    pub async fn start(pool: PgPool, test: &str) -> Self {
+    pub(crate) async fn start(pool: PgPool, test: &str) -> Self {
         static CRYPTO: Once = Once::new();
         CRYPTO.call_once(|| {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -189,7 +189,7 @@ impl E2e {
 
     /// Stops the harness's engine (its running steps finish, its leases are released), for a
     /// test that steps deployments with engines of its own from then on.
-    pub async fn stop_workers(&mut self) {
+    pub(crate) async fn stop_workers(&mut self) {
         let _ = self.stop_engine.send(true);
         if let Some(engine) = self.engine.take() {
             let _ = tokio::time::timeout(Duration::from_secs(30), engine).await;
@@ -197,7 +197,7 @@ impl E2e {
     }
 
     /// Stops the engine and the API, then deletes the namespace.
-    pub async fn finish(mut self) {
+    pub(crate) async fn finish(mut self) {
         self.stop_workers().await;
         self.server.abort();
         eprintln!("{}: done in {:.1?}", self.namespace, self.started.elapsed());
@@ -210,7 +210,12 @@ impl E2e {
 
     // --- HTTP -----------------------------------------------------------------------------
 
-    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
@@ -222,7 +227,13 @@ impl E2e {
         (status, body)
     }
 
-    pub async fn expect(&self, method: &str, path: &str, body: Value, want: StatusCode) -> Value {
+    pub(crate) async fn expect(
+        &self,
+        method: &str,
+        path: &str,
+        body: Value,
+        want: StatusCode,
+    ) -> Value {
         let (status, answer) = self.call(method, path, Some(body)).await;
         assert_eq!(status, want, "{method} {path}: {answer}");
         answer
@@ -231,7 +242,7 @@ impl E2e {
     /// `PUT` the environment `prod`: namespace of the test, workload `web` (container `app`,
     /// port 8080) with `replicas`, the strategy, and `extra` fields merged in (and into the
     /// workload when `extra` has `workload`).
-    pub async fn put_env(&self, replicas: u32, strategy: Value, extra: Value) {
+    pub(crate) async fn put_env(&self, replicas: u32, strategy: Value, extra: Value) {
         let mut spec = json!({
             "cluster": "e2e",
             "namespace": self.namespace,
@@ -258,7 +269,7 @@ impl E2e {
     }
 
     /// Requests a deployment of `version`; `extra` fields are merged into the request.
-    pub async fn deploy(&self, version: &str, extra: Value) -> Uuid {
+    pub(crate) async fn deploy(&self, version: &str, extra: Value) -> Uuid {
         let mut body = json!({"image": image(version), "version": version, "reason": format!("e2e {version}")});
         for (k, v) in extra.as_object().cloned().unwrap_or_default() {
             body[k] = v;
@@ -274,7 +285,7 @@ impl E2e {
         d["id"].as_str().unwrap().parse().unwrap()
     }
 
-    pub async fn deployment(&self, id: Uuid) -> Value {
+    pub(crate) async fn deployment(&self, id: Uuid) -> Value {
         let (status, body) = self
             .call("GET", &format!("/v1/deployments/{id}"), None)
             .await;
@@ -282,7 +293,7 @@ impl E2e {
         body
     }
 
-    pub async fn events(&self, id: Uuid) -> Vec<Value> {
+    pub(crate) async fn events(&self, id: Uuid) -> Vec<Value> {
         let (status, body) = self
             .call(
                 "GET",
@@ -295,7 +306,7 @@ impl E2e {
     }
 
     /// The event log as `seq kind: message` lines, for failure messages.
-    pub async fn log(&self, id: Uuid) -> String {
+    pub(crate) async fn log(&self, id: Uuid) -> String {
         self.events(id)
             .await
             .iter()
@@ -306,7 +317,7 @@ impl E2e {
 
     /// Steps `engine` by hand (claiming whatever is due, as its workers would) until the
     /// deployment has `status`; for a test that has stopped the harness's engine.
-    pub async fn step_until(&self, engine: &Engine, id: Uuid, status: &str) {
+    pub(crate) async fn step_until(&self, engine: &Engine, id: Uuid, status: &str) {
         let started = Instant::now();
         loop {
             if self.deployment(id).await["status"] == status {
@@ -325,13 +336,13 @@ impl E2e {
 
     /// Polls the deployment until `done` holds. Panics with its event log after [`PATIENCE`],
     /// or at once when it finished without satisfying `done`.
-    pub async fn wait(&self, id: Uuid, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait(&self, id: Uuid, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         self.wait_inner(id, what, true, done).await
     }
 
     /// [`wait`](Self::wait) that keeps polling past a finished state (e.g. right after `retry`,
     /// before the engine has re-queued the deployment).
-    pub async fn wait_past_end(
+    pub(crate) async fn wait_past_end(
         &self,
         id: Uuid,
         what: &str,
@@ -368,11 +379,11 @@ impl E2e {
         }
     }
 
-    pub async fn wait_status(&self, id: Uuid, status: &str) -> Value {
+    pub(crate) async fn wait_status(&self, id: Uuid, status: &str) -> Value {
         self.wait(id, status, |d| d["status"] == status).await
     }
 
-    pub async fn wait_phase(&self, id: Uuid, status: &str, phase: &str) -> Value {
+    pub(crate) async fn wait_phase(&self, id: Uuid, status: &str, phase: &str) -> Value {
         self.wait(id, &format!("{status}/{phase}"), |d| {
             d["status"] == status && d["phase"] == phase
         })
@@ -380,7 +391,7 @@ impl E2e {
     }
 
     /// `POST /v1/deployments/{id}/{command}`; status and body.
-    pub async fn command(&self, id: Uuid, command: &str) -> (StatusCode, Value) {
+    pub(crate) async fn command(&self, id: Uuid, command: &str) -> (StatusCode, Value) {
         self.call(
             "POST",
             &format!("/v1/deployments/{id}/{command}"),
@@ -389,14 +400,14 @@ impl E2e {
         .await
     }
 
-    pub async fn accepted(&self, id: Uuid, command: &str) {
+    pub(crate) async fn accepted(&self, id: Uuid, command: &str) {
         let (status, body) = self.command(id, command).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{command}: {body}");
     }
 
     // --- Kubernetes -----------------------------------------------------------------------
 
-    pub async fn k8s_deployment(&self, name: &str) -> Option<Deployment> {
+    pub(crate) async fn k8s_deployment(&self, name: &str) -> Option<Deployment> {
         Api::<Deployment>::namespaced(self.kube.clone(), &self.namespace)
             .get_opt(name)
             .await
@@ -404,7 +415,7 @@ impl E2e {
     }
 
     /// The ReplicaSets a Deployment owns, oldest first.
-    pub async fn replica_sets(&self, deployment: &str) -> Vec<ReplicaSet> {
+    pub(crate) async fn replica_sets(&self, deployment: &str) -> Vec<ReplicaSet> {
         let Some(d) = self.k8s_deployment(deployment).await else {
             return Vec::new();
         };
@@ -429,7 +440,7 @@ impl E2e {
     }
 
     /// Pods matching a label selector that are not being deleted.
-    pub async fn pods(&self, selector: &str) -> Vec<Pod> {
+    pub(crate) async fn pods(&self, selector: &str) -> Vec<Pod> {
         Api::<Pod>::namespaced(self.kube.clone(), &self.namespace)
             .list(&ListParams::default().labels(selector))
             .await
@@ -441,7 +452,7 @@ impl E2e {
     }
 
     /// Every pod matching the selector, terminating ones included.
-    pub async fn all_pods(&self, selector: &str) -> Vec<Pod> {
+    pub(crate) async fn all_pods(&self, selector: &str) -> Vec<Pod> {
         Api::<Pod>::namespaced(self.kube.clone(), &self.namespace)
             .list(&ListParams::default().labels(selector))
             .await
@@ -450,7 +461,7 @@ impl E2e {
     }
 
     /// IPs of the Ready, not terminating pods of a track of `web`.
-    pub async fn ready_ips(&self, track: &str) -> BTreeSet<String> {
+    pub(crate) async fn ready_ips(&self, track: &str) -> BTreeSet<String> {
         self.pods(&format!(
             "app.kubernetes.io/name=web,slipway.dev/track={track}"
         ))
@@ -462,7 +473,7 @@ impl E2e {
     }
 
     /// Ready addresses of the EndpointSlices behind a Service.
-    pub async fn endpoint_ips(&self, service: &str) -> BTreeSet<String> {
+    pub(crate) async fn endpoint_ips(&self, service: &str) -> BTreeSet<String> {
         Api::<EndpointSlice>::namespaced(self.kube.clone(), &self.namespace)
             .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
             .await
@@ -476,7 +487,7 @@ impl E2e {
     }
 
     /// Creates a Service that Slipway does not manage.
-    pub async fn create_service(&self, name: &str, selector: Value) {
+    pub(crate) async fn create_service(&self, name: &str, selector: Value) {
         let s: Service = serde_json::from_value(json!({
             "metadata": { "name": name },
             "spec": { "selector": selector, "ports": [{ "name": "http", "port": 80, "targetPort": 8080 }] },
@@ -489,7 +500,7 @@ impl E2e {
     }
 
     /// Polls until `f` gives a value (up to [`PATIENCE`]).
-    pub async fn until<T, F, Fut>(&self, what: &str, f: F) -> T
+    pub(crate) async fn until<T, F, Fut>(&self, what: &str, f: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Option<T>>,
@@ -501,7 +512,7 @@ impl E2e {
     }
 }
 
-pub fn is_ready(p: &Pod) -> bool {
+pub(crate) fn is_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -509,23 +520,23 @@ pub fn is_ready(p: &Pod) -> bool {
 }
 
 /// The image of a Deployment's (or ReplicaSet's) first container.
-pub fn template_image(spec: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>) -> String {
+pub(crate) fn template_image(spec: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>) -> String {
     spec.and_then(|t| t.spec.as_ref())
         .and_then(|s| s.containers.first())
         .and_then(|c| c.image.clone())
         .unwrap_or_default()
 }
 
-pub fn rs_image(rs: &ReplicaSet) -> String {
+pub(crate) fn rs_image(rs: &ReplicaSet) -> String {
     template_image(rs.spec.template.as_ref())
 }
 
-pub fn deployment_image(d: &Deployment) -> String {
+pub(crate) fn deployment_image(d: &Deployment) -> String {
     template_image(Some(&d.spec.template))
 }
 
 /// `(spec.replicas, status.replicas, status.readyReplicas)` of a ReplicaSet.
-pub fn rs_counts(rs: &ReplicaSet) -> (i32, i32, i32) {
+pub(crate) fn rs_counts(rs: &ReplicaSet) -> (i32, i32, i32) {
     let spec = rs.spec.replicas.unwrap_or(1);
     let status = rs.status.as_ref();
     (
@@ -536,7 +547,7 @@ pub fn rs_counts(rs: &ReplicaSet) -> (i32, i32, i32) {
 }
 
 /// `(spec.replicas, status.readyReplicas, status.updatedReplicas)` of a Deployment.
-pub fn deployment_counts(d: &Deployment) -> (i32, i32, i32) {
+pub(crate) fn deployment_counts(d: &Deployment) -> (i32, i32, i32) {
     let spec = d.spec.replicas.unwrap_or(1);
     let status = d.status.as_ref();
     (
@@ -546,7 +557,7 @@ pub fn deployment_counts(d: &Deployment) -> (i32, i32, i32) {
     )
 }
 
-pub async fn poll<T, F, Fut>(what: &str, mut f: F) -> T
+pub(crate) async fn poll<T, F, Fut>(what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
