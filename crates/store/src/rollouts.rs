@@ -287,7 +287,7 @@ pub async fn queue_turn(
     Ok(sqlx::query_as(
         "SELECT $2 = queue_head($1) IS TRUE AS is_head,
              EXISTS (SELECT 1 FROM deployments WHERE environment_id = $1
-                     AND slipway_is_active(status))",
+                     AND slipway_is_active(status)) AS environment_busy",
     )
     .bind(environment_id)
     .bind(id)
