@@ -243,6 +243,15 @@ impl From<IntakeError> for ApiError {
                 "If-Match does not match the current ETag; read the resource again and retry",
             ),
             IntakeError::Conflict(msg) => Self::new(ProblemType::Conflict, msg),
+            IntakeError::Store(
+                e @ (StoreError::Unavailable(_) | StoreError::OutcomeUnknown(_)),
+            ) => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::new(
+                    ProblemType::Unavailable,
+                    "the database is unavailable; retry later",
+                )
+            }
             IntakeError::Store(StoreError::Database(db)) if is_unavailable(&db) => {
                 tracing::warn!(error = %db, "database unavailable");
                 Self::new(

@@ -69,17 +69,13 @@ impl CreateBatcher {
             tx
         });
         let (reply, answer) = oneshot::channel();
-        queue
-            .send(Pending { row, reply })
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        queue.send(Pending { row, reply }).await.map_err(|_| {
+            StoreError::Unavailable("the create writer has stopped (shutting down)".into())
+        })?;
+        answer.await.map_err(|_| {
+            StoreError::OutcomeUnknown("the create writer stopped before answering".into())
+        })?
     }
-}
-
-/// The batch task is gone (the runtime is shutting down).
-fn gone() -> StoreError {
-    StoreError::Database(sqlx::Error::PoolClosed)
 }
 
 /// The batch task: one batch at a time, so batches never wait for each other's key rows (and

@@ -164,7 +164,7 @@ impl StepWriter {
             Ok(()) => match answer.await {
                 Ok(result) => result,
                 // The task is gone (runtime shutting down): nothing is known of the write.
-                Err(_) => Err(StoreError::Conflict(
+                Err(_) => Err(StoreError::OutcomeUnknown(
                     "the step writer stopped before answering".into(),
                 )),
             },

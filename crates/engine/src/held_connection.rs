@@ -104,6 +104,8 @@ fn answered_by_server(e: &StoreError) -> bool {
         | StoreError::LeaseLost => true,
         // Also what a row that does not decode gives: the answer may not have been read whole.
         StoreError::Corrupt(_) => false,
+        // Not answers of the server to this connection's statement.
+        StoreError::Unavailable(_) | StoreError::OutcomeUnknown(_) => false,
     }
 }
 

@@ -22,6 +22,16 @@ pub enum StoreError {
     /// A stored value could not be read back into its domain type.
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
+    /// Nothing was written, and trying again later may work: the writer that would have sent
+    /// the statement is gone (the process is shutting down), or the database could not be
+    /// asked.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The write may or may not have happened: the connection was lost while its statement
+    /// was in flight, or the writer stopped before answering. Writing it again could write it
+    /// twice; read before retrying.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     #[error(transparent)]
     Database(sqlx::Error),
 }
@@ -40,26 +50,26 @@ impl StoreError {
                     | sqlx::Error::PoolTimedOut
                     | sqlx::Error::PoolClosed
             ),
-            Self::Constraint { .. } | Self::Conflict(_) | Self::Corrupt(_) => true,
-            Self::NotFound(_) | Self::RevisionMismatch { .. } | Self::LeaseLost => false,
+            Self::Constraint { .. }
+            | Self::Conflict(_)
+            | Self::Corrupt(_)
+            | Self::Unavailable(_) => true,
+            Self::NotFound(_)
+            | Self::RevisionMismatch { .. }
+            | Self::LeaseLost
+            | Self::OutcomeUnknown(_) => false,
         }
     }
 
-    /// This failure again, for another of the writes of a batch that failed as a whole
-    /// (`batch` names it in the message): a lost connection stays one (an I/O error, so that
-    /// the API still answers "unavailable"), anything else becomes a protocol error that
-    /// quotes it.
+    /// This failure again, for one member of a batch that failed as a whole (`batch` names
+    /// the batch in the message): a failure whose outcome is unknown stays unknown, one that
+    /// certainly wrote nothing says so; the member did nothing wrong itself.
     pub fn for_batch_member(&self, batch: &str) -> Self {
-        match self {
-            Self::Database(sqlx::Error::Io(io)) => Self::Database(sqlx::Error::Io(
-                std::io::Error::new(io.kind(), io.to_string()),
-            )),
-            Self::Database(e) if connection_lost(e) => Self::Database(sqlx::Error::Io(
-                std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string()),
-            )),
-            other => Self::Database(sqlx::Error::Protocol(format!(
-                "a batch of {batch} failed: {other}"
-            ))),
+        let message = format!("a batch of {batch} failed: {self}");
+        if self.wrote_nothing() {
+            Self::Unavailable(message)
+        } else {
+            Self::OutcomeUnknown(message)
         }
     }
 }
@@ -95,5 +105,35 @@ impl From<sqlx::Error> for StoreError {
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
         Self::Corrupt(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch member's error says what is known of its own write: a batch whose connection
+    /// was lost mid-statement leaves every member's outcome unknown (not to be written again
+    /// blindly); a batch the server refused wrote nothing for any member.
+    #[test]
+    fn a_batch_members_error_keeps_what_is_known_of_its_write() {
+        let lost = StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )));
+        let member = lost.for_batch_member("step writes");
+        assert!(
+            matches!(member, StoreError::OutcomeUnknown(_)),
+            "{member:?}"
+        );
+        assert!(!member.wrote_nothing());
+        assert!(member.to_string().contains("a batch of step writes failed"));
+
+        let refused = StoreError::Constraint {
+            constraint: "deployments_pkey".into(),
+        };
+        let member = refused.for_batch_member("creates");
+        assert!(matches!(member, StoreError::Unavailable(_)), "{member:?}");
+        assert!(member.wrote_nothing());
     }
 }
