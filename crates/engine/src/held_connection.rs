@@ -98,6 +98,9 @@ fn answered_by_server(e: &StoreError) -> bool {
             matches!(e, sqlx::Error::Database(_)) && !slipway_store::error::connection_lost(e)
         }
         StoreError::NotFound(_)
+        | StoreError::AlreadyExists(_)
+        | StoreError::WorkloadTaken
+        | StoreError::EnvironmentBusy
         | StoreError::Constraint { .. }
         | StoreError::RevisionMismatch { .. }
         | StoreError::Conflict(_)

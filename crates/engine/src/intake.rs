@@ -93,13 +93,7 @@ impl From<StoreError> for IntakeError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => Self::NotFound(what),
-            StoreError::Constraint { constraint } => match constraint.as_str() {
-                "clusters_name_key" => Self::AlreadyExists("cluster"),
-                "apps_name_key" => Self::AlreadyExists("app"),
-                "environments_app_name_key" => Self::AlreadyExists("environment"),
-                "role_bindings_unique" => Self::AlreadyExists("role binding"),
-                _ => Self::Store(StoreError::Constraint { constraint }),
-            },
+            StoreError::AlreadyExists(what) => Self::AlreadyExists(what),
             StoreError::Conflict(msg) => Self::Conflict(msg),
             other => Self::Store(other),
         }
@@ -237,7 +231,7 @@ pub async fn put_environment(
         Ok(created) => created,
         // One workload belongs to one environment. Which environment holds it is not said:
         // it may be another app's.
-        Err(StoreError::Constraint { constraint }) if constraint == "environments_workload_key" => {
+        Err(StoreError::WorkloadTaken) => {
             return Err(ValidationError::single(
                 "/workload/name",
                 format!(

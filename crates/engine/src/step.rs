@@ -312,9 +312,7 @@ async fn start(
         rollouts::write_step(&mut conn, write).await
     };
     match written {
-        Err(StoreError::Constraint { constraint })
-            if constraint == "deployments_one_active_per_environment" =>
-        {
+        Err(StoreError::EnvironmentBusy) => {
             wait_in_queue(ctx, claim, pending, now + ctx.queue_recheck)
                 .await
                 .map(Stepped::Done)

@@ -6,7 +6,16 @@ pub enum StoreError {
     /// The named entity does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),
-    /// A named unique or foreign-key constraint refused the write.
+    /// A unique constraint refused the write: a `what` of that name already exists.
+    #[error("{0} already exists")]
+    AlreadyExists(&'static str),
+    /// The environment's workload (cluster, namespace, name) belongs to another environment.
+    #[error("the workload belongs to another environment")]
+    WorkloadTaken,
+    /// Another deployment of the environment is active (at most one is).
+    #[error("another deployment of the environment is active")]
+    EnvironmentBusy,
+    /// Another named unique or foreign-key constraint refused the write.
     #[error("constraint {constraint} refused the write")]
     Constraint { constraint: String },
     /// An `If-Match` revision did not match the stored one.
@@ -50,7 +59,10 @@ impl StoreError {
                     | sqlx::Error::PoolTimedOut
                     | sqlx::Error::PoolClosed
             ),
-            Self::Constraint { .. }
+            Self::AlreadyExists(_)
+            | Self::WorkloadTaken
+            | Self::EnvironmentBusy
+            | Self::Constraint { .. }
             | Self::Conflict(_)
             | Self::Corrupt(_)
             | Self::Unavailable(_) => true,
@@ -94,11 +106,25 @@ impl From<sqlx::Error> for StoreError {
             && let Some(constraint) = db.constraint()
             && (db.is_unique_violation() || db.is_foreign_key_violation())
         {
-            return Self::Constraint {
-                constraint: constraint.to_owned(),
-            };
+            return refused_by(constraint);
         }
         Self::Database(e)
+    }
+}
+
+/// What the constraint named `constraint` refusing a write means. Constraint names are
+/// matched here and nowhere else.
+fn refused_by(constraint: &str) -> StoreError {
+    match constraint {
+        "clusters_name_key" => StoreError::AlreadyExists("cluster"),
+        "apps_name_key" => StoreError::AlreadyExists("app"),
+        "environments_app_name_key" => StoreError::AlreadyExists("environment"),
+        "role_bindings_unique" => StoreError::AlreadyExists("role binding"),
+        "environments_workload_key" => StoreError::WorkloadTaken,
+        "deployments_one_active_per_environment" => StoreError::EnvironmentBusy,
+        other => StoreError::Constraint {
+            constraint: other.to_owned(),
+        },
     }
 }
 
