@@ -243,17 +243,8 @@ impl From<IntakeError> for ApiError {
                 "If-Match does not match the current ETag; read the resource again and retry",
             ),
             IntakeError::Conflict(msg) => Self::new(ProblemType::Conflict, msg),
-            IntakeError::Store(
-                e @ (StoreError::Unavailable(_) | StoreError::OutcomeUnknown(_)),
-            ) => {
+            IntakeError::Store(e) if e.is_unavailable() => {
                 tracing::warn!(error = %e, "database unavailable");
-                Self::new(
-                    ProblemType::Unavailable,
-                    "the database is unavailable; retry later",
-                )
-            }
-            IntakeError::Store(StoreError::Database(db)) if is_unavailable(&db) => {
-                tracing::warn!(error = %db, "database unavailable");
                 Self::new(
                     ProblemType::Unavailable,
                     "the database is unavailable; retry later",
@@ -262,11 +253,6 @@ impl From<IntakeError> for ApiError {
             IntakeError::Store(other) => Self::internal(&other),
         }
     }
-}
-
-fn is_unavailable(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
-        || slipway_store::error::connection_lost(e)
 }
 
 /// Renders a problem for `kind` with `detail`.

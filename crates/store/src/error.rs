@@ -73,6 +73,19 @@ impl StoreError {
         }
     }
 
+    /// The database cannot be used now (no connection to be had, the connection lost, the
+    /// writer gone) and a later try may work: callers answer "unavailable", not a fault.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Unavailable(_) | Self::OutcomeUnknown(_) => true,
+            Self::Database(e) => {
+                matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+                    || connection_lost(e)
+            }
+            _ => false,
+        }
+    }
+
     /// This failure again, for one member of a batch that failed as a whole (`batch` names
     /// the batch in the message): a failure whose outcome is unknown stays unknown, one that
     /// certainly wrote nothing says so; the member did nothing wrong itself.
@@ -154,6 +167,7 @@ mod tests {
         );
         assert!(!member.wrote_nothing());
         assert!(member.to_string().contains("a batch of step writes failed"));
+        assert!(member.is_unavailable(), "a lost connection answers 503");
 
         let refused = StoreError::Constraint {
             constraint: "deployments_pkey".into(),
@@ -161,5 +175,6 @@ mod tests {
         let member = refused.for_batch_member("creates");
         assert!(matches!(member, StoreError::Unavailable(_)), "{member:?}");
         assert!(member.wrote_nothing());
+        assert!(!refused.is_unavailable(), "a refusal is not an outage");
     }
 }
